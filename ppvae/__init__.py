@@ -1,0 +1,22 @@
+"""ppvae: variational autoencoders as Pyro probabilistic programs.
+
+    import ppvae
+    train = ppvae.data.load("fashion-mnist", split="train")
+    model = ppvae.VAE(x_shape=(1, 28, 28), z_dim=20)
+    model.fit(train, epochs=5)
+    model.sample(64)
+
+Layers, imports pointing downward only:
+    cli, report          what a person runs and reads
+    models               VAE ...: the Pyro programs and the estimator API (fit, encode, save)
+    infer                objectives, the SVI step, per-example ELBO terms (any Pyro model/guide)
+    parts                priors, likelihoods, guide families, networks, by name
+    data, viz            datasets and figures (leaves)
+"""
+
+from ppvae import data
+from ppvae.models import MODELS, VAE, LatentVariableModel, load
+
+__version__ = "0.1.0"
+
+__all__ = ["MODELS", "VAE", "LatentVariableModel", "data", "load", "__version__"]

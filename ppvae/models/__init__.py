@@ -1,0 +1,9 @@
+"""The models: Pyro programs built from parts, behind one estimator API."""
+
+from ppvae.models.base import LatentVariableModel
+from ppvae.models.runs import load
+from ppvae.models.vae import VAE
+
+MODELS: dict[str, type[LatentVariableModel]] = {"VAE": VAE}
+
+__all__ = ["MODELS", "VAE", "LatentVariableModel", "load"]

@@ -1,0 +1,110 @@
+"""The variational autoencoder as a pair of Pyro programs built from parts."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, Mapping, Sequence
+
+import pyro
+import pyro.poutine as poutine
+import torch
+
+from ppvae.models.base import LatentVariableModel
+from ppvae.parts import GUIDES, LIKELIHOODS, NETWORKS, PRIORS, normalize_spec
+from ppvae.parts.registry import PartSpec
+
+
+class VAE(LatentVariableModel):
+    """Variational autoencoder (Kingma & Welling, 2014): z ~ prior, x ~ likelihood(decoder(z)).
+
+    The guide is the encoder's q(z | x). Every part is chosen by name or small
+    dict (see ``ppvae parts``); ``beta`` scales the latent site of model and
+    guide alike, which multiplies the KL term by beta (a beta-VAE).
+
+        VAE(x_shape=(1, 28, 28), z_dim=20)   # MLP 784-400-20, N(0, I) prior, Bernoulli likelihood
+    """
+
+    def __init__(
+        self,
+        x_shape: Sequence[int] = (1, 28, 28),
+        z_dim: int = 20,
+        prior: PartSpec = "normal",
+        likelihood: PartSpec = "bernoulli",
+        guide: PartSpec = "normal",
+        network: PartSpec = "mlp",
+        beta: float = 1.0,
+    ):
+        super().__init__(tuple(x_shape), z_dim)
+        if not beta > 0:
+            raise ValueError(f"beta must be positive (Pyro cannot scale a site by {beta})")
+        self.beta = float(beta)
+        self.specs = {
+            "prior": normalize_spec(prior, "prior"),
+            "likelihood": normalize_spec(likelihood, "likelihood"),
+            "guide": normalize_spec(guide, "guide"),
+            "network": normalize_spec(network, "network"),
+        }
+        self.prior = PRIORS.build(prior, z_dim=self.z_dim)
+        self.likelihood = LIKELIHOODS.build(likelihood, x_shape=self.x_shape)
+        self.guide_family = GUIDES.build(guide, z_dim=self.z_dim)
+        self.networks = NETWORKS.build(
+            network,
+            x_shape=self.x_shape,
+            z_dim=self.z_dim,
+            encoder_out=self.guide_family.width,
+            decoder_out=self.likelihood.width,
+            condition_dim=self.condition_dim,
+        )
+
+    condition_dim = 0
+
+    def config(self) -> dict[str, Any]:
+        return {"x_shape": list(self.x_shape), "z_dim": self.z_dim, **self.specs, "beta": self.beta}
+
+    def _latent_scale(self):
+        """poutine.scale(beta) around the latent site; nothing at beta = 1, the common case."""
+        return poutine.scale(scale=self.beta) if self.beta != 1.0 else nullcontext()
+
+    # -- the Pyro programs ------------------------------------------------------------------------
+
+    def model(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, size: int | None = None):
+        """p(z) p(x | z): z ~ prior, x ~ likelihood(decoder(z)), observed where ``x`` is given."""
+        pyro.module(self.pyro_name, self)
+        n = x.shape[0] if x is not None else size
+        if x is not None:
+            x = x.reshape((n,) + self.x_shape)
+        with pyro.plate("data", n):
+            with self._latent_scale():
+                z = pyro.sample("z", self.prior())
+            return pyro.sample("x", self.likelihood(self.networks.decoder(z, y)), obs=x)
+
+    def guide(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, size: int | None = None):
+        """q(z | x): the encoder's distribution over z for each image."""
+        pyro.module(self.pyro_name, self)
+        x = x.reshape((x.shape[0],) + self.x_shape)
+        with pyro.plate("data", x.shape[0]):
+            with self._latent_scale():
+                return pyro.sample("z", self.guide_family(self.networks.encoder(x, y)))
+
+    # -- the parts, for the estimator API ---------------------------------------------------------
+
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.guide_family.loc_scale(self.networks.encoder(x, y))
+
+    def likelihood_mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.likelihood(self.networks.decoder(z, y)).mean
+
+    def prior_sample(self, n: int) -> torch.Tensor:
+        return self.prior().sample((n,))
+
+    @property
+    def binary_likelihood(self) -> bool:
+        return self.likelihood.binary
+
+    def check_data(self, x: torch.Tensor) -> None:
+        self.likelihood.check(x)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{k}={v['name'] if len(v) == 1 else v}" for k, v in self.specs.items())
+        beta = f", beta={self.beta:g}" if self.beta != 1 else ""
+        return f"{type(self).__name__}(x_shape={self.x_shape}, z_dim={self.z_dim}, {parts}{beta})"

@@ -1,0 +1,23 @@
+"""Parts a model is built from: priors, likelihoods, guide families and networks, each in a registry."""
+
+from ppvae.parts.guides import GUIDES, LocationScaleGuide
+from ppvae.parts.likelihoods import LIKELIHOODS, Likelihood
+from ppvae.parts.networks import NETWORKS, Networks
+from ppvae.parts.priors import PRIORS, Prior
+from ppvae.parts.registry import Registry, normalize_spec
+
+REGISTRIES = {"prior": PRIORS, "likelihood": LIKELIHOODS, "guide": GUIDES, "network": NETWORKS}
+
+__all__ = [
+    "GUIDES",
+    "LIKELIHOODS",
+    "NETWORKS",
+    "PRIORS",
+    "REGISTRIES",
+    "Likelihood",
+    "LocationScaleGuide",
+    "Networks",
+    "Prior",
+    "Registry",
+    "normalize_spec",
+]

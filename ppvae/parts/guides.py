@@ -1,0 +1,46 @@
+"""Variational families q(z | x): the encoder's output turned into a reparameterised distribution.
+
+Every family is location-scale: the encoder outputs a location and a
+log-variance per latent dimension, so ``encode`` can report both.
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from ppvae.parts.registry import Registry
+
+GUIDES = Registry("guide", context=("z_dim",))
+
+
+class LocationScaleGuide(nn.Module):
+    """Base class: ``guide_family(h) -> Distribution`` over z, from h = (loc, log-variance)."""
+
+    def __init__(self, z_dim: int):
+        super().__init__()
+        self.z_dim = z_dim
+
+    @property
+    def width(self) -> int:
+        """How many numbers the encoder must output."""
+        return 2 * self.z_dim
+
+    def loc_scale(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, log_var = h.split(self.z_dim, dim=-1)
+        return loc, torch.exp(0.5 * log_var)
+
+    def distribution(self, loc: torch.Tensor, scale: torch.Tensor) -> dist.Distribution:
+        raise NotImplementedError
+
+    def forward(self, h: torch.Tensor) -> dist.Distribution:
+        return self.distribution(*self.loc_scale(h)).to_event(1)
+
+
+@GUIDES.register("normal")
+class NormalGuide(LocationScaleGuide):
+    """Diagonal normal q(z|x) = N(mu(x), diag(sigma(x)^2)): the standard VAE encoder."""
+
+    def distribution(self, loc: torch.Tensor, scale: torch.Tensor) -> dist.Distribution:
+        return dist.Normal(loc, scale)

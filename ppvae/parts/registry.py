@@ -1,0 +1,86 @@
+"""Name -> part registries, so that a model is fully described by data.
+
+A part is named by a string (``"laplace"``) or a small dict with options
+(``{"name": "normal", "scale": "learned"}``). Unknown names and options are
+rejected with a message that lists what exists.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Mapping
+
+PartSpec = str | Mapping[str, Any]
+
+
+def normalize_spec(spec: PartSpec, kind: str) -> dict[str, Any]:
+    """``"x"`` -> ``{"name": "x"}``; a dict is copied and must carry a ``"name"``."""
+    if isinstance(spec, str):
+        return {"name": spec}
+    if isinstance(spec, Mapping):
+        if "name" not in spec:
+            raise ValueError(f"a {kind} given as a dict needs a 'name' key, got {dict(spec)}")
+        return dict(spec)
+    raise TypeError(f"a {kind} is a name or a dict with a 'name' key, got {type(spec).__name__}")
+
+
+class Registry:
+    """Parts of one kind (priors, likelihoods, ...), each built from a spec plus the model's context.
+
+    The context (``z_dim``, ``x_shape``, ...) comes from the model; the user's
+    options are the remaining keyword arguments of the part's constructor.
+    """
+
+    def __init__(self, kind: str, context: tuple[str, ...]):
+        self.kind = kind
+        self.context = context
+        self._parts: dict[str, type] = {}
+
+    def register(self, name: str) -> Callable[[type], type]:
+        def decorator(cls: type) -> type:
+            if name in self._parts:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._parts[name] = cls
+            cls.registry_name = name
+            return cls
+
+        return decorator
+
+    def names(self) -> list[str]:
+        return list(self._parts)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._parts
+
+    def options(self, name: str) -> dict[str, Any]:
+        """The user-settable options of part ``name`` and their defaults."""
+        parameters = list(inspect.signature(self._parts[name].__init__).parameters.values())[1:]
+        settable = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return {
+            p.name: (None if p.default is inspect.Parameter.empty else p.default)
+            for p in parameters
+            if p.kind in settable and p.name not in self.context
+        }
+
+    def describe(self) -> list[tuple[str, dict[str, Any], str]]:
+        """(name, options, one-line description) for every part, for ``ppvae parts``."""
+        rows = []
+        for name, cls in self._parts.items():
+            doc = (inspect.getdoc(cls) or "").split("\n")[0]
+            rows.append((name, self.options(name), doc))
+        return rows
+
+    def build(self, spec: PartSpec, **context: Any):
+        options = normalize_spec(spec, self.kind)
+        name = options.pop("name")
+        if name not in self._parts:
+            raise ValueError(f"unknown {self.kind} {name!r}; available: {', '.join(self._parts)}")
+        allowed = self.options(name)
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            listed = ", ".join(f"{k}={v!r}" for k, v in allowed.items()) or "none"
+            raise ValueError(f"{self.kind} {name!r} has no option {', '.join(map(repr, unknown))}; its options: {listed}")
+        try:
+            return self._parts[name](**context, **options)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"bad options for {self.kind} {name!r}: {error}") from error
