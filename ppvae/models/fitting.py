@@ -70,7 +70,7 @@ def fit_svi(
         model.fit_config["dataset"] = data.name
     x_test = model.prepare(test, seed=seed + 1) if test is not None else None
     if x_test is not None:
-        model.preview = x_test[:16].cpu()
+        model.preview = x_test[:16].cpu().clone()  # a copy: a view would save the whole test set
 
     trainer = SVITrainer(model.model, model.guide, model.parameters(), make_elbo(elbo, num_particles), lr=lr)
     n = x.shape[0]

@@ -56,7 +56,21 @@ class VAE(LatentVariableModel):
             condition_dim=self.condition_dim,
         )
 
+        # Each program registers only the parts it uses, as Pyro's VAE tutorial does:
+        # half the parameter messages per step of registering the whole model twice.
+        self._pyro_parts = {
+            "model": self._with_parameters(prior=self.prior, likelihood=self.likelihood, decoder=self.networks.decoder_net),
+            "guide": self._with_parameters(guide=self.guide_family, encoder=self.networks.encoder_net),
+        }
+
     condition_dim = 0
+
+    def _with_parameters(self, **modules: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+        return [(f"{self.pyro_name}.{name}", m) for name, m in modules.items() if any(True for _ in m.parameters())]
+
+    def _register(self, program: str) -> None:
+        for name, module in self._pyro_parts[program]:
+            pyro.module(name, module)
 
     def config(self) -> dict[str, Any]:
         return {"x_shape": list(self.x_shape), "z_dim": self.z_dim, **self.specs, "beta": self.beta}
@@ -69,7 +83,7 @@ class VAE(LatentVariableModel):
 
     def model(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, size: int | None = None):
         """p(z) p(x | z): z ~ prior, x ~ likelihood(decoder(z)), observed where ``x`` is given."""
-        pyro.module(self.pyro_name, self)
+        self._register("model")
         n = x.shape[0] if x is not None else size
         if x is not None:
             x = x.reshape((n,) + self.x_shape)
@@ -80,7 +94,7 @@ class VAE(LatentVariableModel):
 
     def guide(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, size: int | None = None):
         """q(z | x): the encoder's distribution over z for each image."""
-        pyro.module(self.pyro_name, self)
+        self._register("guide")
         x = x.reshape((x.shape[0],) + self.x_shape)
         with pyro.plate("data", x.shape[0]):
             with self._latent_scale():

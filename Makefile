@@ -1,0 +1,38 @@
+# The two commands of the README: `make demo` and `make test`. Each builds .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test data bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+# Fashion-MNIST: already on disk, else torchvision's download, else Debian's package.
+data: $(STAMP)
+	@$(PY) -c "import ppvae; ppvae.data.load('fashion-mnist', split='test')" >/dev/null 2>&1 \
+	  && echo "Fashion-MNIST: found" \
+	  || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	         echo "Fashion-MNIST: offline, installing Debian's dataset-fashion-mnist"; \
+	         apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
+	           || { apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null; }; \
+	       else \
+	         echo "Fashion-MNIST is missing and could not be downloaded. Run:"; \
+	         echo "    sudo apt-get install dataset-fashion-mnist"; \
+	         echo "or put its four IDX files in a folder and set PPVAE_DATA to it."; exit 1; \
+	       fi; }
+
+demo: data
+	$(PY) -m ppvae demo
+
+test: data
+	$(PY) -m pytest
+
+bench: data
+	$(PY) benchmarks/train_speed.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from ppvae.cli import main
+
+sys.exit(main())
