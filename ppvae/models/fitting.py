@@ -68,7 +68,7 @@ def fit_svi(
                         "batch_size": batch_size, "seed": seed}  # fmt: skip
     if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "name"):
         model.fit_config["dataset"] = data.name
-    x_test = model.prepare(test, seed=seed + 1) if test is not None else None
+    x_test = model.prepare(test, seed=seed) if test is not None else None
     if x_test is not None:
         model.preview = x_test[:16].cpu().clone()  # a copy: a view would save the whole test set
 
