@@ -15,8 +15,8 @@ Layers, imports pointing downward only:
 """
 
 from ppvae import data
-from ppvae.models import MODELS, VAE, LatentVariableModel, load
+from ppvae.models import MODELS, VAE, FactorAnalysis, LatentVariableModel, load
 
 __version__ = "0.1.0"
 
-__all__ = ["MODELS", "VAE", "LatentVariableModel", "data", "load", "__version__"]
+__all__ = ["MODELS", "FactorAnalysis", "VAE", "LatentVariableModel", "data", "load", "__version__"]

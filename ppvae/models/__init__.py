@@ -1,9 +1,10 @@
 """The models: Pyro programs built from parts, behind one estimator API."""
 
 from ppvae.models.base import LatentVariableModel
+from ppvae.models.factor_analysis import FactorAnalysis
 from ppvae.models.runs import load
 from ppvae.models.vae import VAE
 
-MODELS: dict[str, type[LatentVariableModel]] = {"VAE": VAE}
+MODELS: dict[str, type[LatentVariableModel]] = {"VAE": VAE, "FactorAnalysis": FactorAnalysis}
 
-__all__ = ["MODELS", "VAE", "LatentVariableModel", "load"]
+__all__ = ["MODELS", "FactorAnalysis", "VAE", "LatentVariableModel", "load"]

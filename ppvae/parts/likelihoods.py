@@ -61,3 +61,41 @@ class Bernoulli(Likelihood):
                 f"(for example {grey:.4g}); binarise it with binarize='dynamic', 'static' or 'threshold', "
                 "or choose a likelihood for grey levels"
             )
+
+
+@LIKELIHOODS.register("normal")
+class Normal(Likelihood):
+    """Normal per pixel around the decoder's mean; ``scale``: a fixed number, "learned" (one), "per_pixel" or "decoder"."""
+
+    SCALES = ("learned", "per_pixel", "decoder")
+
+    def __init__(self, x_shape: tuple[int, ...], scale: float | str = "per_pixel", min_scale: float = 1e-3):
+        super().__init__(x_shape)
+        if isinstance(scale, str) and scale not in self.SCALES:
+            raise ValueError(f"scale must be a positive number or one of {self.SCALES}, got {scale!r}")
+        if not isinstance(scale, str) and not float(scale) > 0:
+            raise ValueError(f"a fixed scale must be positive, got {scale}")
+        self.scale_mode = scale
+        self.min_scale = float(min_scale)
+        self.outputs_per_pixel = 2 if scale == "decoder" else 1
+        if scale in ("learned", "per_pixel"):
+            self.log_scale = nn.Parameter(torch.zeros(1 if scale == "learned" else self.x_dim))
+        elif not isinstance(scale, str):
+            self.register_buffer("fixed_scale", torch.tensor(float(scale)), persistent=False)
+
+    def scale(self, h: torch.Tensor | None = None) -> torch.Tensor:
+        """The standard deviation per pixel, flat (..., x_dim)."""
+        if self.scale_mode == "decoder":
+            return nn.functional.softplus(h[..., self.x_dim :]) + self.min_scale
+        if isinstance(self.scale_mode, str):
+            return self.log_scale.exp() + self.min_scale
+        return self.fixed_scale
+
+    def forward(self, h: torch.Tensor) -> dist.Distribution:
+        loc = h[..., : self.x_dim]
+        scale = self.scale(h).expand(loc.shape)
+        return dist.Normal(self._images(loc), self._images(scale)).to_event(len(self.x_shape))
+
+    def check(self, x: torch.Tensor) -> None:
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("the Normal likelihood needs finite pixel values; the data has NaN or infinity")

@@ -66,3 +66,11 @@ class MLPNetworks(Networks):
         if c is not None:
             z = torch.cat([z, c.expand(z.shape[:-1] + c.shape[-1:])], dim=-1)
         return self.decoder_net(z)
+
+
+@NETWORKS.register("linear")
+class LinearNetworks(MLPNetworks):
+    """One linear map each way: the decoder of factor analysis and of a "linear VAE"."""
+
+    def __init__(self, x_shape: tuple[int, ...], z_dim: int, encoder_out: int, decoder_out: int, condition_dim: int = 0):
+        super().__init__(x_shape, z_dim, encoder_out, decoder_out, condition_dim, hidden=())

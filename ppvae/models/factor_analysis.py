@@ -1,0 +1,193 @@
+"""Factor analysis: the VAE's program with a linear decoder and a learned per-pixel noise scale.
+
+    z ~ N(0, I),   x ~ N(W z + mu, diag(psi))
+
+Its evidence is Gaussian, x ~ N(mu, W W^T + diag(psi)), and so is its posterior,
+which makes factor analysis the ground truth for every estimator in ppvae.
+All closed forms use the low-rank identities (with M = I + W^T psi^-1 W, k x k)
+
+    log|C| = log|M| + sum(log psi)
+    C^-1 = psi^-1 - psi^-1 W M^-1 W^T psi^-1
+
+so nothing d x d is ever inverted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from ppvae.models.base import Data
+from ppvae.models.vae import VAE
+
+GUIDES = ("exact", "amortised")
+
+
+class FactorAnalysis(VAE):
+    """Factor analysis as a Pyro program, fitted by closed-form EM (default) or by SVI.
+
+    ``guide="exact"`` makes the guide the true posterior N(M^-1 W^T psi^-1 (x - mu), M^-1);
+    ``guide="amortised"`` uses a linear encoder with a diagonal normal, as a linear VAE would.
+    """
+
+    def __init__(self, x_shape: Sequence[int] = (1, 28, 28), z_dim: int = 20, guide: str = "exact"):
+        if guide not in GUIDES:
+            raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
+        super().__init__(
+            x_shape, z_dim, prior="normal", likelihood={"name": "normal", "scale": "per_pixel", "min_scale": 1e-5},
+            guide="normal", network="linear",
+        )  # fmt: skip
+        self.posterior_kind = guide
+        if guide == "exact":  # the exact posterior is a function of the model's own parameters
+            self._pyro_parts["guide"] = self._pyro_parts["model"]
+
+    def config(self) -> dict[str, Any]:
+        return {"x_shape": list(self.x_shape), "z_dim": self.z_dim, "guide": self.posterior_kind}
+
+    # -- parameters ---------------------------------------------------------------------------------
+
+    @property
+    def _linear(self) -> torch.nn.Linear:
+        return self.networks.decoder_net[0]
+
+    @property
+    def loadings(self) -> torch.Tensor:
+        """W, shape (x_dim, z_dim)."""
+        return self._linear.weight.detach()
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """mu, shape (x_dim,)."""
+        return self._linear.bias.detach()
+
+    @property
+    def noise_variance(self) -> torch.Tensor:
+        """psi, the per-dimension noise variances, shape (x_dim,)."""
+        return self.likelihood.scale().detach().expand(self.x_dim) ** 2
+
+    @property
+    def explained_variance(self) -> torch.Tensor:
+        """Variance along each factor direction (eigenvalues of W^T W), largest first."""
+        return torch.linalg.eigvalsh(self.loadings.T @ self.loadings).flip(0)
+
+    @property
+    def explained_variance_ratio(self) -> torch.Tensor:
+        """``explained_variance`` as fractions of the model's total variance, trace(W W^T + psi)."""
+        total = self.loadings.pow(2).sum() + self.noise_variance.sum()
+        return self.explained_variance / total
+
+    def _set_parameters(self, W: torch.Tensor, mu: torch.Tensor, psi: torch.Tensor) -> None:
+        with torch.no_grad():
+            self._linear.weight.copy_(W)
+            self._linear.bias.copy_(mu)
+            std = psi.clamp_min((2 * self.likelihood.min_scale) ** 2).sqrt()
+            self.likelihood.log_scale.copy_(torch.log(std - self.likelihood.min_scale))
+
+    def _float64_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.loadings.double(), self.mean.double(), self.noise_variance.double()
+
+    # -- closed forms -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _precision_factor(W: torch.Tensor, psi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(psi^-1 W, cholesky(M)) with M = I + W^T psi^-1 W."""
+        W_psi = W / psi[:, None]
+        M = torch.eye(W.shape[1], dtype=W.dtype, device=W.device) + W.T @ W_psi
+        return W_psi, torch.linalg.cholesky(M)
+
+    def exact_posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (N, k) and Cholesky factor (k, k) of the exact p(z | x) for flat images x (N, d)."""
+        W, mu, psi = self.loadings, self.mean, self.noise_variance
+        W_psi, L = self._precision_factor(W, psi)
+        covariance = torch.cholesky_inverse(L)
+        return (x - mu) @ W_psi @ covariance, torch.linalg.cholesky(covariance)
+
+    @torch.no_grad()
+    def log_evidence(self, data: Data) -> torch.Tensor:
+        """Exact log p(x) per example in nats, float64, shape (N,)."""
+        x = self._images(data).reshape(-1, self.x_dim).double()
+        W, mu, psi = self._float64_parameters()
+        W_psi, L = self._precision_factor(W, psi)
+        r = x - mu
+        a = r @ W_psi  # W^T psi^-1 r, (N, k)
+        quadratic = (r.pow(2) / psi).sum(-1) - (a * torch.cholesky_solve(a.T, L).T).sum(-1)
+        log_det = 2 * torch.log(torch.diagonal(L)).sum() + torch.log(psi).sum()
+        return -0.5 * (self.x_dim * math.log(2 * math.pi) + log_det + quadratic)
+
+    # -- the guide ------------------------------------------------------------------------------------
+
+    def guide(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, size: int | None = None):
+        """The exact posterior p(z | x), or with ``guide="amortised"`` the VAE's linear encoder."""
+        if self.posterior_kind == "amortised":
+            return super().guide(x, y, size)
+        self._register("guide")
+        loc, scale_tril = self.exact_posterior(x.reshape(x.shape[0], self.x_dim))
+        with pyro.plate("data", x.shape[0]):
+            return pyro.sample("z", dist.MultivariateNormal(loc, scale_tril=scale_tril))
+
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.posterior_kind == "amortised":
+            return super().posterior(x, y)
+        loc, scale_tril = self.exact_posterior(x.reshape(x.shape[0], self.x_dim))
+        return loc, scale_tril.pow(2).sum(-1).sqrt().expand_as(loc)
+
+    # -- fitting --------------------------------------------------------------------------------------
+
+    def fit(self, data: Data, method: str = "em", max_iter: int = 1000, tol: float = 1e-4, test: Data | None = None,
+            **svi_options: Any) -> list[dict[str, Any]]:  # fmt: skip
+        """``method="em"``: closed-form EM to convergence (``tol`` nats per example); ``"svi"``: the shared SVI loop."""
+        if method == "svi":
+            svi_options.setdefault("binarize", None)
+            return super().fit(data, test=test, **svi_options)
+        if method != "em":
+            raise ValueError(f"method must be 'em' or 'svi', got {method!r}")
+        if svi_options:
+            raise ValueError(f"options {sorted(svi_options)} apply to method='svi' only")
+        return self._fit_em(data, max_iter, tol, test)
+
+    @torch.no_grad()
+    def _fit_em(self, data: Data, max_iter: int, tol: float, test: Data | None) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        x = self._images(data).reshape(-1, self.x_dim).double()
+        self.check_data(x)
+        n, d, k = x.shape[0], self.x_dim, self.z_dim
+        mu = x.mean(0)
+        centred = x - mu
+        S = centred.T @ centred / n  # sample covariance: the only statistic EM needs
+        variance = torch.diagonal(S).clamp_min(1e-12)
+        # start from principal components, as probabilistic PCA would
+        eigenvalues, eigenvectors = torch.linalg.eigh(S)
+        top, vectors = eigenvalues.flip(0)[:k], eigenvectors.flip(1)[:, :k]
+        noise = eigenvalues[: d - k].mean().clamp_min(1e-6) if d > k else torch.tensor(1e-3, dtype=x.dtype)
+        W = vectors * (top - noise).clamp_min(1e-6).sqrt()
+        psi = (variance - W.pow(2).sum(1)).clamp_min(1e-6)
+        floor = (2 * self.likelihood.min_scale) ** 2
+        previous = -math.inf
+        for iteration in range(1, max_iter + 1):
+            W_psi, L = self._precision_factor(W, psi)
+            M_inv = torch.cholesky_inverse(L)
+            SW = S @ W_psi  # (d, k)
+            log_likelihood = -0.5 * (
+                d * math.log(2 * math.pi) + 2 * torch.log(torch.diagonal(L)).sum() + torch.log(psi).sum()
+                + (variance / psi).sum() - torch.trace(M_inv @ (W_psi.T @ SW))
+            ).item()  # fmt: skip
+            if log_likelihood - previous < tol:
+                break
+            previous = log_likelihood
+            B = SW @ M_inv  # E[(x - mu) z^T], averaged
+            second_moment = M_inv + M_inv @ (W_psi.T @ SW) @ M_inv  # E[z z^T], averaged
+            W = torch.linalg.solve(second_moment, B.T).T
+            psi = (variance - (W * B).sum(1)).clamp_min(floor)
+        self._set_parameters(W, mu, psi)
+        self.fit_config = {"method": "em", "iterations": iteration, "binarize": None}
+        record: dict[str, Any] = {"epoch": len(self.history) + 1, "train_log_likelihood": log_likelihood,
+                                  "iterations": iteration, "seconds": time.perf_counter() - started}  # fmt: skip
+        if test is not None:
+            record["test_log_likelihood"] = self.log_evidence(test).mean().item()
+        self.history.append(record)
+        return self.history

@@ -1,0 +1,89 @@
+import pyro.poutine as poutine
+import pytest
+import torch
+
+import ppvae
+
+
+def fa_data(n, d=15, k=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    W, mu, psi = torch.randn(d, k, generator=g), torch.randn(d, generator=g), torch.rand(d, generator=g) * 0.5 + 0.1
+    def draw(m):
+        return torch.randn(m, k, generator=g) @ W.T + mu + torch.randn(m, d, generator=g) * psi.sqrt()
+    return draw(n), draw(1000)
+
+
+def test_exact_log_evidence_matches_the_dense_gaussian():
+    train, test = fa_data(500)
+    fa = ppvae.FactorAnalysis(x_shape=(15,), z_dim=3)
+    fa.fit(train)
+    W, mu, psi = fa.loadings.double(), fa.mean.double(), fa.noise_variance.double()
+    dense = torch.distributions.MultivariateNormal(mu, W @ W.T + torch.diag(psi)).log_prob(test.double())
+    assert torch.allclose(fa.log_evidence(test), dense, atol=1e-8)
+
+
+def test_em_scores_as_well_as_scikit_learn():
+    sklearn = pytest.importorskip("sklearn.decomposition")
+    train, test = fa_data(3000)
+    fa = ppvae.FactorAnalysis(x_shape=(15,), z_dim=3)
+    history = fa.fit(train, test=test)
+    reference = sklearn.FactorAnalysis(n_components=3, svd_method="lapack").fit(train.numpy()).score(test.numpy())
+    assert history[-1]["test_log_likelihood"] > reference - 0.1  # measured: -17.4224 against -17.4222
+    assert history[-1]["iterations"] < 1000
+
+
+def test_em_improves_on_its_start_and_recovers_the_noise():
+    train, _ = fa_data(20000, seed=1)
+    fa = ppvae.FactorAnalysis(x_shape=(15,), z_dim=3)
+    fa.fit(train, max_iter=1)
+    start = fa.log_evidence(train).mean()
+    fa.fit(train)
+    assert fa.log_evidence(train).mean() > start
+    g = torch.Generator().manual_seed(1)
+    torch.randn(15, 3, generator=g), torch.randn(15, generator=g)
+    true_psi = torch.rand(15, generator=g) * 0.5 + 0.1
+    assert torch.allclose(fa.noise_variance, true_psi, rtol=0.2, atol=0.03)
+
+
+def test_exact_guide_is_the_posterior():
+    train, test = fa_data(2000)
+    fa = ppvae.FactorAnalysis(x_shape=(15,), z_dim=3)
+    fa.fit(train)
+    x = test[:50]
+    # with q = p(z|x), log p(x, z) - log q(z | x) = log p(x) for every z
+    guide_trace = poutine.trace(fa.guide).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(fa.model, trace=guide_trace)).get_trace(x)
+    log_weight = (
+        model_trace.nodes["x"]["fn"].log_prob(model_trace.nodes["x"]["value"])
+        + model_trace.nodes["z"]["fn"].log_prob(model_trace.nodes["z"]["value"])
+        - guide_trace.nodes["z"]["fn"].log_prob(guide_trace.nodes["z"]["value"])
+    )
+    assert torch.allclose(log_weight.double(), fa.log_evidence(x), atol=1e-3)
+    # and the per-example ELBO equals the evidence: the KL to the true posterior is zero
+    assert torch.allclose(fa.elbo_terms(x)["elbo"], fa.log_evidence(x), atol=1e-3)
+
+
+def test_attributes_and_save_load(tmp_path):
+    train, test = fa_data(1000)
+    fa = ppvae.FactorAnalysis(x_shape=(15,), z_dim=3)
+    fa.fit(train)
+    assert fa.loadings.shape == (15, 3) and fa.noise_variance.shape == (15,) and fa.mean.shape == (15,)
+    ratio = fa.explained_variance_ratio
+    assert (ratio[:-1] >= ratio[1:]).all() and 0 < ratio.sum() < 1
+    fa.save(tmp_path / "fa")
+    same = ppvae.load(tmp_path / "fa")
+    assert isinstance(same, ppvae.FactorAnalysis)
+    assert torch.equal(same.log_evidence(test), fa.log_evidence(test))
+    assert torch.equal(same.encode(test[:5]), fa.encode(test[:5]))
+
+
+def test_bad_arguments_are_explained():
+    with pytest.raises(ValueError, match="guide must be one of"):
+        ppvae.FactorAnalysis(x_shape=(4,), z_dim=2, guide="mean-field")
+    fa = ppvae.FactorAnalysis(x_shape=(4,), z_dim=2)
+    with pytest.raises(ValueError, match="method must be"):
+        fa.fit(torch.randn(10, 4), method="gibbs")
+    with pytest.raises(ValueError, match="method='svi' only"):
+        fa.fit(torch.randn(10, 4), epochs=3)
+    with pytest.raises(ValueError, match="finite"):
+        fa.fit(torch.full((10, 4), float("nan")))
