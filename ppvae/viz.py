@@ -23,6 +23,13 @@ def _show(ax, images: torch.Tensor, nrow: int) -> None:
     ax.set_axis_off()
 
 
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def image_grid(images: torch.Tensor, path: str | Path, title: str | None = None, nrow: int = 8) -> Path:
     """Save images (N, C, H, W) in [0, 1] as one grid."""
     rows = -(-images.shape[0] // nrow)
@@ -30,10 +37,7 @@ def image_grid(images: torch.Tensor, path: str | Path, title: str | None = None,
     _show(ax, images, nrow)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def reconstruction_grid(
@@ -48,10 +52,7 @@ def reconstruction_grid(
         ax.set_title(name, fontsize=9, loc="left")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def history_plot(history: Sequence[Mapping[str, float]], path: str | Path, keys: Iterable[str] | None = None) -> Path:
@@ -66,7 +67,4 @@ def history_plot(history: Sequence[Mapping[str, float]], path: str | Path, keys:
     ax.set_ylabel("ELBO (nats per example)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)

@@ -32,6 +32,7 @@ class LatentVariableModel(nn.Module):
     """Base class of VAE, CVAE and FactorAnalysis. Subclasses define ``model``, ``guide`` and ``config``."""
 
     conditional = False  # True if the programs take labels y
+    num_classes = 0  # label classes of a conditional model
 
     def __init__(self, x_shape: tuple[int, ...], z_dim: int):
         super().__init__()
