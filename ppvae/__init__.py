@@ -15,8 +15,10 @@ Layers, imports pointing downward only:
 """
 
 from ppvae import data
-from ppvae.models import MODELS, VAE, FactorAnalysis, LatentVariableModel, load
+from ppvae.models import MODELS, VAE, FactorAnalysis, LatentVariableModel, bits_per_dim, load, log_evidence
 
 __version__ = "0.1.0"
 
-__all__ = ["MODELS", "FactorAnalysis", "VAE", "LatentVariableModel", "data", "load", "__version__"]
+__all__ = [
+    "MODELS", "FactorAnalysis", "VAE", "LatentVariableModel", "bits_per_dim", "data", "load", "log_evidence", "__version__",
+]  # fmt: skip

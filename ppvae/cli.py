@@ -90,10 +90,11 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     model = ppvae.load(args.run, device=args.device)
     test = _run_test_data(args, spec)
     started = time.perf_counter()
-    scores = model.evaluate(test, batch_size=args.batch_size, seed=args.seed)
+    scores = model.evaluate(test, batch_size=args.batch_size, seed=args.seed, num_samples=args.num_samples,
+                            progress=not args.quiet)  # fmt: skip
     scores["seconds"] = time.perf_counter() - started
     print(f"{model!r} on {test}\n")
-    print(evaluation_table(scores, model.x_dim))
+    print(evaluation_table(scores, model.x_dim, None if model.binary_likelihood else 256))
     (Path(args.run) / "evaluation.json").write_text(json.dumps(scores, indent=2) + "\n")
     return scores
 
@@ -165,10 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder to write")
     p.set_defaults(func=cmd_train)
 
-    p = commands.add_parser("evaluate", help="test ELBO, reconstruction and KL of a run, per example, in nats")
+    p = commands.add_parser("evaluate", help="test ELBO, its parts and (with --num-samples) log p(x) of a run, in nats")
     p.add_argument("run")
     add_data_arguments(p, training=False)
+    p.add_argument("--num-samples", type=int, metavar="K", help="also estimate log p(x) by importance sampling with K samples")
     p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_evaluate)

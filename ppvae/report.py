@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ppvae.models import LatentVariableModel
+from ppvae.models import LatentVariableModel, bits_per_dim
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -18,13 +18,32 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def evaluation_table(scores: Mapping[str, float], x_dim: int) -> str:
-    """Test ELBO and its parts per example, with standard errors, in nats (and the ELBO in bits/dim)."""
+def evaluation_table(scores: Mapping[str, float], x_dim: int, levels: int | None = None) -> str:
+    """Test ELBO and its parts per example, with standard errors, in nats; log p(x) and bits/dim where measured.
+
+    ``levels=256`` for a density on grey levels scaled to [0, 1] (see :func:`ppvae.bits_per_dim`).
+    """
     rows = ["| quantity | nats per example | standard error |", "| --- | --- | --- |"]
-    for key, label in (("elbo", "ELBO"), ("reconstruction", "reconstruction log p(x|z)"), ("kl", "KL(q(z|x) || p(z))")):
-        rows.append(f"| {label} | {_fmt(scores[key])} | {_fmt(scores[key + '_se'], 3)} |")
-    bits = -scores["elbo"] / (x_dim * math.log(2))
-    rows.append(f"| negative ELBO in bits per dimension | {bits:.4f} | |")
+    labelled = [
+        ("elbo", "ELBO"),
+        ("reconstruction", "reconstruction log p(x|z)"),
+        ("kl", "KL(q(z|x) || p(z))"),
+        ("log_px", f"log p(x), importance sampled (K = {scores.get('num_samples', '?')})"),
+        ("gap", "log p(x) - ELBO"),
+        ("log_px_exact", "log p(x), exact"),
+    ]
+    for key, label in labelled:
+        if key in scores:
+            rows.append(f"| {label} | {_fmt(scores[key])} | {_fmt(scores[key + '_se'], 3)} |")
+    rows.append(f"| negative ELBO in bits per dimension | {bits_per_dim(scores['elbo'], x_dim, levels):.4f} | |")
+    for key, label in (("bits_per_dim", "negative log p(x) in bits per dimension"),
+                       ("bits_per_dim_exact", "negative exact log p(x) in bits per dimension")):  # fmt: skip
+        if key in scores:
+            rows.append(f"| {label} | {scores[key]:.4f} | |")
+    if "effective_sample_size" in scores:
+        rows.append(f"| effective sample size of the K weights (mean) | {scores['effective_sample_size']:.1f} | |")
+    if "evidence_seconds" in scores:
+        rows.append(f"| seconds to estimate log p(x) | {scores['evidence_seconds']:.1f} | |")
     return "\n".join(rows)
 
 
@@ -61,7 +80,7 @@ def run_report(
         "",
         f"## Test set ({int(scores['n'])} images)",
         "",
-        evaluation_table(scores, model.x_dim),
+        evaluation_table(scores, model.x_dim, None if model.binary_likelihood else 256),
         "",
         "## Training",
         "",

@@ -4,6 +4,17 @@ import torch
 import ppvae
 
 
+def fa_data(n, d=15, k=3, seed=0, test_size=1000):
+    """(train, test) drawn from a random factor-analysis model with d dims and k factors."""
+    g = torch.Generator().manual_seed(seed)
+    W, mu, psi = torch.randn(d, k, generator=g), torch.randn(d, generator=g), torch.rand(d, generator=g) * 0.5 + 0.1
+
+    def draw(m):
+        return torch.randn(m, k, generator=g) @ W.T + mu + torch.randn(m, d, generator=g) * psi.sqrt()
+
+    return draw(n), draw(test_size)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

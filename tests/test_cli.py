@@ -31,8 +31,10 @@ def test_train_on_own_array(tmp_path):
                  "--hidden", "16", "--quiet", "--out", str(run)]) == 0  # fmt: skip
     spec = json.loads((run / "spec.json").read_text())
     assert spec["config"]["x_shape"] == [1, 12, 12]
-    assert main(["evaluate", str(run)]) == 0
-    assert json.loads((run / "evaluation.json").read_text())["n"] == 20  # the held-out tenth
+    assert main(["evaluate", str(run), "--num-samples", "50", "--quiet"]) == 0
+    scores = json.loads((run / "evaluation.json").read_text())
+    assert scores["n"] == 20  # the held-out tenth
+    assert scores["num_samples"] == 50 and scores["log_px"] > scores["elbo"] - 3 * scores["elbo_se"]
 
 
 def test_missing_data_is_one_clear_error(tmp_path, capsys):

@@ -3,14 +3,7 @@ import pytest
 import torch
 
 import ppvae
-
-
-def fa_data(n, d=15, k=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    W, mu, psi = torch.randn(d, k, generator=g), torch.randn(d, generator=g), torch.rand(d, generator=g) * 0.5 + 0.1
-    def draw(m):
-        return torch.randn(m, k, generator=g) @ W.T + mu + torch.randn(m, d, generator=g) * psi.sqrt()
-    return draw(n), draw(1000)
+from conftest import fa_data
 
 
 def test_exact_log_evidence_matches_the_dense_gaussian():

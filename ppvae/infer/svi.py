@@ -17,6 +17,8 @@ import pyro
 import torch
 from pyro.infer import ELBO
 
+from ppvae.infer.objectives import IWAE
+
 
 def make_adam(parameters: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
     """Adam over all parameters, fused where torch supports it for these tensors."""
@@ -34,7 +36,7 @@ class SVITrainer:
         model: Callable,
         guide: Callable,
         parameters: Iterable[torch.nn.Parameter],
-        elbo: ELBO,
+        elbo: ELBO | IWAE,
         lr: float = 1e-3,
     ):
         self.model, self.guide, self.elbo = model, guide, elbo

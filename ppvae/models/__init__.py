@@ -1,10 +1,11 @@
 """The models: Pyro programs built from parts, behind one estimator API."""
 
 from ppvae.models.base import LatentVariableModel
+from ppvae.models.evidence import bits_per_dim, log_evidence
 from ppvae.models.factor_analysis import FactorAnalysis
 from ppvae.models.runs import load
 from ppvae.models.vae import VAE
 
 MODELS: dict[str, type[LatentVariableModel]] = {"VAE": VAE, "FactorAnalysis": FactorAnalysis}
 
-__all__ = ["MODELS", "FactorAnalysis", "VAE", "LatentVariableModel", "load"]
+__all__ = ["MODELS", "FactorAnalysis", "VAE", "LatentVariableModel", "bits_per_dim", "load", "log_evidence"]

@@ -145,7 +145,8 @@ class LatentVariableModel(nn.Module):
 
         ``data`` and ``test`` are ppvae datasets or image tensors, (N, C, H, W) or (N, D).
         ``binarize``: "dynamic", "static", "threshold", None, or "auto" (dynamic for a
-        Bernoulli likelihood on grey-level data). ``elbo``: "trace" or "meanfield".
+        Bernoulli likelihood on grey-level data). ``elbo``: "trace", "meanfield" or "iwae" (the
+        importance-weighted bound with K = ``num_particles``).
         With ``checkpoint_dir`` the run folder is written after every epoch.
         """
         from ppvae.models.fitting import fit_svi
@@ -216,16 +217,55 @@ class LatentVariableModel(nn.Module):
                     parts.setdefault(key, []).append(value.double().cpu())
         return {key: torch.cat(values) for key, values in parts.items()}
 
+    def log_evidence(self, data: Data, num_samples: int = 1000, y: torch.Tensor | None = None, **options: Any):
+        """Importance-sampled log p(x) per example in nats; see :func:`ppvae.log_evidence` for the options."""
+        from ppvae.models.evidence import log_evidence
+
+        return log_evidence(self, data, num_samples=num_samples, y=y, **options)
+
+    def exact_log_evidence(self, data: Data) -> torch.Tensor | None:
+        """The closed-form log p(x) per example where the model has one (factor analysis), else None."""
+        return None
+
     def evaluate(
-        self, data: Data, y: torch.Tensor | None = None, batch_size: int = 1000, binarize: str | None = "auto", seed: int = 0
+        self,
+        data: Data,
+        y: torch.Tensor | None = None,
+        batch_size: int = 1000,
+        binarize: str | None = "auto",
+        seed: int = 0,
+        num_samples: int | None = None,
+        progress: bool = False,
     ) -> dict[str, float]:
-        """Mean ELBO, reconstruction and KL per example (nats) with standard errors."""
+        """Mean ELBO, reconstruction and KL per example (nats) with standard errors.
+
+        With ``num_samples`` K it adds the importance-sampled ``log_px`` (K samples from the
+        guide), the ``gap`` log p(x) - ELBO, ``bits_per_dim`` and the seconds it took; a model
+        with a closed-form evidence adds ``log_px_exact``.
+        """
+        from ppvae.models.evidence import bits_per_dim
+
         terms = self.elbo_terms(data, y, batch_size=batch_size, binarize=binarize, seed=seed)
+        if num_samples:
+            estimate = self.log_evidence(data, num_samples, y, binarize=binarize, seed=seed, progress=progress,
+                                         diagnostics=True)  # fmt: skip
+            terms["log_px"] = estimate.log_evidence
+            terms["gap"] = estimate.log_evidence - terms["elbo"]
+            terms["effective_sample_size"] = estimate.effective_sample_size
+        exact = self.exact_log_evidence(self.prepare(data, binarize, seed))
+        if exact is not None:
+            terms["log_px_exact"] = exact.cpu()
         n = next(iter(terms.values())).numel()
         out: dict[str, float] = {"n": n}
         for key, value in terms.items():
             out[key] = value.mean().item()
             out[f"{key}_se"] = (value.std() / math.sqrt(n)).item() if n > 1 else float("nan")
+        levels = None if self.binary_likelihood else 256
+        for key in ("log_px", "log_px_exact"):
+            if key in out:
+                out[key.replace("log_px", "bits_per_dim")] = bits_per_dim(out[key], self.x_dim, levels)
+        if num_samples:
+            out.update(num_samples=num_samples, evidence_seconds=estimate.seconds)
         return out
 
     def num_parameters(self) -> int:

@@ -107,9 +107,15 @@ class FactorAnalysis(VAE):
         covariance = torch.cholesky_inverse(L)
         return (x - mu) @ W_psi @ covariance, torch.linalg.cholesky(covariance)
 
+    def log_evidence(self, data: Data, num_samples: int | None = None, y: torch.Tensor | None = None, **options: Any):
+        """Exact log p(x) per example (float64, (N,)); with ``num_samples`` the importance-sampled estimate instead."""
+        if num_samples is None:
+            return self.exact_log_evidence(data)
+        return super().log_evidence(data, num_samples, y, **options)
+
     @torch.no_grad()
-    def log_evidence(self, data: Data) -> torch.Tensor:
-        """Exact log p(x) per example in nats, float64, shape (N,)."""
+    def exact_log_evidence(self, data: Data) -> torch.Tensor:
+        """Exact log p(x) per example in nats, float64, shape (N,), through the low-rank identities."""
         x = self._images(data).reshape(-1, self.x_dim).double()
         W, mu, psi = self._float64_parameters()
         W_psi, L = self._precision_factor(W, psi)

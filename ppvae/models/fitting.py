@@ -48,6 +48,8 @@ def fit_svi(
     y: torch.Tensor | None,
 ) -> list[dict[str, Any]]:
     _check_positive(epochs=epochs, batch_size=batch_size, lr=lr)
+    if elbo == "iwae" and getattr(model, "beta", 1.0) != 1.0:
+        raise ValueError("elbo='iwae' trains the importance-weighted bound, which has no beta; use beta=1")
     if device is not None:
         model.to(device)
     pyro.set_rng_seed(seed)
@@ -94,7 +96,9 @@ def fit_svi(
                     bar.set_postfix(loss=f"{total.item() / min(i + batch_size, n):.2f}")
                     bar.update(min(i + batch_size, n) - bar.n)
         record: dict[str, Any] = {"epoch": epoch, "train_loss": total.item() / n, "seconds": time.perf_counter() - started}
-        if getattr(model, "beta", 1.0) == 1.0:
+        if elbo == "iwae":
+            record["train_iwae"] = -record["train_loss"]
+        elif getattr(model, "beta", 1.0) == 1.0:
             record["train_elbo"] = -record["train_loss"]
         if x_test is not None:
             test_labels = getattr(test, "y", None) if model.conditional else None

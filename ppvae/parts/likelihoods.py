@@ -44,6 +44,34 @@ class Likelihood(nn.Module):
         """Raise ValueError, saying what to do, if ``x`` is outside this likelihood's support."""
 
 
+class _LogSigmoid(torch.autograd.Function):
+    """log sigmoid(s) = min(s, 0) - log(1 + exp(-|s|)), with the gradient sigmoid(-s).
+
+    The same values as ``torch.nn.functional.logsigmoid`` to float32 rounding, at about
+    half its cost on the CPU (torch's log_sigmoid kernel is the slowest part of scoring a
+    Bernoulli image). log(1 + u) for u in (0, 1] loses only digits below 1e-7 nats.
+    """
+
+    @staticmethod
+    def forward(ctx, s: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(s)
+        return s.clamp(max=0) - torch.log(1 + torch.exp(-s.abs()))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (s,) = ctx.saved_tensors
+        return grad * torch.sigmoid(-s)
+
+
+class BernoulliLogits(dist.Bernoulli):
+    """Pyro's Bernoulli on logits with a faster ``log_prob``: log sigmoid((2x - 1) * logits) for x in {0, 1}."""
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        return _LogSigmoid.apply(self.logits * (2 * value - 1))
+
+
 @LIKELIHOODS.register("bernoulli")
 class Bernoulli(Likelihood):
     """Bernoulli per pixel on logits: for binary (binarised) images."""
@@ -51,7 +79,7 @@ class Bernoulli(Likelihood):
     binary = True
 
     def forward(self, h: torch.Tensor) -> dist.Distribution:
-        return dist.Bernoulli(logits=self._images(h)).to_event(len(self.x_shape))
+        return BernoulliLogits(logits=self._images(h)).to_event(len(self.x_shape))
 
     def check(self, x: torch.Tensor) -> None:
         if not bool(((x == 0) | (x == 1)).all()):

@@ -1,0 +1,175 @@
+"""Importance-sampled log p(x) checked against factor analysis's closed-form evidence, and the IWAE objective."""
+
+import math
+
+import pyro
+import pytest
+import torch
+from pyro.infer import RenyiELBO
+
+import ppvae
+from conftest import fa_data
+from ppvae.infer import IWAE, elbo_terms, log_importance_weights
+
+
+def mean_field_fa(train, widen=1.0):
+    """FA fitted by EM, with its amortised encoder set to the mean-field fit of the exact posterior.
+
+    q(z|x) = N(exact posterior mean, diag(1 / diag(M))) * ``widen``: a good but imperfect proposal
+    whose KL to the posterior is known in closed form.
+    """
+    fa = ppvae.FactorAnalysis(x_shape=(train.shape[1],), z_dim=3, guide="amortised")
+    fa.fit(train)
+    W_psi, L = fa._precision_factor(fa.loadings, fa.noise_variance)
+    covariance = torch.cholesky_inverse(L)
+    precision = torch.linalg.inv(covariance)
+    encoder = fa.networks.encoder_net[0]
+    variance = widen**2 / torch.diagonal(precision)
+    with torch.no_grad():
+        encoder.weight[:3] = (W_psi @ covariance).T
+        encoder.bias[:3] = -(fa.mean @ W_psi @ covariance)
+        encoder.weight[3:] = 0
+        encoder.bias[3:] = variance.log()
+    # KL(q || p(z|x)), the same for every x
+    kl = 0.5 * ((precision.diagonal() * variance).sum() - 3 - variance.log().sum() + torch.logdet(covariance))
+    return fa, kl.item()
+
+
+@pytest.fixture(scope="module")
+def fa_problem():
+    torch.manual_seed(0)
+    train, test = fa_data(3000, test_size=400)
+    return train, test
+
+
+def test_exact_guide_gives_the_exact_evidence_at_any_k(fa_problem):
+    train, test = fa_problem
+    fa = ppvae.FactorAnalysis(x_shape=(15,), z_dim=3)  # guide = the exact posterior
+    fa.fit(train)
+    exact = fa.log_evidence(test)
+    for k in (1, 7):
+        estimate = ppvae.log_evidence(fa, test, num_samples=k, progress=False, diagnostics=True)
+        assert torch.allclose(estimate.log_evidence, exact, atol=1e-3)
+        assert torch.allclose(estimate.effective_sample_size, torch.full_like(exact, float(k)), rtol=1e-3)
+
+
+@pytest.mark.parametrize("widen", [1.5, 3.0])
+def test_estimate_converges_to_the_exact_evidence(fa_problem, widen):
+    train, test = fa_problem
+    fa, kl = mean_field_fa(train, widen)
+    exact = fa.log_evidence(test)
+    gaps = {}
+    for k in (1, 10, 1000):
+        estimate = ppvae.log_evidence(fa, test, num_samples=k, progress=False, seed=k)
+        gaps[k] = (estimate - exact).mean().item()
+        assert estimate.dtype == torch.float64 and estimate.shape == (400,)
+        # a lower bound in expectation: never above the truth by more than noise
+        noise = 4 * (estimate - exact).std().item() / math.sqrt(400)
+        assert gaps[k] < noise
+    assert kl > 0.5  # the proposal is imperfect: there is a gap to close
+    assert gaps[1] < gaps[10] < gaps[1000]
+    assert abs(gaps[1000]) < 0.05
+
+
+def test_k1_is_the_elbo(fa_problem):
+    train, test = fa_problem
+    fa, kl = mean_field_fa(train, widen=1.5)
+    x = test[:200]
+    # on the same draw, K = 1 is exactly the single-sample ELBO
+    pyro.set_rng_seed(3)
+    elbo = elbo_terms(fa.model, fa.guide, x, None, analytic_kl=False)["elbo"]
+    pyro.set_rng_seed(3)
+    with torch.no_grad():
+        one = log_importance_weights(fa.model, fa.guide, x, None, num_samples=1)[0]
+    assert torch.allclose(one, elbo, atol=1e-4)
+    # and in expectation it is log p(x) - KL(q || p(z|x))
+    draws = torch.stack([ppvae.log_evidence(fa, x, num_samples=1, progress=False, seed=s) for s in range(30)])
+    error = (draws - fa.log_evidence(x)).mean(0)  # per example, averaged over 30 draws
+    assert abs(error.mean().item() + kl) < 4 * error.std().item() / math.sqrt(200)
+
+
+def test_prior_proposal_is_the_worse_estimator(fa_problem):
+    train, test = fa_problem
+    fa, _ = mean_field_fa(train)
+    exact = fa.log_evidence(test)
+    by_guide = ppvae.log_evidence(fa, test, num_samples=300, progress=False, diagnostics=True)
+    by_prior = ppvae.log_evidence(fa, test, num_samples=300, proposal="prior", progress=False, diagnostics=True)
+    assert (exact - by_prior.log_evidence).mean() > 10 * (exact - by_guide.log_evidence).mean().abs()
+    assert by_prior.effective_sample_size.mean() < 0.1 * by_guide.effective_sample_size.mean()
+    assert by_guide.pareto_k.nanmedian() < 0.5 < by_prior.pareto_k.nanmedian()
+    assert by_prior.proposal == "prior" and by_guide.seconds > 0
+
+
+def test_chunking_does_not_change_the_estimate(fa_problem):
+    train, test = fa_problem
+    fa, _ = mean_field_fa(train)
+    x = test[:50]
+    whole = ppvae.log_evidence(fa, x, num_samples=64, chunk_size=64, batch_size=50, progress=False)
+    pieces = ppvae.log_evidence(fa, x, num_samples=64, chunk_size=64, batch_size=7, progress=False)
+    chunked = ppvae.log_evidence(fa, x, num_samples=64, chunk_size=5, batch_size=50, progress=False)
+    budget = ppvae.log_evidence(fa, x, num_samples=64, memory_mb=0.01, progress=False)  # a few rows at a time
+    for other in (pieces, chunked, budget):  # other draws, the same answer within Monte-Carlo error
+        assert (other - whole).abs().max() < 0.1 and (other - whole).mean().abs() < 0.01
+
+
+def test_pyro_renyi_elbo_at_alpha_0_is_the_per_example_iwae_bound(binary_images):
+    vae = ppvae.VAE(x_shape=(1, 28, 28), z_dim=5)
+    x = binary_images[:9]
+    iwae = IWAE(num_particles=20)
+    renyi = RenyiELBO(alpha=0, num_particles=20, vectorize_particles=True, max_plate_nesting=1)
+    pyro.set_rng_seed(1)
+    ours = iwae.differentiable_loss(vae.model, vae.guide, x)
+    ours.backward()
+    our_grads = [p.grad.clone() for p in vae.parameters()]
+    vae.zero_grad()
+    pyro.set_rng_seed(1)
+    theirs = renyi.loss_and_grads(vae.model, vae.guide, x)
+    assert ours.item() == pytest.approx(theirs, rel=1e-5)
+    for ours_grad, p in zip(our_grads, vae.parameters()):
+        assert torch.allclose(ours_grad, p.grad, rtol=1e-3, atol=1e-4)
+    # per example: the batch bound is the sum of each image's own bound, not one bound on the batch
+    pyro.set_rng_seed(1)
+    per_example = iwae.bound(vae.model, vae.guide, x)
+    assert per_example.shape == (9,) and per_example.sum().item() == pytest.approx(-ours.item(), rel=1e-6)
+
+
+def test_iwae_training_tightens_the_bound(binary_images):
+    x = torch.bernoulli(torch.rand(1, 1, 28, 28).expand(256, 1, 28, 28).clone())
+    vae = ppvae.VAE(x_shape=(1, 28, 28), z_dim=4)
+    before = ppvae.log_evidence(vae, x[:64], num_samples=50, progress=False).mean()
+    history = vae.fit(x, epochs=3, batch_size=64, elbo="iwae", num_particles=5, progress=False)
+    assert "train_iwae" in history[-1] and "train_elbo" not in history[-1]
+    assert ppvae.log_evidence(vae, x[:64], num_samples=50, progress=False).mean() > before + 50
+    with pytest.raises(ValueError, match="no beta"):
+        ppvae.VAE(x_shape=(1, 28, 28), z_dim=4, beta=2.0).fit(x, epochs=1, elbo="iwae", progress=False)
+
+
+def test_evaluate_reports_evidence_and_bits_per_dim(binary_images):
+    vae = ppvae.VAE(x_shape=(1, 28, 28), z_dim=4)
+    scores = vae.evaluate(binary_images, num_samples=20)
+    assert scores["log_px"] >= scores["elbo"] - 3 * scores["elbo_se"]
+    assert scores["gap"] == pytest.approx(scores["log_px"] - scores["elbo"], abs=1e-6)
+    assert scores["bits_per_dim"] == pytest.approx(-scores["log_px"] / (784 * math.log(2)))
+    assert scores["num_samples"] == 20 and scores["evidence_seconds"] > 0
+    fa = ppvae.FactorAnalysis(x_shape=(15,), z_dim=3)
+    train, test = fa_data(500, test_size=100)
+    fa.fit(train)
+    scores = fa.evaluate(test)
+    assert scores["log_px_exact"] == pytest.approx(fa.log_evidence(test).mean().item())
+    assert "bits_per_dim_exact" in scores
+
+
+def test_bad_requests_are_explained(binary_images):
+    vae = ppvae.VAE(x_shape=(1, 28, 28), z_dim=4)
+    with pytest.raises(ValueError, match="proposal must be one of"):
+        ppvae.log_evidence(vae, binary_images, proposal="posterior")
+    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+        ppvae.log_evidence(vae, binary_images, num_samples=0)
+
+    def global_model(x, y=None):
+        scale = pyro.sample("scale", pyro.distributions.LogNormal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", pyro.distributions.Normal(0.0, scale), obs=x)
+
+    with pytest.raises(ValueError, match=r"\['scale'\] is not"):
+        log_importance_weights(global_model, None, torch.zeros(4), None, num_samples=3)
