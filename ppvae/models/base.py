@@ -33,6 +33,7 @@ class LatentVariableModel(nn.Module):
 
     conditional = False  # True if the programs take labels y
     num_classes = 0  # label classes of a conditional model
+    has_exact_evidence = False  # True if exact_log_evidence has a closed form
 
     def __init__(self, x_shape: tuple[int, ...], z_dim: int):
         super().__init__()
@@ -80,6 +81,9 @@ class LatentVariableModel(nn.Module):
 
     def check_data(self, x: torch.Tensor) -> None:
         """Raise ValueError if ``x`` lies outside the likelihood's support."""
+
+    def initialize(self, x: torch.Tensor) -> None:
+        """Data-dependent initialisation of parameters, once, before a fresh model's first step."""
 
     # -- data handling --------------------------------------------------------------------------
 
@@ -140,6 +144,7 @@ class LatentVariableModel(nn.Module):
         progress: bool = True,
         checkpoint_dir: str | Path | None = None,
         y: torch.Tensor | None = None,
+        kl_warmup: int = 0,
     ) -> list[dict[str, Any]]:
         """Maximise the ELBO by SVI; returns (and keeps in ``history``) one record per epoch.
 
@@ -147,14 +152,16 @@ class LatentVariableModel(nn.Module):
         ``binarize``: "dynamic", "static", "threshold", None, or "auto" (dynamic for a
         Bernoulli likelihood on grey-level data). ``elbo``: "trace", "meanfield" or "iwae" (the
         importance-weighted bound with K = ``num_particles``).
-        With ``checkpoint_dir`` the run folder is written after every epoch.
+        ``kl_warmup=N`` raises the KL weight linearly from about 0 to beta over the first N epochs.
+        With ``checkpoint_dir`` the run folder is written after every epoch. Test scores are
+        always the true ELBO (weight 1), whatever weight training used.
         """
         from ppvae.models.fitting import fit_svi
 
         return fit_svi(
             self, data, epochs=epochs, batch_size=batch_size, lr=lr, binarize=binarize, test=test, elbo=elbo,
             num_particles=num_particles, seed=seed, device=device, progress=progress,
-            checkpoint_dir=checkpoint_dir, y=y,
+            checkpoint_dir=checkpoint_dir, y=y, kl_warmup=kl_warmup,
         )  # fmt: skip
 
     # -- inference and generation ---------------------------------------------------------------

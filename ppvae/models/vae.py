@@ -44,7 +44,7 @@ class VAE(LatentVariableModel):
             "guide": normalize_spec(guide, "guide"),
             "network": normalize_spec(network, "network"),
         }
-        self.prior = PRIORS.build(prior, z_dim=self.z_dim)
+        self.prior = PRIORS.build(prior, z_dim=self.z_dim, x_shape=self.x_shape)
         self.likelihood = LIKELIHOODS.build(likelihood, x_shape=self.x_shape)
         self.guide_family = GUIDES.build(guide, z_dim=self.z_dim)
         self.networks = NETWORKS.build(
@@ -58,10 +58,15 @@ class VAE(LatentVariableModel):
 
         # Each program registers only the parts it uses, as Pyro's VAE tutorial does:
         # half the parameter messages per step of registering the whole model twice.
+        model_parts = dict(prior=self.prior, likelihood=self.likelihood, decoder=self.networks.decoder_net)
+        if self.prior.uses_encoder:  # the VampPrior: p(z) is built from q(z | pseudo-inputs)
+            self.prior.attach(lambda u: self.guide_family(self.networks.encoder(u, None)))
+            model_parts.update(guide=self.guide_family, encoder=self.networks.encoder_net)
         self._pyro_parts = {
-            "model": self._with_parameters(prior=self.prior, likelihood=self.likelihood, decoder=self.networks.decoder_net),
+            "model": self._with_parameters(**model_parts),
             "guide": self._with_parameters(guide=self.guide_family, encoder=self.networks.encoder_net),
         }
+        self.kl_annealing = 1.0  # the fit's KL warm-up multiplies beta by this
 
     condition_dim = 0
 
@@ -77,7 +82,8 @@ class VAE(LatentVariableModel):
 
     def _latent_scale(self):
         """poutine.scale(beta) around the latent site; nothing at beta = 1, the common case."""
-        return poutine.scale(scale=self.beta) if self.beta != 1.0 else nullcontext()
+        weight = self.beta * self.kl_annealing
+        return poutine.scale(scale=weight) if weight != 1.0 else nullcontext()
 
     # -- the Pyro programs ------------------------------------------------------------------------
 
@@ -117,6 +123,10 @@ class VAE(LatentVariableModel):
 
     def check_data(self, x: torch.Tensor) -> None:
         self.likelihood.check(x)
+
+    def initialize(self, x: torch.Tensor) -> None:
+        self.likelihood.initialize(x)
+        self.prior.initialize(x)
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{k}={v['name'] if len(v) == 1 else v}" for k, v in self.specs.items())

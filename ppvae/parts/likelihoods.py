@@ -43,6 +43,9 @@ class Likelihood(nn.Module):
     def check(self, x: torch.Tensor) -> None:
         """Raise ValueError, saying what to do, if ``x`` is outside this likelihood's support."""
 
+    def initialize(self, x: torch.Tensor) -> None:
+        """Set learned parameters from the training data (N, C, H, W) before the first step; by default nothing."""
+
 
 class _LogSigmoid(torch.autograd.Function):
     """log sigmoid(s) = min(s, 0) - log(1 + exp(-|s|)), with the gradient sigmoid(-s).
@@ -87,15 +90,19 @@ class Bernoulli(Likelihood):
             raise ValueError(
                 "the Bernoulli likelihood needs binary pixels (0 or 1), but the data has grey levels "
                 f"(for example {grey:.4g}); binarise it with binarize='dynamic', 'static' or 'threshold', "
-                "or choose a likelihood for grey levels"
+                "or use likelihood=\"continuous_bernoulli\" for grey levels"
             )
 
 
-@LIKELIHOODS.register("normal")
-class Normal(Likelihood):
-    """Normal per pixel around the decoder's mean; ``scale``: a fixed number, "learned" (one), "per_pixel" or "decoder"."""
+class LocationScaleLikelihood(Likelihood):
+    """A location-scale family per pixel around the decoder's output; ``scale``: a fixed number,
+    "learned" (one for all pixels), "per_pixel" (one per pixel) or "decoder" (the decoder outputs it).
+
+    A learned scale starts at the training data's spread (see ``initialize``).
+    """
 
     SCALES = ("learned", "per_pixel", "decoder")
+    family: type[dist.Distribution]
 
     def __init__(self, x_shape: tuple[int, ...], scale: float | str = "per_pixel", min_scale: float = 1e-3):
         super().__init__(x_shape)
@@ -112,7 +119,7 @@ class Normal(Likelihood):
             self.register_buffer("fixed_scale", torch.tensor(float(scale)), persistent=False)
 
     def scale(self, h: torch.Tensor | None = None) -> torch.Tensor:
-        """The standard deviation per pixel, flat (..., x_dim)."""
+        """The scale per pixel, flat (..., x_dim)."""
         if self.scale_mode == "decoder":
             return nn.functional.softplus(h[..., self.x_dim :]) + self.min_scale
         if isinstance(self.scale_mode, str):
@@ -122,8 +129,50 @@ class Normal(Likelihood):
     def forward(self, h: torch.Tensor) -> dist.Distribution:
         loc = h[..., : self.x_dim]
         scale = self.scale(h).expand(loc.shape)
-        return dist.Normal(self._images(loc), self._images(scale)).to_event(len(self.x_shape))
+        return self.family(self._images(loc), self._images(scale)).to_event(len(self.x_shape))
 
     def check(self, x: torch.Tensor) -> None:
         if not bool(torch.isfinite(x).all()):
-            raise ValueError("the Normal likelihood needs finite pixel values; the data has NaN or infinity")
+            raise ValueError(f"the {self.registry_name} likelihood needs finite pixel values; the data has NaN or infinity")
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """A learned scale starts at the data's standard deviation (per pixel, or overall), not at 1.
+
+        Adam moves a log-scale by about the learning rate per step, so from 1 it would take
+        thousands of steps to reach the small noise of [0, 1] images.
+        """
+        if self.scale_mode not in ("learned", "per_pixel"):
+            return
+        flat = x.reshape(x.shape[0], -1)
+        std = flat.std(0) if self.scale_mode == "per_pixel" else flat.std().reshape(1)
+        self.log_scale.copy_(torch.log(std.clamp_min(2 * self.min_scale) - self.min_scale))
+
+
+@LIKELIHOODS.register("normal")
+class Normal(LocationScaleLikelihood):
+    """Normal per pixel around the decoder's mean; ``scale``: a fixed number, "learned", "per_pixel" or "decoder"."""
+
+    family = dist.Normal
+
+
+@LIKELIHOODS.register("laplace")
+class Laplace(LocationScaleLikelihood):
+    """Laplace per pixel around the decoder's output (an L1 reconstruction loss); ``scale`` as for normal."""
+
+    family = dist.Laplace
+
+
+@LIKELIHOODS.register("continuous_bernoulli")
+class ContinuousBernoulli(Likelihood):
+    """Continuous Bernoulli on logits (Loaiza-Ganem & Cunningham, 2019): a proper density for grey levels in [0, 1]."""
+
+    def forward(self, h: torch.Tensor) -> dist.Distribution:
+        return dist.ContinuousBernoulli(logits=self._images(h)).to_event(len(self.x_shape))
+
+    def check(self, x: torch.Tensor) -> None:
+        if x.numel() and (x.min() < 0 or x.max() > 1):
+            raise ValueError(
+                f"the continuous_bernoulli likelihood needs pixels in [0, 1], got values in [{x.min():.3g}, {x.max():.3g}]; "
+                "rescale the images or choose the normal or laplace likelihood"
+            )

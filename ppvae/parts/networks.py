@@ -74,3 +74,64 @@ class LinearNetworks(MLPNetworks):
 
     def __init__(self, x_shape: tuple[int, ...], z_dim: int, encoder_out: int, decoder_out: int, condition_dim: int = 0):
         super().__init__(x_shape, z_dim, encoder_out, decoder_out, condition_dim, hidden=())
+
+
+def _conv_block(conv: nn.Module, channels: int) -> list[nn.Module]:
+    return [conv, nn.BatchNorm2d(channels), nn.ReLU()]
+
+
+@NETWORKS.register("conv")
+class ConvNetworks(Networks):
+    """Two stride-2 conv layers with batch norm each way, then ``hidden`` units: for images whose sides divide by 4.
+
+    Encoder: conv 4x4/2 (``channels[0]``) -> conv 4x4/2 (``channels[1]``) -> dense ``hidden`` -> out.
+    Decoder: the mirror image, with transposed convolutions. A condition joins at the dense layers.
+    """
+
+    def __init__(
+        self,
+        x_shape: tuple[int, ...],
+        z_dim: int,
+        encoder_out: int,
+        decoder_out: int,
+        condition_dim: int = 0,
+        channels: Sequence[int] = (32, 64),
+        hidden: int = 256,
+    ):
+        super().__init__()
+        c, h, w = x_shape
+        if h % 4 or w % 4:
+            raise ValueError(f"the conv network needs image sides divisible by 4, got {h}x{w}; use network='mlp'")
+        if len(channels) != 2 or min(channels) < 1 or hidden < 1:
+            raise ValueError(f"channels must be two positive widths and hidden positive, got {channels} and {hidden}")
+        c1, c2 = (int(k) for k in channels)
+        per_pixel, extra = divmod(decoder_out, c * h * w)
+        if extra:
+            raise ValueError(f"the conv decoder outputs whole channels; {decoder_out} numbers is not a multiple of {c * h * w}")
+        self.x_shape, self.z_dim = tuple(x_shape), z_dim
+        self.code_shape = (c2, h // 4, w // 4)
+        code = math.prod(self.code_shape)
+        self.encoder_convs = nn.Sequential(
+            *_conv_block(nn.Conv2d(c, c1, 4, 2, 1), c1), *_conv_block(nn.Conv2d(c1, c2, 4, 2, 1), c2), nn.Flatten()
+        )
+        self.encoder_head = MLP(code + condition_dim, encoder_out, [hidden])
+        self.decoder_head = nn.Sequential(MLP(z_dim + condition_dim, code, [hidden]), nn.ReLU())
+        self.decoder_convs = nn.Sequential(
+            *_conv_block(nn.ConvTranspose2d(c2, c1, 4, 2, 1), c1), nn.ConvTranspose2d(c1, c * per_pixel, 4, 2, 1)
+        )
+        # the parts each program registers with Pyro
+        self.encoder_net = nn.ModuleList([self.encoder_convs, self.encoder_head])
+        self.decoder_net = nn.ModuleList([self.decoder_head, self.decoder_convs])
+
+    def encoder(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.encoder_convs(x.reshape((x.shape[0],) + self.x_shape))
+        if c is not None:
+            h = torch.cat([h, c], dim=-1)
+        return self.encoder_head(h)
+
+    def decoder(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        batch = z.shape[:-1]  # (N,) in training, (K, N) when the evidence is estimated
+        if c is not None:
+            z = torch.cat([z, c.expand(batch + c.shape[-1:])], dim=-1)
+        h = self.decoder_head(z.reshape(-1, z.shape[-1])).reshape((-1,) + self.code_shape)
+        return self.decoder_convs(h).reshape(batch + (-1,))

@@ -13,6 +13,14 @@ from typing import Any, Callable, Mapping
 PartSpec = str | Mapping[str, Any]
 
 
+def positive(name: str, value: float, integer: bool = False) -> float | int:
+    """A part's option checked once, with a message that names it: ``positive("df", 0)`` raises."""
+    number = int(value) if integer else float(value)
+    if not number > 0 or (integer and number != value):
+        raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value}")
+    return number
+
+
 def normalize_spec(spec: PartSpec, kind: str) -> dict[str, Any]:
     """``"x"`` -> ``{"name": "x"}``; a dict is copied and must carry a ``"name"``."""
     if isinstance(spec, str):
@@ -80,6 +88,8 @@ class Registry:
         if unknown:
             listed = ", ".join(f"{k}={v!r}" for k, v in allowed.items()) or "none"
             raise ValueError(f"{self.kind} {name!r} has no option {', '.join(map(repr, unknown))}; its options: {listed}")
+        accepted = inspect.signature(self._parts[name].__init__).parameters
+        context = {k: v for k, v in context.items() if k in accepted}  # each part takes the context it needs
         try:
             return self._parts[name](**context, **options)
         except (TypeError, ValueError) as error:
