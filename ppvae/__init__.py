@@ -7,7 +7,7 @@
     model.sample(64)
 
 Layers, imports pointing downward only:
-    cli, report          what a person runs and reads
+    cli, report, compare what a person runs and reads
     models               VAE ...: the Pyro programs and the estimator API (fit, encode, save)
     infer                objectives, the SVI step, per-example ELBO terms (any Pyro model/guide)
     parts                priors, likelihoods, guide families, networks, by name
@@ -15,10 +15,12 @@ Layers, imports pointing downward only:
 """
 
 from ppvae import data
+from ppvae.compare import Comparison, compare
 from ppvae.models import MODELS, VAE, FactorAnalysis, LatentVariableModel, bits_per_dim, load, log_evidence
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MODELS", "FactorAnalysis", "VAE", "LatentVariableModel", "bits_per_dim", "data", "load", "log_evidence", "__version__",
+    "MODELS", "Comparison", "FactorAnalysis", "VAE", "LatentVariableModel", "bits_per_dim", "compare", "data", "load",
+    "log_evidence", "__version__",
 ]  # fmt: skip

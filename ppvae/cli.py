@@ -1,4 +1,4 @@
-"""The ``ppvae`` command: train, evaluate, sample, plot, parts and demo, each working on run folders."""
+"""The ``ppvae`` command: train, evaluate, compare, sample, plot, parts and demo, each working on run folders."""
 
 from __future__ import annotations
 
@@ -15,7 +15,11 @@ from ppvae.data import BINARIZE_METHODS, DATASETS, ImageDataset
 from ppvae.infer import OBJECTIVES
 from ppvae.models.runs import read_spec, save_figures
 from ppvae.parts import REGISTRIES
-from ppvae.report import evaluation_table, run_report
+from ppvae.compare import Comparison
+from ppvae.demo import run_demo
+from ppvae.parts import normalize_spec
+from ppvae.report import evaluation_table
+from ppvae.specs import MODEL_NAMES, build_model, part_flags, read_toml
 
 DEFAULT_DATASET = "fashion-mnist"
 
@@ -23,31 +27,49 @@ DEFAULT_DATASET = "fashion-mnist"
 # -- data -----------------------------------------------------------------------------------------
 
 
-def data_source(args: argparse.Namespace) -> dict:
-    """What the run trains on, recorded in the run so that evaluate can find the same test set."""
-    if getattr(args, "data", None):
-        return {"path": str(Path(args.data).resolve()), "test_fraction": 0.1, "limit": args.limit}
-    return {"dataset": args.dataset, "root": args.root, "limit": args.limit, "test_limit": args.test_limit}
+def data_source(args: argparse.Namespace, table: dict | None = None) -> dict:
+    """What the run trains on, recorded in the run so that evaluate can find the same test set.
+
+    Flags override the spec file's ``[data]`` table.
+    """
+    table = dict(table or {})
+    for key in ("dataset", "data", "root", "limit", "test_limit"):
+        if getattr(args, key, None) is not None:
+            table[key] = getattr(args, key)
+    if getattr(args, "dequantize", False):
+        table["dequantize"] = True
+    if table.get("data"):
+        source = {"path": str(Path(table["data"]).resolve()), "test_fraction": 0.1}
+    else:
+        source = {"dataset": table.get("dataset", DEFAULT_DATASET), "root": table.get("root")}
+    unknown = sorted(set(table) - {"dataset", "data", "root", "limit", "test_limit", "dequantize"})
+    if unknown:
+        raise ValueError(f"unknown [data] keys {unknown}; known: dataset, data, root, limit, test_limit, dequantize")
+    return {**source, "limit": table.get("limit"), "test_limit": table.get("test_limit"),
+            "dequantize": bool(table.get("dequantize", False))}  # fmt: skip
 
 
-def load_data(source: dict, split: str) -> ImageDataset:
-    """The train or test split of a recorded data source."""
+def load_data(source: dict, split: str, dequantized: bool = True) -> ImageDataset:
+    """The train or test split of a recorded data source (dequantised, seeded, if the run was)."""
     if "path" in source:
         train, test = ppvae.data.load(source["path"]).random_split(source.get("test_fraction", 0.1), seed=0)
         data = train if split == "train" else test
     else:
         data = ppvae.data.load(source["dataset"], split=split, root=source.get("root"))
     limit = source.get("limit") if split == "train" else source.get("test_limit")
-    return data.subset(limit) if limit else data
+    data = data.subset(limit) if limit else data
+    if dequantized and source.get("dequantize"):
+        data = ppvae.data.dequantize(data, seed=0 if split == "train" else 1)
+    return data
 
 
 def _binarize(value: str) -> str | None:
     return None if value.lower() == "none" else value
 
 
-def add_data_arguments(p: argparse.ArgumentParser, training: bool = True) -> None:
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("data")
-    group.add_argument("--dataset", default=DEFAULT_DATASET if training else None, choices=sorted(DATASETS), help="a named dataset")
+    group.add_argument("--dataset", choices=sorted(DATASETS), help=f"a named dataset (default {DEFAULT_DATASET})")
     group.add_argument("--data", metavar="PATH", help="your own images: a .npy/.pt array or a folder of image files")
     group.add_argument("--root", help="folder holding the dataset's IDX files (default: $PPVAE_DATA, then Debian's path)")
     group.add_argument("--limit", type=int, help="use only the first N training images")
@@ -56,33 +78,58 @@ def add_data_arguments(p: argparse.ArgumentParser, training: bool = True) -> Non
 
 # -- commands -------------------------------------------------------------------------------------
 
+FIT_DEFAULTS = {"epochs": 10, "batch_size": 128, "lr": 1e-3, "binarize": "auto", "elbo": "trace", "num_particles": 1,
+                "seed": 0}  # fmt: skip
+FIT_FLAGS = ("epochs", "batch_size", "lr", "binarize", "elbo", "num_particles", "seed", "method")
 
-def cmd_train(args: argparse.Namespace) -> dict:
-    source = data_source(args)
+
+def run_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict, dict, dict]:
+    """(model, fit, data) for ``train``: defaults, then the ``--spec`` file, then flags."""
+    tables = read_toml(args.spec) if args.spec else {"model": {}, "fit": {}, "data": {}}
+    model = tables["model"]
+    for key in ("model", "z_dim", "beta", "prior", "likelihood", "guide", "network"):
+        value = getattr(args, key)
+        if value is not None:
+            model["name" if key == "model" else key] = value
+    if args.hidden:
+        model["network"] = {**normalize_spec(model.get("network", "mlp"), "network"), "hidden": args.hidden}
+    model = part_flags(model, extra)
+    model.setdefault("z_dim", 20)
+    fit = {**FIT_DEFAULTS, **tables["fit"]}
+    fit.update({key: getattr(args, key) for key in FIT_FLAGS if getattr(args, key) is not None})
+    return model, fit, data_source(args, tables["data"])
+
+
+def cmd_train(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict:
+    model_spec, fit, source = run_spec(args, extra)
     train, test = load_data(source, "train"), load_data(source, "test")
     print(f"training on {train}\ntesting on {test}")
-    model = ppvae.VAE(x_shape=train.shape, z_dim=args.z_dim, network={"name": "mlp", "hidden": args.hidden})
-    model.fit(
-        train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, binarize=args.binarize, test=test,
-        elbo=args.elbo, num_particles=args.num_particles, seed=args.seed, device=args.device,
-        progress=not args.quiet, checkpoint_dir=args.out,
-    )  # fmt: skip
+    model = build_model(model_spec, train.shape)
+    method = fit.pop("method", "svi" if not model.has_exact_evidence else "em")
+    if method == "em":
+        model.fit(train, method="em", test=test)
+    else:
+        extra_fit = {"method": method} if model.has_exact_evidence else {}
+        model.fit(train, test=test, device=args.device, progress=not args.quiet, checkpoint_dir=args.out,
+                  **extra_fit, **fit)  # fmt: skip
     model.fit_config["data"] = source
     model.save(args.out)
     last = model.history[-1]
-    print(f"wrote {args.out}: test ELBO {last['test_elbo']:.2f} nats per image after {len(model.history)} epochs")
+    score = last.get("test_elbo", last.get("test_log_likelihood"))
+    print(f"wrote {args.out}: {model!r}, test {'ELBO' if 'test_elbo' in last else 'log p(x)'} {score:.2f} nats "
+          f"per image after {len(model.history)} epochs")  # fmt: skip
     return last
 
 
-def _run_test_data(args: argparse.Namespace, spec: dict) -> ImageDataset:
+def _run_test_data(args: argparse.Namespace, spec: dict, dequantized: bool = True) -> ImageDataset:
     if args.dataset or args.data:
-        return load_data(data_source(args), "test")
+        return load_data(data_source(args), "test", dequantized)
     source = spec.get("fit", {}).get("data")
     if source is None:
-        raise SystemExit(f"{args.run} does not record its data; pass --dataset or --data")
+        raise ValueError(f"{args.run} does not record its data; pass --dataset or --data")
     if args.test_limit:
         source = {**source, "test_limit": args.test_limit}
-    return load_data(source, "test")
+    return load_data(source, "test", dequantized)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
@@ -97,6 +144,23 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     print(evaluation_table(scores, model.x_dim, None if model.binary_likelihood else 256))
     (Path(args.run) / "evaluation.json").write_text(json.dumps(scores, indent=2) + "\n")
     return scores
+
+
+def cmd_compare(args: argparse.Namespace) -> Comparison:
+    """Score several runs on one test set: a markdown table and side-by-side figures."""
+    models = {Path(run).name: ppvae.load(run, device=args.device) for run in args.runs}
+    args.run = args.runs[0]
+    test = _run_test_data(args, read_spec(args.runs[0]), dequantized=False)  # compare dequantises per model
+    comparison = ppvae.compare(models, test, num_samples=args.num_samples, out=args.out, seed=args.seed,
+                               progress=not args.quiet)  # fmt: skip
+    table = comparison.to_markdown()
+    print(table)
+    out = Path(args.out)
+    (out / "comparison.json").write_text(json.dumps(comparison.rows, indent=2) + "\n")
+    figures = "".join(f"\n![{name}]({path.name})\n" for name, path in comparison.figures.items())
+    (out / "comparison.md").write_text(f"# Comparison on {test}\n\n{table}\n{figures}")
+    print(f"\nwrote {out / 'comparison.md'} and {', '.join(p.name for p in comparison.figures.values())}")
+    return comparison
 
 
 def cmd_sample(args: argparse.Namespace) -> str:
@@ -124,22 +188,9 @@ def cmd_parts(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> Path:
-    """Train the default VAE on Fashion-MNIST, evaluate it and write a report with figures."""
-    out = Path(args.out)
-    source = {"dataset": DEFAULT_DATASET, "root": args.root, "limit": args.limit, "test_limit": None}
-    train, test = load_data(source, "train"), load_data(source, "test")
-    print(f"ppvae demo: a VAE on {train}, {args.epochs} epochs; writing {out}/")
-    model = ppvae.VAE(x_shape=train.shape, z_dim=20)
-    model.fit(train, epochs=args.epochs, binarize="dynamic", test=test, seed=args.seed, device=args.device,
-              progress=not args.quiet, checkpoint_dir=out)  # fmt: skip
-    model.fit_config["data"] = source
-    model.save(out)
-    scores = model.evaluate(test)
-    (out / "evaluation.json").write_text(json.dumps(scores, indent=2) + "\n")
-    report = run_report(model, out, scores, title="ppvae demo: a VAE on Fashion-MNIST")
-    print(evaluation_table(scores, model.x_dim))
-    print(f"\nreport: {report}")
-    return report
+    """Train the default VAE on Fashion-MNIST, estimate its evidence, compare it with factor analysis, report."""
+    return run_demo(args.out, epochs=args.epochs, limit=args.limit, root=args.root, seed=args.seed, device=args.device,
+                    num_samples=args.num_samples, evidence_images=args.evidence_images, progress=not args.quiet)  # fmt: skip
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -150,17 +201,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ppvae {ppvae.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("train", help="train a VAE and write a run folder")
+    p = commands.add_parser(
+        "train", help="train a model and write a run folder",
+        description="Train a model and write a run folder. Part options: --<part>-<option> VALUE, for example "
+        "--prior mixture --prior-components 10 or --likelihood normal --likelihood-scale learned (see `ppvae parts`).",
+    )  # fmt: skip
+    p.add_argument("--spec", metavar="TOML", help="a spec file with [model], [fit] and [data] tables; flags override it")
+    group = p.add_argument_group("model")
+    group.add_argument("--model", choices=sorted(MODEL_NAMES), help="VAE (default) or factor-analysis")
+    group.add_argument("--z-dim", type=int, help="latent dimensions (default 20)")
+    for kind, registry in REGISTRIES.items():
+        group.add_argument(f"--{kind}", choices=registry.names(), help=f"the {kind} by name")
+    group.add_argument("--hidden", type=int, nargs="+", help="hidden layer widths of the MLP (as --network-hidden)")
+    group.add_argument("--beta", type=float, help="weight of the KL term (a beta-VAE)")
     add_data_arguments(p)
-    p.add_argument("--z-dim", type=int, default=20)
-    p.add_argument("--hidden", type=int, nargs="+", default=[400], help="hidden layer widths of the MLP")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--binarize", type=_binarize, default="auto", choices=[*BINARIZE_METHODS, "auto"])
-    p.add_argument("--elbo", default="trace", choices=OBJECTIVES)
-    p.add_argument("--num-particles", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dequantize", action="store_true", help="(pixel + u) / 256: continuous data for continuous likelihoods")
+    group = p.add_argument_group("fit")
+    group.add_argument("--epochs", type=int)
+    group.add_argument("--batch-size", type=int)
+    group.add_argument("--lr", type=float)
+    group.add_argument("--binarize", type=_binarize, choices=[*BINARIZE_METHODS, "auto"])
+    group.add_argument("--elbo", choices=OBJECTIVES)
+    group.add_argument("--num-particles", type=int)
+    group.add_argument("--method", choices=["em", "svi"], help="factor analysis: closed-form EM (default) or SVI")
+    group.add_argument("--seed", type=int)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="run folder to write")
@@ -168,13 +232,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("evaluate", help="test ELBO, its parts and (with --num-samples) log p(x) of a run, in nats")
     p.add_argument("run")
-    add_data_arguments(p, training=False)
+    add_data_arguments(p)
     p.add_argument("--num-samples", type=int, metavar="K", help="also estimate log p(x) by importance sampling with K samples")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_evaluate)
+
+    p = commands.add_parser("compare", help="score runs side by side on one test set: table and figures")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    add_data_arguments(p)
+    p.add_argument("--num-samples", type=int, default=1000, metavar="K", help="importance samples for log p(x)")
+    p.add_argument("--out", default="runs/compare", help="folder for comparison.md, .json and the figures")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_compare)
 
     p = commands.add_parser("sample", help="a PNG grid of samples from a run's model")
     p.add_argument("run")
@@ -191,10 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("parts", help="list every registered prior, likelihood, guide and network")
     p.set_defaults(func=cmd_parts)
 
-    p = commands.add_parser("demo", help="train on Fashion-MNIST, evaluate, write runs/demo/report.md")
+    p = commands.add_parser("demo", help="train on Fashion-MNIST, evaluate, compare with factor analysis, write runs/demo/report.md")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--limit", type=int, help="train on the first N images only")
+    p.add_argument("--num-samples", type=int, default=1000, metavar="K", help="importance samples for log p(x)")
+    p.add_argument("--evidence-images", type=int, default=2000, metavar="N", help="test images scored by log p(x)")
     p.add_argument("--root", help="folder holding Fashion-MNIST's IDX files")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -204,9 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        args.func(args)
+        args.func(args, extra) if args.command == "train" else args.func(args)
     except (ppvae.data.DatasetNotFoundError, FileNotFoundError, ValueError) as error:
         print(f"ppvae {args.command}: error: {error}", file=sys.stderr)
         return 2

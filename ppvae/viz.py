@@ -40,18 +40,38 @@ def image_grid(images: torch.Tensor, path: str | Path, title: str | None = None,
     return _save(fig, path)
 
 
-def reconstruction_grid(
-    originals: torch.Tensor, rows: Mapping[str, torch.Tensor], path: str | Path, title: str | None = None
-) -> Path:
-    """Originals on top, each named reconstruction below, image for image."""
-    panels = {"original": originals, **rows}
-    n = originals.shape[0]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(n * 0.75, 1.0 * len(panels) + 0.5), squeeze=False)
-    for ax, (name, images) in zip(axes[:, 0], panels.items()):
+def image_rows(rows: Mapping[str, torch.Tensor], path: str | Path, title: str | None = None) -> Path:
+    """One named row of images (N, C, H, W) per entry, image for image, top to bottom."""
+    n = max(images.shape[0] for images in rows.values())
+    fig, axes = plt.subplots(len(rows), 1, figsize=(n * 0.75, 1.0 * len(rows) + 0.5), squeeze=False)
+    for ax, (name, images) in zip(axes[:, 0], rows.items()):
         _show(ax, images, nrow=n)
         ax.set_title(name, fontsize=9, loc="left")
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def reconstruction_grid(
+    originals: torch.Tensor, rows: Mapping[str, torch.Tensor], path: str | Path, title: str | None = None
+) -> Path:
+    """Originals on top, each named reconstruction below, image for image."""
+    return image_rows({"original": originals, **rows}, path, title)
+
+
+def latent_planes(points: Mapping[str, tuple[torch.Tensor, torch.Tensor | None]], path: str | Path) -> Path:
+    """Side-by-side scatter plots of 2-D codes (N, 2), coloured by label where labels are given."""
+    fig, axes = plt.subplots(1, len(points), figsize=(4.2 * len(points), 4.0), squeeze=False)
+    for ax, (name, (z, labels)) in zip(axes[0], points.items()):
+        z = z.detach().cpu()
+        colours = {} if labels is None else {"c": labels.cpu().numpy(), "cmap": "tab10"}
+        scatter = ax.scatter(z[:, 0].numpy(), z[:, 1].numpy(), s=3, alpha=0.6, **colours)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("z1")
+        ax.set_ylabel("z2")
+        ax.grid(alpha=0.3)
+        if labels is not None:
+            fig.colorbar(scatter, ax=ax, label="class")
     return _save(fig, path)
 
 

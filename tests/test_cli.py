@@ -48,3 +48,59 @@ def test_parts_lists_the_registry(capsys):
     assert main(["parts"]) == 0
     out = capsys.readouterr().out
     assert "priors:" in out and "bernoulli" in out and "hidden=" in out
+
+
+@pytest.mark.slow
+def test_demo_writes_the_report_with_the_comparison(tmp_path, fashion):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--limit", "1500", "--epochs", "1", "--num-samples", "20",
+                 "--evidence-images", "200", "--quiet"]) == 0  # fmt: skip
+    report = (out / "report.md").read_text()
+    assert "log p(x), importance sampled (K = 20)" in report and "## Against factor analysis" in report
+    rows = json.loads((out / "comparison" / "comparison.json").read_text())
+    kinds = {r["model"]: (r["data"], r["method"]) for r in rows}
+    assert kinds["factor analysis"] == ("dequantised", "exact") and kinds["Normal VAE"] == ("dequantised", "IS, K=20")
+    assert kinds["MLP VAE (demo)"][0] == kinds["linear VAE"][0] == "binarised"
+    for name in ("samples.png", "reconstructions.png"):
+        assert (out / "comparison" / name).read_bytes()[:4] == b"\x89PNG"
+    for run in ("linear-vae", "factor-analysis", "normal-vae"):
+        assert (out / run / "spec.json").exists()
+
+
+def test_spec_file_and_part_flags_build_the_model(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "grey.npy", rng.integers(0, 256, (300, 8, 8)).astype(np.uint8))
+    spec = tmp_path / "model.toml"
+    spec.write_text('[model]\nz_dim = 3\nbeta = 2.0\n[model.likelihood]\nname = "normal"\nscale = "learned"\n'
+                    '[fit]\nepochs = 1\nbatch_size = 64\n[data]\ndequantize = true\n')  # fmt: skip
+    run = tmp_path / "run"
+    assert main(["train", "--spec", str(spec), "--data", str(tmp_path / "grey.npy"), "--network-hidden", "32", "16",
+                 "--likelihood-scale", "per_pixel", "--quiet", "--out", str(run)]) == 0  # fmt: skip
+    saved = json.loads((run / "spec.json").read_text())
+    config = saved["config"]
+    assert config["z_dim"] == 3 and config["beta"] == 2.0 and config["network"] == {"name": "mlp", "hidden": [32, 16]}
+    assert config["likelihood"] == {"name": "normal", "scale": "per_pixel"}  # the flag overrides the file
+    assert saved["fit"]["batch_size"] == 64 and saved["fit"]["data"]["dequantize"] is True
+    # bad flags and options are one clear error each
+    assert main(["train", "--data", str(tmp_path / "grey.npy"), "--prior-components", "3", "--out", str(run)]) == 2
+    assert "prior 'normal' has no option 'components'; its options: none" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "grey.npy"), "--colour", "red", "--out", str(run)]) == 2
+    assert "unrecognised argument '--colour'" in capsys.readouterr().err
+    spec.write_text("[modle]\nz_dim = 3\n")
+    assert main(["train", "--spec", str(spec), "--out", str(run)]) == 2
+    assert "unknown tables ['modle']" in capsys.readouterr().err
+
+
+def test_factor_analysis_run_and_compare(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "grey.npy", rng.integers(0, 256, (400, 6, 6)).astype(np.uint8))
+    data = ["--data", str(tmp_path / "grey.npy"), "--quiet"]
+    assert main(["train", "--model", "factor-analysis", "--z-dim", "2", "--dequantize", *data, "--out", str(tmp_path / "fa")]) == 0
+    assert main(["train", "--z-dim", "2", "--hidden", "16", "--epochs", "2", *data, "--out", str(tmp_path / "vae")]) == 0
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tmp_path / "fa"), str(tmp_path / "vae"), "--num-samples", "10", "--out", str(out), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "| fa | dequantised |" in table and "| vae | binarised |" in table and "exact" in table
+    rows = json.loads((out / "comparison.json").read_text())
+    assert [r["model"] for r in rows] == ["fa", "vae"] and rows[0]["method"] == "exact"
+    assert (out / "latent.png").exists() and (out / "comparison.md").read_text().startswith("# Comparison")

@@ -13,6 +13,7 @@ import torch
 
 from ppvae.data.binarize import BINARIZE_METHODS, binarize, check_binarize, fixed_binarization
 from ppvae.data.dataset import ImageDataset
+from ppvae.data.dequantize import dequantize
 from ppvae.data.files import as_image_tensor, load_path
 from ppvae.data.idx import read_idx, write_idx
 from ppvae.data.sources import DATASETS, DatasetNotFoundError, default_root, load_named
@@ -27,6 +28,7 @@ __all__ = [
     "binarize",
     "check_binarize",
     "default_root",
+    "dequantize",
     "fixed_binarization",
     "load",
     "read_idx",

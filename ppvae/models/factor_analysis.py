@@ -35,6 +35,8 @@ class FactorAnalysis(VAE):
     ``guide="amortised"`` uses a linear encoder with a diagonal normal, as a linear VAE would.
     """
 
+    has_exact_evidence = True
+
     def __init__(self, x_shape: Sequence[int] = (1, 28, 28), z_dim: int = 20, guide: str = "exact"):
         if guide not in GUIDES:
             raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")

@@ -1,0 +1,107 @@
+"""Run specs: a model, its fit and its data described by data, from a TOML file and command-line flags.
+
+    [model]                          # ppvae train --spec model.toml
+    name = "VAE"                     # or "FactorAnalysis"
+    z_dim = 20
+    prior = "laplace"
+    guide = "student_t"
+    network = "conv"
+    beta = 4.0
+    [model.likelihood]
+    name = "normal"
+    scale = "learned"
+    [fit]
+    epochs = 5
+    elbo = "meanfield"
+    [data]
+    dataset = "fashion-mnist"
+
+Flags override the file: ``--prior mixture --prior-components 10`` sets the prior
+to ``{"name": "mixture", "components": 10}``; every ``--<part>-<option> VALUE`` is
+checked against the part's registered options.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from ppvae.models import MODELS, LatentVariableModel
+from ppvae.parts import REGISTRIES, normalize_spec
+
+SECTIONS = ("model", "fit", "data")
+MODEL_NAMES = {"vae": "VAE", "factor-analysis": "FactorAnalysis", "fa": "FactorAnalysis", **{m: m for m in MODELS}}
+
+
+def read_toml(path: str | Path) -> dict[str, dict[str, Any]]:
+    """A spec file's ``[model]``, ``[fit]`` and ``[data]`` tables; anything else is an error."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"spec file {path} does not exist")
+    try:
+        spec = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path} is not valid TOML: {error}") from None
+    unknown = sorted(set(spec) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"{path}: unknown tables {unknown}; a spec has [model], [fit] and [data]")
+    return {section: dict(spec.get(section, {})) for section in SECTIONS}
+
+
+def _value(text: str) -> Any:
+    """A flag's value as JSON where it parses (numbers, true/false, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def part_flags(model: dict[str, Any], extra: Sequence[str]) -> dict[str, Any]:
+    """Apply ``--<part>-<option> VALUE...`` flags (those argparse did not know) to a model spec."""
+    model = dict(model)
+    i = 0
+    while i < len(extra):
+        flag = extra[i]
+        kind, _, option = flag[2:].partition("-") if flag.startswith("--") else ("", "", "")
+        if kind not in REGISTRIES or not option:
+            raise ValueError(f"unrecognised argument {flag!r}; part options are --<part>-<option> with part one of "
+                             f"{', '.join(REGISTRIES)}")  # fmt: skip
+        values = []
+        i += 1
+        while i < len(extra) and not extra[i].startswith("--"):
+            values.append(_value(extra[i]))
+            i += 1
+        if not values:
+            raise ValueError(f"{flag} needs a value")
+        spec = normalize_spec(model.get(kind, _default_part(kind)), kind)
+        option = option.replace("-", "_")
+        allowed = REGISTRIES[kind].options(spec["name"]) if spec["name"] in REGISTRIES[kind] else {}
+        if option not in allowed:
+            listed = ", ".join(f"--{kind}-{k.replace('_', '-')}" for k in allowed) or "none"
+            raise ValueError(f"{kind} {spec['name']!r} has no option {option!r}; its options: {listed}")
+        spec[option] = values[0] if len(values) == 1 else values
+        model[kind] = spec
+    return model
+
+
+def _default_part(kind: str) -> str:
+    return {"prior": "normal", "likelihood": "bernoulli", "guide": "normal", "network": "mlp"}[kind]
+
+
+def build_model(model_spec: dict[str, Any], x_shape: Sequence[int]) -> LatentVariableModel:
+    """The model a ``[model]`` table describes, for images of ``x_shape``."""
+    spec = dict(model_spec)
+    name = spec.pop("name", "VAE")
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(set(MODEL_NAMES.values())))}")
+    cls = MODELS[MODEL_NAMES[name]]
+    try:
+        return cls(x_shape=tuple(x_shape), **spec)
+    except TypeError as error:
+        raise ValueError(f"bad [model] spec for {cls.__name__}: {error}") from None
