@@ -80,7 +80,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 FIT_DEFAULTS = {"epochs": 10, "batch_size": 128, "lr": 1e-3, "binarize": "auto", "elbo": "trace", "num_particles": 1,
                 "seed": 0}  # fmt: skip
-FIT_FLAGS = ("epochs", "batch_size", "lr", "binarize", "elbo", "num_particles", "seed", "method")
+FIT_FLAGS = ("epochs", "batch_size", "lr", "binarize", "elbo", "num_particles", "kl_warmup", "seed", "method")
 
 
 def run_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict, dict, dict]:
@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--lr", type=float)
     group.add_argument("--binarize", type=_binarize, choices=[*BINARIZE_METHODS, "auto"])
     group.add_argument("--elbo", choices=OBJECTIVES)
-    group.add_argument("--num-particles", type=int)
+    group.add_argument("--num-particles", type=int, help="samples per image (K for --elbo iwae)")
+    group.add_argument("--kl-warmup", type=int, metavar="EPOCHS", help="raise the KL weight from ~0 to beta over EPOCHS")
     group.add_argument("--method", choices=["em", "svi"], help="factor analysis: closed-form EM (default) or SVI")
     group.add_argument("--seed", type=int)
     p.add_argument("--device", default="cpu")
