@@ -9,9 +9,7 @@ Fashion-MNIST):
 - direct: the same estimator as one tensor formula for this one model, with
   the same chunks: encoder once, decoder over K x N samples. Its cost is the
   decoder's matrix products and the Bernoulli log-prob, the limit for any
-  estimator. Target: <= 1.1x. ppvae's Bernoulli computes log sigmoid in a
-  cheaper form than torch's kernel; the row "direct, ppvae's log-sigmoid"
-  uses that form too, so it isolates the cost of the Pyro program.
+  estimator. Target: <= 1.1x.
 - per-example loop: one image at a time, K samples in chunks of ``--loop-chunks``
   (the structure of pythae's ``get_nll``). Target: ppvae faster at any chunk.
 
@@ -30,42 +28,33 @@ import torch.nn.functional as F
 
 import ppvae
 from ppvae.infer.evidence import rows_per_pass
-from ppvae.parts.likelihoods import _LogSigmoid
 
 
 def networks(vae: ppvae.VAE):
     return vae.networks.encoder_net, vae.networks.decoder_net, vae.z_dim
 
 
-def log_weights(vae: ppvae.VAE, x: torch.Tensor, k: int, same_log_sigmoid: bool = False) -> torch.Tensor:
-    """log p(x|z) + log p(z) - log q(z|x) for k draws per image of the flat batch x, shape (k, n).
-
-    log p(x|z) by torch's binary_cross_entropy_with_logits, or with ``same_log_sigmoid`` by the
-    log-sigmoid that ppvae's Bernoulli uses, to show the cost of the Pyro program alone.
-    """
+def log_weights(vae: ppvae.VAE, x: torch.Tensor, k: int) -> torch.Tensor:
+    """log p(x|z) + log p(z) - log q(z|x) for k draws per image of the flat batch x, shape (k, n)."""
     encoder, decoder, z_dim = networks(vae)
     loc, log_var = encoder(x).split(z_dim, dim=-1)
     scale = torch.exp(0.5 * log_var)
     eps = torch.randn((k,) + loc.shape)
     z = loc + scale * eps
-    logits = decoder(z)
-    if same_log_sigmoid:
-        log_px_z = _LogSigmoid.apply(logits * (2 * x - 1)).sum(-1)
-    else:
-        log_px_z = -F.binary_cross_entropy_with_logits(logits, x.expand(k, *x.shape), reduction="none").sum(-1)
+    log_px_z = -F.binary_cross_entropy_with_logits(decoder(z), x.expand(k, *x.shape), reduction="none").sum(-1)
     log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(-1)
     log_qz = -0.5 * (eps.pow(2) + math.log(2 * math.pi)).sum(-1) - torch.log(scale).sum(-1)
     return log_px_z + log_pz - log_qz
 
 
 @torch.no_grad()
-def direct(vae: ppvae.VAE, x: torch.Tensor, k: int, batch_size: int, chunk_size: int, same_log_sigmoid=False) -> torch.Tensor:
+def direct(vae: ppvae.VAE, x: torch.Tensor, k: int, batch_size: int, chunk_size: int) -> torch.Tensor:
     out = []
     for i in range(0, x.shape[0], batch_size):
         xb = x[i : i + batch_size]
         total = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64)
         for done in range(0, k, chunk_size):
-            total = torch.logaddexp(total, torch.logsumexp(log_weights(vae, xb, min(chunk_size, k - done), same_log_sigmoid).double(), 0))
+            total = torch.logaddexp(total, torch.logsumexp(log_weights(vae, xb, min(chunk_size, k - done)).double(), 0))
         out.append(total - math.log(k))
     return torch.cat(out)
 
@@ -113,7 +102,6 @@ def main() -> None:
     candidates = {
         "ppvae.log_evidence": lambda: ppvae.log_evidence(vae, x, num_samples=k, binarize=None, progress=False, seed=None),
         "direct tensor formula": lambda: direct(vae, flat, k, batch_size, chunk_size),
-        "direct, ppvae's log-sigmoid": lambda: direct(vae, flat, k, batch_size, chunk_size, same_log_sigmoid=True),
     }
     for _ in range(args.rounds):
         for name, fn in candidates.items():

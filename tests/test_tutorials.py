@@ -7,7 +7,7 @@ import matplotlib
 import pytest
 
 TUTORIALS = sorted((Path(__file__).parent.parent / "tutorials").glob("*.ipynb"))
-FAST_SETTINGS = "EPOCHS = 1\nTRAIN_LIMIT = 2000\n"
+FAST_SETTINGS = "EPOCHS = 1\nTRAIN_LIMIT = 2000\nNUM_SAMPLES = 20\nEVIDENCE_IMAGES = 100\n"
 
 
 @pytest.mark.slow
@@ -21,4 +21,23 @@ def test_tutorial_runs(path, tmp_path, monkeypatch, fashion):
     namespace: dict = {}
     for source in [FAST_SETTINGS, *sources[1:]]:
         exec(compile(source, str(path), "exec"), namespace)
-    assert (tmp_path / "runs" / "tutorial-vae" / "spec.json").exists()
+    CHECKS[path.name[:2]](namespace, tmp_path / "runs")
+
+
+def check_01(ns, runs):
+    assert (runs / "tutorial-vae" / "spec.json").exists()
+
+
+def check_02(ns, runs):
+    assert ns["by_guide"][-1] > ns["by_prior"][-1]  # the guide is the better proposal
+
+
+def check_03(ns, runs):
+    assert len(ns["rows"]) == 8 and (runs / "laplace" / "spec.json").exists()
+
+
+def check_04(ns, runs):
+    assert len(ns["comparison"].rows) == 4 and (runs / "latent-2d" / "latent.png").exists()
+
+
+CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04}  # what each notebook must produce

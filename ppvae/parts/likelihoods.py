@@ -11,7 +11,9 @@ import math
 
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.distributions.utils import broadcast_all
 
 from ppvae.parts.registry import Registry
 
@@ -47,32 +49,21 @@ class Likelihood(nn.Module):
         """Set learned parameters from the training data (N, C, H, W) before the first step; by default nothing."""
 
 
-class _LogSigmoid(torch.autograd.Function):
-    """log sigmoid(s) = min(s, 0) - log(1 + exp(-|s|)), with the gradient sigmoid(-s).
+class IndependentBernoulli(dist.Independent):
+    """``Bernoulli(logits).to_event(d)`` whose ``log_prob`` sums before it negates.
 
-    The same values as ``torch.nn.functional.logsigmoid`` to float32 rounding, at about
-    half its cost on the CPU (torch's log_sigmoid kernel is the slowest part of scoring a
-    Bernoulli image). log(1 + u) for u in (0, 1] loses only digits below 1e-7 nats.
+    Bernoulli's own ``log_prob`` negates the per-pixel cross-entropy, a full pass over
+    (samples x images x pixels) numbers; here only the per-image sums are negated. Same
+    values and gradients, one memory pass fewer, which shows when the evidence is estimated
+    over thousands of samples per image.
     """
-
-    @staticmethod
-    def forward(ctx, s: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(s)
-        return s.clamp(max=0) - torch.log(1 + torch.exp(-s.abs()))
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (s,) = ctx.saved_tensors
-        return grad * torch.sigmoid(-s)
-
-
-class BernoulliLogits(dist.Bernoulli):
-    """Pyro's Bernoulli on logits with a faster ``log_prob``: log sigmoid((2x - 1) * logits) for x in {0, 1}."""
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        return _LogSigmoid.apply(self.logits * (2 * value - 1))
+        logits, value = broadcast_all(self.base_dist.logits, value)
+        cross_entropy = F.binary_cross_entropy_with_logits(logits, value, reduction="none")
+        return -cross_entropy.sum(list(range(-self.reinterpreted_batch_ndims, 0)))
 
 
 @LIKELIHOODS.register("bernoulli")
@@ -82,7 +73,7 @@ class Bernoulli(Likelihood):
     binary = True
 
     def forward(self, h: torch.Tensor) -> dist.Distribution:
-        return BernoulliLogits(logits=self._images(h)).to_event(len(self.x_shape))
+        return IndependentBernoulli(dist.Bernoulli(logits=self._images(h)), len(self.x_shape))
 
     def check(self, x: torch.Tensor) -> None:
         if not bool(((x == 0) | (x == 1)).all()):
