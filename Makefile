@@ -33,6 +33,8 @@ test: data
 
 bench: data
 	$(PY) benchmarks/train_speed.py
+	$(PY) benchmarks/evidence_speed.py
+	$(PY) benchmarks/fa_fit.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -11,23 +11,17 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
 from sklearn.decomposition import FactorAnalysis as SklearnFA
 
 import ppvae
-
-
-def dequantise(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    return ((x * 255).round() + torch.rand(x.shape, generator=generator)) / 256
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--z-dim", type=int, default=20)
     args = parser.parse_args()
-    generator = torch.Generator().manual_seed(0)
-    train = dequantise(ppvae.data.load("fashion-mnist").x, generator).flatten(1)
-    test = dequantise(ppvae.data.load("fashion-mnist", split="test").x, generator).flatten(1)
+    train = ppvae.data.dequantize(ppvae.data.load("fashion-mnist").x, seed=0).flatten(1)
+    test = ppvae.data.dequantize(ppvae.data.load("fashion-mnist", split="test").x, seed=1).flatten(1)
 
     fa = ppvae.FactorAnalysis(x_shape=(1, 28, 28), z_dim=args.z_dim)
     started = time.perf_counter()
