@@ -152,7 +152,7 @@ def cmd_compare(args: argparse.Namespace) -> Comparison:
     args.run = args.runs[0]
     test = _run_test_data(args, read_spec(args.runs[0]), dequantized=False)  # compare dequantises per model
     comparison = ppvae.compare(models, test, num_samples=args.num_samples, out=args.out, seed=args.seed,
-                               progress=not args.quiet)  # fmt: skip
+                               progress=not args.quiet, show=False)  # fmt: skip
     table = comparison.to_markdown()
     print(table)
     out = Path(args.out)

@@ -32,6 +32,9 @@ class Comparison:
     rows: list[dict[str, Any]]
     figures: dict[str, Path] = field(default_factory=dict)
 
+    def __str__(self) -> str:
+        return self.to_markdown()
+
     def to_markdown(self) -> str:
         header = ["model", "data", "log p(x) (nats)", "method", "bits/dim", "ELBO (nats)", "squared error",
                   "parameters", "fit (s)"]  # fmt: skip
@@ -105,13 +108,15 @@ def compare(
     num_images: int = 10,
     seed: int = 0,
     progress: bool = True,
+    show: bool = True,
 ) -> Comparison:
     """Score every model on ``test`` and (with ``out``) write side-by-side figures.
 
     ``models`` is a dict of name to model, or a list (named by class). Figures:
     ``samples.png`` (each model's samples from the prior), ``reconstructions.png``
     (the same test images through every model) and, for models with z_dim = 2,
-    ``latent.png`` (encoded test images, coloured by label).
+    ``latent.png`` (encoded test images, coloured by label). With ``show`` the markdown table
+    is printed.
     """
     named = _named(models)
     if not named:
@@ -123,6 +128,8 @@ def compare(
     comparison = Comparison(rows)
     if out is not None:
         comparison.figures = _figures(named, test, Path(out), num_images, seed)
+    if show:
+        print(comparison.to_markdown())
     return comparison
 
 

@@ -69,7 +69,7 @@ def run_demo(
     models = {"MLP VAE (demo)": model, "linear VAE": others["linear-vae"][0],
               "factor analysis": others["factor-analysis"][0], "Normal VAE": others["normal-vae"][0]}  # fmt: skip
     comparison = ppvae.compare(models, held_out, num_samples=num_samples, out=out / "comparison", seed=seed,
-                               progress=progress)  # fmt: skip
+                               progress=progress, show=False)  # fmt: skip
     (out / "comparison" / "comparison.json").write_text(json.dumps(comparison.rows, indent=2) + "\n")
 
     figures = [f"![{name}](comparison/{path.name})" for name, path in comparison.figures.items()]

@@ -259,9 +259,8 @@ class LatentVariableModel(nn.Module):
             terms["log_px"] = estimate.log_evidence
             terms["gap"] = estimate.log_evidence - terms["elbo"]
             terms["effective_sample_size"] = estimate.effective_sample_size
-        exact = self.exact_log_evidence(self.prepare(data, binarize, seed))
-        if exact is not None:
-            terms["log_px_exact"] = exact.cpu()
+        if self.has_exact_evidence:
+            terms["log_px_exact"] = self.exact_log_evidence(self.prepare(data, binarize, seed)).cpu()
         n = next(iter(terms.values())).numel()
         out: dict[str, float] = {"n": n}
         for key, value in terms.items():
