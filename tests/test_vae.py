@@ -160,3 +160,15 @@ def test_bad_fit_arguments_are_explained(binary_images):
         model.fit(binary_images, epochs=1, elbo="iwae-ish", progress=False)
     with pytest.raises(ValueError, match="image shape"):
         model.fit(torch.rand(4, 1, 8, 8), epochs=1, progress=False)
+
+
+def test_evaluation_and_sampling_leave_the_random_stream_alone(binary_images):
+    vae = ppvae.VAE(x_shape=(1, 28, 28), z_dim=4)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    vae.evaluate(binary_images[:8])
+    vae.sample(4, seed=1)
+    ppvae.log_evidence(vae, binary_images[:4], num_samples=3, progress=False)
+    assert torch.equal(torch.rand(3), expected)  # training after an evaluation draws what it would have drawn
+    assert torch.equal(vae.sample(4, seed=1), vae.sample(4, seed=1))

@@ -11,6 +11,7 @@ parameter store.
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
 import math
 import uuid
 from pathlib import Path
@@ -24,6 +25,18 @@ from ppvae.data import ImageDataset, as_images, binarize as binarize_images, che
 from ppvae.infer import elbo_terms
 
 _instance_ids = itertools.count()
+
+
+@contextmanager
+def seeded(seed: int | None, device: torch.device):
+    """Draw from torch's generator seeded with ``seed``, then restore its state, so that evaluating
+    or sampling mid-training never resets the training's random stream. ``None``: no change."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 Data = ImageDataset | torch.Tensor
 
@@ -192,14 +205,13 @@ class LatentVariableModel(nn.Module):
     def sample(self, n: int = 64, y: torch.Tensor | None = None, seed: int | None = None) -> torch.Tensor:
         """``n`` images E[x | z] with z drawn from the prior (labels ``y`` for a conditional model)."""
         self.eval()
-        if seed is not None:
-            pyro.set_rng_seed(seed)
         c = None
         if self.conditional:
             if y is None:
                 y = torch.arange(n) % self.num_classes
             c = self.condition(torch.as_tensor(y).to(self.device))
-        return self.likelihood_mean(self.prior_sample(n), c)
+        with seeded(seed, self.device):
+            return self.likelihood_mean(self.prior_sample(n), c)
 
     # -- evaluation -----------------------------------------------------------------------------
 
@@ -214,10 +226,8 @@ class LatentVariableModel(nn.Module):
         self.eval()
         x = self.prepare(data, binarize, seed)
         c = self._labels(data, y)
-        if seed is not None:
-            pyro.set_rng_seed(seed)
         parts: dict[str, list[torch.Tensor]] = {}
-        with pyro.validation_enabled(False):
+        with pyro.validation_enabled(False), seeded(seed, x.device):
             for i in range(0, x.shape[0], batch_size):
                 cb = None if c is None else c[i : i + batch_size]
                 for key, value in elbo_terms(self.model, self.guide, x[i : i + batch_size], cb).items():

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ppvae.infer.evidence import PROPOSALS, EvidenceEstimate, estimate_log_evidence, rows_per_pass
-from ppvae.models.base import Data, LatentVariableModel
+from ppvae.models.base import Data, LatentVariableModel, seeded
 
 
 def log_evidence(
@@ -55,9 +55,7 @@ def log_evidence(
     rows = rows_per_pass(memory_mb, model.x_dim)
     chunk_size = chunk_size or min(num_samples, rows)
     batch_size = batch_size or max(1, min(x.shape[0], rows // chunk_size))
-    if seed is not None:
-        pyro.set_rng_seed(seed)
-    with tqdm(total=x.shape[0], desc=f"log p(x), K={num_samples}", unit="image", disable=not progress, leave=False) as bar:
+    with seeded(seed, x.device), tqdm(total=x.shape[0], desc=f"log p(x), K={num_samples}", unit="image", disable=not progress, leave=False) as bar:
         with pyro.validation_enabled(False):
             estimate = estimate_log_evidence(
                 model.model, model.guide if proposal == "guide" else None, x, c, num_samples=num_samples,
