@@ -9,12 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
+import torch
+from matplotlib.figure import Figure
+from torchvision.utils import make_grid
 
 
 def _show(ax, images: torch.Tensor, nrow: int) -> None:
@@ -23,17 +20,23 @@ def _show(ax, images: torch.Tensor, nrow: int) -> None:
     ax.set_axis_off()
 
 
-def _save(fig, path: str | Path) -> Path:
+def _figure(rows: int = 1, cols: int = 1, figsize: tuple[float, float] = (5.5, 3.5)):
+    """A figure outside pyplot: no window, no global backend switch, nothing left open in a notebook."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(rows, cols, squeeze=False)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return Path(path)
 
 
 def image_grid(images: torch.Tensor, path: str | Path, title: str | None = None, nrow: int = 8) -> Path:
     """Save images (N, C, H, W) in [0, 1] as one grid."""
     rows = -(-images.shape[0] // nrow)
-    fig, ax = plt.subplots(figsize=(nrow * 0.9, rows * 0.9 + (0.4 if title else 0)))
+    fig, axes = _figure(figsize=(nrow * 0.9, rows * 0.9 + (0.4 if title else 0)))
+    ax = axes[0, 0]
     _show(ax, images, nrow)
     if title:
         ax.set_title(title)
@@ -43,7 +46,7 @@ def image_grid(images: torch.Tensor, path: str | Path, title: str | None = None,
 def image_rows(rows: Mapping[str, torch.Tensor], path: str | Path, title: str | None = None) -> Path:
     """One named row of images (N, C, H, W) per entry, image for image, top to bottom."""
     n = max(images.shape[0] for images in rows.values())
-    fig, axes = plt.subplots(len(rows), 1, figsize=(n * 0.75, 1.0 * len(rows) + 0.5), squeeze=False)
+    fig, axes = _figure(len(rows), 1, figsize=(n * 0.75, 1.0 * len(rows) + 0.5))
     for ax, (name, images) in zip(axes[:, 0], rows.items()):
         _show(ax, images, nrow=n)
         ax.set_title(name, fontsize=9, loc="left")
@@ -61,7 +64,7 @@ def reconstruction_grid(
 
 def latent_planes(points: Mapping[str, tuple[torch.Tensor, torch.Tensor | None]], path: str | Path) -> Path:
     """Side-by-side scatter plots of 2-D codes (N, 2), coloured by label where labels are given."""
-    fig, axes = plt.subplots(1, len(points), figsize=(4.2 * len(points), 4.0), squeeze=False)
+    fig, axes = _figure(1, len(points), figsize=(4.2 * len(points), 4.0))
     for ax, (name, (z, labels)) in zip(axes[0], points.items()):
         z = z.detach().cpu()
         colours = {} if labels is None else {"c": labels.cpu().numpy(), "cmap": "tab10"}
@@ -78,7 +81,8 @@ def latent_planes(points: Mapping[str, tuple[torch.Tensor, torch.Tensor | None]]
 def history_plot(history: Sequence[Mapping[str, float]], path: str | Path, keys: Iterable[str] | None = None) -> Path:
     """ELBO per epoch (nats per example) for every ``*_elbo`` key in the history."""
     keys = list(keys or sorted({k for row in history for k in row if k.endswith("_elbo")}))
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, axes = _figure()
+    ax = axes[0, 0]
     for key in keys:
         points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
         if points:

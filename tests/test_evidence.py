@@ -173,3 +173,17 @@ def test_bad_requests_are_explained(binary_images):
 
     with pytest.raises(ValueError, match=r"\['scale'\] is not"):
         log_importance_weights(global_model, None, torch.zeros(4), None, num_samples=3)
+
+
+def test_mean_field_guide_has_the_gap_it_promises(fa_problem):
+    train, test = fa_problem
+    fa = ppvae.FactorAnalysis(x_shape=(15,), z_dim=3, guide="mean_field")
+    fa.fit(train)
+    exact = fa.log_evidence(test)
+    gap = fa.mean_field_gap()
+    _, kl = mean_field_fa(train)  # the same guide, built by hand from the posterior
+    assert gap == pytest.approx(kl, rel=1e-4) and gap > 0
+    elbo = fa.elbo_terms(test)["elbo"]  # analytic KL to the prior, one sampled reconstruction
+    assert abs((exact - elbo).mean().item() - gap) < 4 * (exact - elbo).std().item() / math.sqrt(len(test))
+    estimate = ppvae.log_evidence(fa, test, num_samples=1000, progress=False)
+    assert abs((estimate - exact).mean().item()) < 0.05

@@ -12,7 +12,7 @@ import math
 
 import pyro
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ppvae.infer.evidence import PROPOSALS, EvidenceEstimate, estimate_log_evidence, rows_per_pass
 from ppvae.models.base import Data, LatentVariableModel, seeded

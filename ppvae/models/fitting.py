@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyro
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ppvae.data import binarize as binarize_images
 from ppvae.infer import SVITrainer, make_elbo
