@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import torch
-
 from ppvae import viz
 from ppvae.data import ImageDataset, as_images, dequantize
 from ppvae.models import LatentVariableModel, bits_per_dim
@@ -58,9 +56,10 @@ class Comparison:
 def _representation(model: LatentVariableModel, test: Data, seed: int) -> tuple[str, Data]:
     if model.binary_likelihood:
         return "binarised", test
-    x = test.x if isinstance(test, ImageDataset) else as_images(test, model.x_shape)
-    on_levels = bool(torch.allclose(torch.round(x * (LEVELS - 1)) / (LEVELS - 1), x, atol=1e-4))
-    return ("dequantised", dequantize(test, LEVELS, seed)) if on_levels else ("as given", test)
+    try:
+        return "dequantised", dequantize(test, LEVELS, seed)
+    except ValueError:  # not 256-level pixels in [0, 1]: already continuous, or another scale
+        return "as given", test
 
 
 def _named(models: Mapping[str, LatentVariableModel] | Sequence[LatentVariableModel]) -> dict[str, LatentVariableModel]:

@@ -23,6 +23,7 @@ checked against the part's registered options.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,7 +33,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from ppvae.models import MODELS, LatentVariableModel
+from ppvae.models import MODELS, VAE, LatentVariableModel
 from ppvae.parts import REGISTRIES, normalize_spec
 
 SECTIONS = ("model", "fit", "data")
@@ -91,7 +92,8 @@ def part_flags(model: dict[str, Any], extra: Sequence[str]) -> dict[str, Any]:
 
 
 def _default_part(kind: str) -> str:
-    return {"prior": "normal", "likelihood": "bernoulli", "guide": "normal", "network": "mlp"}[kind]
+    """The VAE's own default for a part, read off its signature so that there is one source of truth."""
+    return inspect.signature(VAE).parameters[kind].default
 
 
 def build_model(model_spec: dict[str, Any], x_shape: Sequence[int]) -> LatentVariableModel:
