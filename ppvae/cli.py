@@ -196,6 +196,15 @@ def cmd_demo(args: argparse.Namespace) -> Path:
 # -- parser ---------------------------------------------------------------------------------------
 
 
+def add_run_options(p: argparse.ArgumentParser, seed: bool = True, quiet: bool = True) -> None:
+    """The options every command that computes shares: --seed, --device and --quiet."""
+    if seed:
+        p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppvae", description="Variational autoencoders as Pyro programs.")
     parser.add_argument("--version", action="version", version=f"ppvae {ppvae.__version__}")
@@ -226,8 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--kl-warmup", type=int, metavar="EPOCHS", help="raise the KL weight from ~0 to beta over EPOCHS")
     group.add_argument("--method", choices=["em", "svi"], help="factor analysis: closed-form EM (default) or SVI")
     group.add_argument("--seed", type=int)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_options(p, seed=False)  # the seed is a fit option, above
     p.add_argument("--out", required=True, help="run folder to write")
     p.set_defaults(func=cmd_train)
 
@@ -236,9 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(p)
     p.add_argument("--num-samples", type=int, metavar="K", help="also estimate log p(x) by importance sampling with K samples")
     p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    add_run_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser("compare", help="score runs side by side on one test set: table and figures")
@@ -246,17 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(p)
     p.add_argument("--num-samples", type=int, default=1000, metavar="K", help="importance samples for log p(x)")
     p.add_argument("--out", default="runs/compare", help="folder for comparison.md, .json and the figures")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quiet", action="store_true")
+    add_run_options(p)
     p.set_defaults(func=cmd_compare)
 
     p = commands.add_parser("sample", help="a PNG grid of samples from a run's model")
     p.add_argument("run")
     p.add_argument("-n", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="PNG path (default: RUN/samples.png)")
-    p.add_argument("--device", default="cpu")
+    add_run_options(p, quiet=False)
     p.set_defaults(func=cmd_sample)
 
     p = commands.add_parser("plot", help="redraw a run's figures")
@@ -273,9 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=1000, metavar="K", help="importance samples for log p(x)")
     p.add_argument("--evidence-images", type=int, default=2000, metavar="N", help="test images scored by log p(x)")
     p.add_argument("--root", help="folder holding Fashion-MNIST's IDX files")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quiet", action="store_true")
+    add_run_options(p)
     p.set_defaults(func=cmd_demo)
     return parser
 
