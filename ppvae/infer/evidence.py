@@ -119,7 +119,7 @@ class EvidenceEstimate:
     log_evidence: torch.Tensor
     num_samples: int
     proposal: str
-    effective_sample_size: torch.Tensor | None = None
+    effective_sample_size: torch.Tensor
     pareto_k: torch.Tensor | None = None
     seconds: float = 0.0
 
@@ -142,9 +142,11 @@ def estimate_log_evidence(
     diagnostics: bool = False,
     progress: Callable | None = None,
 ) -> EvidenceEstimate:
-    """log p(x_i) for each row of ``x`` (and label ``y``), with ESS and k-hat when ``diagnostics``.
+    """log p(x_i) and the effective sample size for each row of ``x`` (and label ``y``); k-hat with ``diagnostics``.
 
     ``batch_size`` examples and ``chunk_size`` particles go through the programs at once.
+    The ESS comes from running sums, so it costs nothing; the PSIS k-hat needs every weight
+    and a fit per example, so it is computed only on request.
     ``progress``, if given, is called with the number of examples finished after each batch.
     """
     if num_samples < 1:
@@ -159,24 +161,25 @@ def estimate_log_evidence(
         yb = None if y is None else y[start : start + batch_size]
         chunks = []
         total = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=xb.device)
+        total_squares = total.clone()  # log sum of w^2, for the ESS
         for done in range(0, num_samples, chunk_size):
             k = min(chunk_size, num_samples - done)
             log_weights = log_importance_weights(model, guide, xb, yb, num_samples=k).double()
             total = torch.logaddexp(total, torch.logsumexp(log_weights, 0))
+            total_squares = torch.logaddexp(total_squares, torch.logsumexp(2 * log_weights, 0))
             if diagnostics:
                 chunks.append(log_weights.cpu())
         estimates.append((total - math.log(num_samples)).cpu())
+        sizes.append(torch.exp(2 * total - total_squares).cpu())  # (sum w)^2 / sum w^2
         if diagnostics:
-            all_weights = torch.cat(chunks)
-            sizes.append(effective_sample_size(all_weights))
-            tails.append(pareto_k(all_weights))
+            tails.append(pareto_k(torch.cat(chunks)))
         if progress is not None:
             progress(xb.shape[0])
     return EvidenceEstimate(
         log_evidence=torch.cat(estimates),
         num_samples=num_samples,
         proposal=proposal,
-        effective_sample_size=torch.cat(sizes) if diagnostics else None,
+        effective_sample_size=torch.cat(sizes),
         pareto_k=torch.cat(tails) if diagnostics else None,
         seconds=time.perf_counter() - started,
     )

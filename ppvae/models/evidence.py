@@ -30,6 +30,7 @@ def log_evidence(
     binarize: str | None = "auto",
     seed: int | None = 0,
     diagnostics: bool = False,
+    pareto_k: bool = True,
     progress: bool = True,
 ) -> torch.Tensor | EvidenceEstimate:
     """log p(x) per example in nats (float64, shape (N,)) by importance sampling with K = ``num_samples``.
@@ -37,10 +38,11 @@ def log_evidence(
     ``proposal="guide"`` (the encoder's q(z|x)) or ``"prior"`` (the naive estimator).
     ``batch_size`` examples times ``chunk_size`` samples go through the model at once; left
     unset they are chosen to fit ``memory_mb`` (default 64 on the CPU, where chunks of a few
-    thousand rows stay in cache and run fastest, and 1024 on a GPU). With ``diagnostics=True`` the result is an
-    :class:`EvidenceEstimate` that also holds the effective sample size and PSIS k-hat per
-    example and the seconds it took. K = 1 is an unbiased estimate of the ELBO; the estimate
-    rises toward log p(x) as K grows.
+    thousand rows stay in cache and run fastest, and 1024 on a GPU). With ``diagnostics=True``
+    the result is an :class:`EvidenceEstimate` that also holds the effective sample size and
+    (unless ``pareto_k=False``, which skips a fit per example) the PSIS k-hat per example and
+    the seconds it took. K = 1 is an unbiased estimate of the ELBO; the estimate rises toward
+    log p(x) as K grows.
     """
     if proposal not in PROPOSALS:
         raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
@@ -55,12 +57,12 @@ def log_evidence(
     rows = rows_per_pass(memory_mb, model.x_dim)
     chunk_size = chunk_size or min(num_samples, rows)
     batch_size = batch_size or max(1, min(x.shape[0], rows // chunk_size))
-    with seeded(seed, x.device), tqdm(total=x.shape[0], desc=f"log p(x), K={num_samples}", unit="image", disable=not progress, leave=False) as bar:
-        with pyro.validation_enabled(False):
-            estimate = estimate_log_evidence(
-                model.model, model.guide if proposal == "guide" else None, x, c, num_samples=num_samples,
-                batch_size=batch_size, chunk_size=chunk_size, diagnostics=diagnostics, progress=bar.update,
-            )  # fmt: skip
+    bar = tqdm(total=x.shape[0], desc=f"log p(x), K={num_samples}", unit="image", disable=not progress, leave=False)
+    with seeded(seed, x.device), bar, pyro.validation_enabled(False):
+        estimate = estimate_log_evidence(
+            model.model, model.guide if proposal == "guide" else None, x, c, num_samples=num_samples,
+            batch_size=batch_size, chunk_size=chunk_size, diagnostics=diagnostics and pareto_k, progress=bar.update,
+        )  # fmt: skip
     model.train(was_training)
     return estimate if diagnostics else estimate.log_evidence
 
