@@ -9,18 +9,20 @@
 Layers, imports pointing downward only:
     cli, report, compare what a person runs and reads
     models               VAE ...: the Pyro programs and the estimator API (fit, encode, save)
-    infer                objectives, the SVI step, per-example ELBO terms (any Pyro model/guide)
+    infer                the training loop on Lightning Fabric, objectives, evidence (any Pyro model/guide)
     parts                priors, likelihoods, guide families, networks, by name
     data, viz            datasets and figures (leaves)
 """
 
 from ppvae import data
 from ppvae.compare import Comparison, compare
-from ppvae.models import MODELS, VAE, FactorAnalysis, LatentVariableModel, bits_per_dim, load, log_evidence
+from ppvae.models import (
+    MODELS, VAE, FactorAnalysis, LatentVariableModel, TrainingDiverged, bits_per_dim, load, log_evidence,
+)  # fmt: skip
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MODELS", "Comparison", "FactorAnalysis", "VAE", "LatentVariableModel", "bits_per_dim", "compare", "data", "load",
+    "MODELS", "Comparison", "FactorAnalysis", "VAE", "LatentVariableModel", "TrainingDiverged", "bits_per_dim", "compare", "data", "load",
     "log_evidence", "__version__",
 ]  # fmt: skip

@@ -12,8 +12,8 @@ from typing import Sequence
 import ppvae
 from ppvae import viz
 from ppvae.data import BINARIZE_METHODS, DATASETS, ImageDataset
-from ppvae.infer import OBJECTIVES
-from ppvae.models.runs import read_spec, save_figures
+from ppvae.infer import ACCELERATORS, OBJECTIVES, PRECISIONS, STRATEGIES
+from ppvae.models.runs import build as build_run_model, data_source_of, read_spec, save_figures, write_text_atomic
 from ppvae.parts import REGISTRIES
 from ppvae.compare import Comparison
 from ppvae.demo import run_demo
@@ -78,16 +78,20 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 # -- commands -------------------------------------------------------------------------------------
 
-FIT_DEFAULTS = {"epochs": 10, "batch_size": 128, "lr": 1e-3, "binarize": "auto", "elbo": "trace", "num_particles": 1,
-                "seed": 0}  # fmt: skip
-FIT_FLAGS = ("epochs", "batch_size", "lr", "binarize", "elbo", "num_particles", "kl_warmup", "seed", "method")
+FIT_DEFAULTS = ppvae.LatentVariableModel.fit_defaults()  # one source of truth: the signature of fit
+SET_BY_COMMAND = ("test", "out", "resume", "progress", "y")  # fit arguments the train command fills itself
+FIT_FLAGS = tuple(k for k in FIT_DEFAULTS if k not in SET_BY_COMMAND)
+RESUME_FLAGS = ("epochs", "accelerator", "devices", "strategy", "num_workers")  # what a resumed run may change
 
 
 def run_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict, dict, dict]:
     """(model, fit, data) for ``train``: defaults, then the ``--spec`` file, then flags."""
     tables = read_toml(args.spec) if args.spec else {"model": {}, "fit": {}, "data": {}}
     model = tables["model"]
-    for key in ("model", "z_dim", "beta", "prior", "likelihood", "guide", "network"):
+    unknown = sorted(set(tables["fit"]) - set(FIT_FLAGS))
+    if unknown:
+        raise ValueError(f"unknown [fit] keys {unknown}; known: {', '.join(FIT_FLAGS)}")
+    for key in ("model", "z_dim", "beta", "prior", "likelihood", "guide", "network", "method"):
         value = getattr(args, key)
         if value is not None:
             model["name" if key == "model" else key] = value
@@ -95,25 +99,21 @@ def run_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict, dict
         model["network"] = {**normalize_spec(model.get("network", "mlp"), "network"), "hidden": args.hidden}
     model = part_flags(model, extra)
     model.setdefault("z_dim", 20)
-    fit = {**FIT_DEFAULTS, **tables["fit"]}
-    fit.update({key: getattr(args, key) for key in FIT_FLAGS if getattr(args, key) is not None})
+    fit = dict(tables["fit"])
+    fit.update({key: getattr(args, key) for key in FIT_FLAGS if getattr(args, key, None) is not None})
     return model, fit, data_source(args, tables["data"])
 
 
 def cmd_train(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict:
-    model_spec, fit, source = run_spec(args, extra)
-    train, test = load_data(source, "train"), load_data(source, "test")
-    print(f"training on {train}\ntesting on {test}")
-    model = build_model(model_spec, train.shape)
-    method = fit.pop("method", "svi" if not model.has_exact_evidence else "em")
-    if method == "em":
-        model.fit(train, method="em", test=test)
+    if args.resume:
+        model, train, test, fit = resume_spec(args, extra)
     else:
-        extra_fit = {"method": method} if model.has_exact_evidence else {}
-        model.fit(train, test=test, device=args.device, progress=not args.quiet, checkpoint_dir=args.out,
-                  **extra_fit, **fit)  # fmt: skip
-    model.fit_config["data"] = source
-    model.save(args.out)
+        model_spec, fit, source = run_spec(args, extra)
+        train, test = load_data(source, "train"), load_data(source, "test")
+        model = build_model(model_spec, train.shape)
+        model.data_source = source
+    print(f"training on {train}\ntesting on {test}")
+    model.fit(train, test=test, out=args.out, resume=args.resume, progress=not args.quiet, **fit)
     last = model.history[-1]
     score = last.get("test_elbo", last.get("test_log_likelihood"))
     print(f"wrote {args.out}: {model!r}, test {'ELBO' if 'test_elbo' in last else 'log p(x)'} {score:.2f} nats "
@@ -121,10 +121,28 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict:
     return last
 
 
+def resume_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple:
+    """(model, train, test, fit options) to continue the run in ``--out``: everything but the engine
+    flags and ``--epochs`` (the total to reach) comes from the run itself."""
+    built = ("spec", "model", "z_dim", "beta", "prior", "likelihood", "guide", "network", "method", "hidden", "dataset",
+             "data", "root", "limit", "test_limit", "dequantize", *(k for k in FIT_FLAGS if k not in RESUME_FLAGS))
+    changed = [f"--{flag.replace('_', '-')}" for flag in built if getattr(args, flag, None)] + list(extra)
+    if changed:
+        raise ValueError(f"--resume continues the run in {args.out} as it was built and fitted; drop {' '.join(changed)}")
+    spec = read_spec(args.out)
+    source = data_source_of(spec)
+    if source is None:
+        raise ValueError(f"{args.out} does not record its data, so it cannot be resumed from the command line")
+    train, test = load_data(source, "train"), load_data(source, "test")
+    model = build_run_model(spec, args.out)
+    model.data_source = source
+    return model, train, test, {k: getattr(args, k) for k in RESUME_FLAGS if getattr(args, k) is not None}
+
+
 def _run_test_data(args: argparse.Namespace, spec: dict, dequantized: bool = True) -> ImageDataset:
     if args.dataset or args.data:
         return load_data(data_source(args), "test", dequantized)
-    source = spec.get("fit", {}).get("data")
+    source = data_source_of(spec)
     if source is None:
         raise ValueError(f"{args.run} does not record its data; pass --dataset or --data")
     if args.test_limit:
@@ -142,7 +160,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     scores["seconds"] = time.perf_counter() - started
     print(f"{model!r} on {test}\n")
     print(evaluation_table(scores, model.x_dim, None if model.binary_likelihood else 256))
-    (Path(args.run) / "evaluation.json").write_text(json.dumps(scores, indent=2) + "\n")
+    write_text_atomic(Path(args.run) / "evaluation.json", json.dumps(scores, indent=2) + "\n")
     return scores
 
 
@@ -223,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument(f"--{kind}", choices=registry.names(), help=f"the {kind} by name")
     group.add_argument("--hidden", type=int, nargs="+", help="hidden layer widths of the MLP (as --network-hidden)")
     group.add_argument("--beta", type=float, help="weight of the KL term (a beta-VAE)")
+    group.add_argument("--method", choices=["em", "svi"], help="factor analysis: closed-form EM (default) or SVI")
     add_data_arguments(p)
     p.add_argument("--dequantize", action="store_true", help="(pixel + u) / 256: continuous data for continuous likelihoods")
     group = p.add_argument_group("fit")
@@ -233,10 +252,22 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--elbo", choices=OBJECTIVES)
     group.add_argument("--num-particles", type=int, help="samples per image (K for --elbo iwae)")
     group.add_argument("--kl-warmup", type=int, metavar="EPOCHS", help="raise the KL weight from ~0 to beta over EPOCHS")
-    group.add_argument("--method", choices=["em", "svi"], help="factor analysis: closed-form EM (default) or SVI")
-    group.add_argument("--seed", type=int)
-    add_run_options(p, seed=False)  # the seed is a fit option, above
+    group.add_argument("--clip-norm", type=float, metavar="NORM", help="clip the gradient norm at NORM")
+    group.add_argument("--seed", type=int, help="fixes the weights, the data order and the noise")
+    group.add_argument("--validation", type=float, metavar="FRACTION", help="hold out this fraction of the training "
+                       "images; the best epoch on it is the one kept")  # fmt: skip
+    group.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without a "
+                       "better validation ELBO (needs --validation)")  # fmt: skip
+    group = p.add_argument_group("engine (Lightning Fabric)")
+    group.add_argument("--accelerator", choices=ACCELERATORS, help="default auto: a GPU if torch sees one")
+    group.add_argument("--devices", type=int, metavar="N", help="data-parallel processes (one per GPU, or CPU processes)")
+    group.add_argument("--strategy", choices=STRATEGIES)
+    group.add_argument("--precision", choices=PRECISIONS)
+    group.add_argument("--num-workers", type=int, metavar="N", help="DataLoader workers for data read from disk")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, up to "
+                   "--epochs in all")  # fmt: skip
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("evaluate", help="test ELBO, its parts and (with --num-samples) log p(x) of a run, in nats")

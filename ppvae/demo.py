@@ -42,11 +42,10 @@ def run_demo(
     say = print if progress else (lambda *a, **k: None)
     say(f"ppvae demo: a VAE on {train}, {epochs} epochs; writing {out}/")
 
-    fit = dict(epochs=epochs, seed=seed, device=device, progress=progress)
+    fit = dict(epochs=epochs, seed=seed, accelerator=device, progress=progress)
     model = ppvae.VAE(x_shape=train.shape, z_dim=20)
-    model.fit(train, binarize="dynamic", test=test, checkpoint_dir=out, **fit)
-    model.fit_config["data"] = source
-    model.save(out)
+    model.data_source = source
+    model.fit(train, binarize="dynamic", test=test, out=out, **fit)
     scores = model.evaluate(test)
     evidence = model.evaluate(held_out, num_samples=num_samples, progress=progress)
     (out / "evaluation.json").write_text(json.dumps({"test": scores, f"first {evidence_images}": evidence}, indent=2) + "\n")
@@ -60,12 +59,11 @@ def run_demo(
                        dequantized),  # fmt: skip
     }
     for name, (other, data) in others.items():
+        other.data_source = {**source, "dequantize": data is dequantized}
         if isinstance(other, ppvae.FactorAnalysis):
-            other.fit(data)
+            other.fit(data, out=out / name, seed=seed, progress=progress)
         else:
-            other.fit(data, **fit)
-        other.fit_config["data"] = {**source, "dequantize": data is dequantized}
-        other.save(out / name)
+            other.fit(data, out=out / name, **fit)
     models = {"MLP VAE (demo)": model, "linear VAE": others["linear-vae"][0],
               "factor analysis": others["factor-analysis"][0], "Normal VAE": others["normal-vae"][0]}  # fmt: skip
     comparison = ppvae.compare(models, held_out, num_samples=num_samples, out=out / "comparison", seed=seed,

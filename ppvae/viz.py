@@ -7,7 +7,7 @@ from the rest of ppvae, so every layer may use it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import BinaryIO, Iterable, Mapping, Sequence
 
 import torch
 from matplotlib.figure import Figure
@@ -26,10 +26,11 @@ def _figure(rows: int = 1, cols: int = 1, figsize: tuple[float, float] = (5.5, 3
     return fig, fig.subplots(rows, cols, squeeze=False)
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path | BinaryIO) -> Path | BinaryIO:
+    """Save as PNG to a path or an open binary file (the run folder writes through a buffer, atomically)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    fig.savefig(path, dpi=100, format="png")
+    return Path(path) if isinstance(path, (str, Path)) else path
 
 
 def image_grid(images: torch.Tensor, path: str | Path, title: str | None = None, nrow: int = 8) -> Path:

@@ -12,7 +12,7 @@ def test_train_evaluate_sample_end_to_end(tmp_path, fashion, capsys):
     assert main(["train", "--limit", "2000", "--test-limit", "500", "--epochs", "2", "--z-dim", "8",
                  "--quiet", "--out", str(run)]) == 0  # fmt: skip
     spec = json.loads((run / "spec.json").read_text())
-    assert spec["model"] == "VAE" and spec["config"]["z_dim"] == 8 and spec["fit"]["data"]["dataset"] == "fashion-mnist"
+    assert spec["model"] == "VAE" and spec["config"]["z_dim"] == 8 and spec["data"]["dataset"] == "fashion-mnist"
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     assert main(["evaluate", str(run)]) == 0
     scores = json.loads((run / "evaluation.json").read_text())
@@ -80,7 +80,7 @@ def test_spec_file_and_part_flags_build_the_model(tmp_path, capsys):
     config = saved["config"]
     assert config["z_dim"] == 3 and config["beta"] == 2.0 and config["network"] == {"name": "mlp", "hidden": [32, 16]}
     assert config["likelihood"] == {"name": "normal", "scale": "per_pixel"}  # the flag overrides the file
-    assert saved["fit"]["batch_size"] == 64 and saved["fit"]["data"]["dequantize"] is True
+    assert saved["fit"]["batch_size"] == 64 and saved["data"]["dequantize"] is True
     # bad flags and options are one clear error each
     assert main(["train", "--data", str(tmp_path / "grey.npy"), "--prior-components", "3", "--out", str(run)]) == 2
     assert "prior 'normal' has no option 'components'; its options: none" in capsys.readouterr().err

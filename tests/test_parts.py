@@ -8,7 +8,7 @@ import torch
 from torch.distributions import kl_divergence
 
 import ppvae
-from ppvae.infer import SVITrainer, make_elbo
+from ppvae.infer import ObjectiveModule, make_elbo, validate_programs
 from ppvae.parts import GUIDES, NETWORKS, PRIORS
 
 PRIOR_SPECS = ["normal", "laplace", {"name": "student_t", "df": 4.0}, {"name": "mixture", "components": 3},
@@ -23,6 +23,19 @@ def _id(spec):
     return spec if isinstance(spec, str) else "-".join(str(v) for v in spec.values())
 
 
+def svi_step(vae, x, elbo="meanfield", lr=1e-2, validate=True):
+    """One SVI step as the training loop takes it: the objective module's loss, backward, Adam."""
+    objective = make_elbo(elbo)
+    if validate:
+        validate_programs(objective, vae.model, vae.guide, x)  # Pyro's checks: shapes, supports, model and guide agree
+    optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
+    loss = ObjectiveModule(vae, vae.model, vae.guide, objective)(x)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 @pytest.mark.parametrize("guide", GUIDE_SPECS, ids=_id)
 @pytest.mark.parametrize("likelihood", LIKELIHOOD_SPECS, ids=_id)
 @pytest.mark.parametrize("prior", PRIOR_SPECS, ids=_id)
@@ -33,10 +46,8 @@ def test_every_combination_builds_steps_and_scores(prior, likelihood, guide):
     if vae.binary_likelihood:
         x = torch.bernoulli(x)
     vae.initialize(x)
-    trainer = SVITrainer(vae.model, vae.guide, vae.parameters(), make_elbo("meanfield"), lr=1e-2)
-    trainer.validate(x)  # Pyro's checks: shapes, supports, model and guide agree
     before = [p.detach().clone() for p in vae.parameters()]
-    loss = trainer.step(x)
+    loss = svi_step(vae, x)
     assert torch.isfinite(loss)
     assert any(not torch.equal(a, b) for a, b in zip(before, vae.parameters()))
     scores = vae.evaluate(x, binarize=None, num_samples=4)
@@ -49,7 +60,7 @@ def test_every_combination_builds_steps_and_scores(prior, likelihood, guide):
 def test_networks_fit_every_likelihood_width(network, likelihood):
     vae = ppvae.VAE(x_shape=(1, 28, 28), z_dim=4, network=network, likelihood=likelihood)
     x = torch.bernoulli(torch.full((8, 1, 28, 28), 0.3))
-    loss = SVITrainer(vae.model, vae.guide, vae.parameters(), make_elbo("trace")).step(x)
+    loss = svi_step(vae, x, "trace", lr=1e-3, validate=False)
     assert torch.isfinite(loss)
     assert ppvae.log_evidence(vae, x, num_samples=3, progress=False, binarize=None).shape == (8,)  # (K, N) decoding
 

@@ -28,7 +28,7 @@ def test_programs_work_with_plain_pyro_tools(binary_images):
     model = ppvae.VAE(z_dim=5)
     loss = Trace_ELBO().loss(model.model, model.guide, binary_images)
     assert torch.isfinite(torch.tensor(loss)) and loss > 0
-    draws = Predictive(model.model, num_samples=3)(None, None, 7)
+    draws = Predictive(model.model, num_samples=3)(size=7)
     assert draws["x"].shape == (3, 7, 1, 28, 28) and draws["z"].shape == (3, 7, 5)
 
 
@@ -119,7 +119,7 @@ def test_save_and_load_reproduce_the_model_exactly(tmp_path, binary_images):
 
 def test_checkpoint_written_every_epoch(tmp_path, binary_images):
     model = ppvae.VAE(z_dim=3)
-    model.fit(binary_images, epochs=2, batch_size=32, progress=False, checkpoint_dir=tmp_path / "ckpt")
+    model.fit(binary_images, epochs=2, batch_size=32, progress=False, out=tmp_path / "ckpt")
     lines = (tmp_path / "ckpt" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[-1])["epoch"] == 2
 
@@ -154,7 +154,7 @@ def test_bad_model_arguments_are_explained(kwargs, message):
 
 def test_bad_fit_arguments_are_explained(binary_images):
     model = ppvae.VAE(z_dim=2)
-    with pytest.raises(ValueError, match="epochs must be positive"):
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
         model.fit(binary_images, epochs=0)
     with pytest.raises(ValueError, match="unknown elbo"):
         model.fit(binary_images, epochs=1, elbo="iwae-ish", progress=False)

@@ -1,15 +1,21 @@
-"""Inference on any Pyro model/guide pair: objectives, the SVI step, per-example ELBO terms,
+"""Inference on any Pyro model/guide pair: objectives, the training loop, per-example ELBO terms,
 importance-sampled evidence.
 
 Nothing here knows what a VAE is; the models layer drives it.
 """
 
+from ppvae.infer.batches import LoaderBatches, TensorBatches, shard_order
 from ppvae.infer.evidence import EvidenceEstimate, estimate_log_evidence, log_importance_weights
+from ppvae.infer.launch import ACCELERATORS, PRECISIONS, STRATEGIES, launch, make_fabric
+from ppvae.infer.loop import LoopResult, ObjectiveModule, TrainingLoop, validate_programs
+from ppvae.infer.objectives import IWAE, OBJECTIVES, KLWeight, make_elbo
 from ppvae.infer.per_example import elbo_terms
-from ppvae.infer.objectives import IWAE, OBJECTIVES, make_elbo
-from ppvae.infer.svi import SVITrainer
+from ppvae.infer.random import derive_seed, seeded
+from ppvae.infer.svi import make_adam
 
 __all__ = [
-    "IWAE", "OBJECTIVES", "EvidenceEstimate", "SVITrainer", "elbo_terms", "estimate_log_evidence", "log_importance_weights",
-    "make_elbo",
+    "ACCELERATORS", "IWAE", "OBJECTIVES", "PRECISIONS", "STRATEGIES", "EvidenceEstimate", "KLWeight", "LoaderBatches",
+    "LoopResult", "ObjectiveModule", "TensorBatches", "TrainingLoop", "derive_seed", "elbo_terms",
+    "estimate_log_evidence", "launch", "log_importance_weights", "make_adam", "make_elbo", "make_fabric", "seeded",
+    "shard_order", "validate_programs",
 ]  # fmt: skip

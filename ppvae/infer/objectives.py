@@ -11,6 +11,7 @@ training loop needs a ``differentiable_loss``, which ``RenyiELBO`` lacks.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -66,3 +67,27 @@ def make_elbo(name: str = "trace", num_particles: int = 1, max_plate_nesting: in
     if name == "meanfield":
         return TraceMeanField_ELBO(**kwargs)
     raise ValueError(f"unknown elbo {name!r}; choose one of {', '.join(OBJECTIVES)}")
+
+
+@dataclass
+class KLWeight:
+    """The programs' ``kl_weight`` at each training step: ``beta``, raised linearly over ``warmup_steps``.
+
+    Step s (from 1) gets beta * min(1, s / warmup_steps): just above 0 at the start (Pyro
+    cannot scale a site by 0), beta from the end of the warm-up on. The loop calls it for
+    the per-step arguments, as Pyro's ``examples/dmm.py`` hands its annealing factor to the
+    programs; nothing on the model changes.
+    """
+
+    beta: float = 1.0
+    warmup_steps: int = 0
+
+    def weight(self, step: int) -> float:
+        return self.beta * (min(1.0, step / self.warmup_steps) if self.warmup_steps else 1.0)
+
+    def annealed(self, step: int) -> bool:
+        """True while the weight at ``step`` is below beta."""
+        return self.warmup_steps > 0 and step < self.warmup_steps
+
+    def __call__(self, step: int) -> dict[str, float]:
+        return {"kl_weight": self.weight(step)}

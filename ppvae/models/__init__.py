@@ -4,8 +4,10 @@ from ppvae.models.base import LatentVariableModel
 from ppvae.models.evidence import bits_per_dim, log_evidence
 from ppvae.models.factor_analysis import FactorAnalysis
 from ppvae.models.runs import load
+from ppvae.models.training import TrainingDiverged
 from ppvae.models.vae import VAE
 
 MODELS: dict[str, type[LatentVariableModel]] = {"VAE": VAE, "FactorAnalysis": FactorAnalysis}
 
-__all__ = ["MODELS", "FactorAnalysis", "VAE", "LatentVariableModel", "bits_per_dim", "load", "log_evidence"]
+__all__ = ["MODELS", "FactorAnalysis", "VAE", "LatentVariableModel", "TrainingDiverged", "bits_per_dim", "load",
+           "log_evidence"]  # fmt: skip

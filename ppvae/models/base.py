@@ -10,9 +10,9 @@ parameter store.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
-from contextlib import contextmanager
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,49 +21,51 @@ import pyro
 import torch
 from torch import nn
 
-from ppvae.data import ImageDataset, as_images, binarize as binarize_images, check_binarize, fixed_binarization
-from ppvae.infer import elbo_terms
+from ppvae.data import Data, ImageDataset, as_images, binarize as binarize_images, check_binarize, fixed_binarization
+from ppvae.infer import elbo_terms, seeded
+from ppvae.models import evidence, runs, training
+from ppvae.models.registry import register_model
 
 _instance_ids = itertools.count()
 
 
-@contextmanager
-def seeded(seed: int | None, device: torch.device):
-    """Draw from torch's generator seeded with ``seed``, then restore its state, so that evaluating
-    or sampling mid-training never resets the training's random stream. ``None``: no change."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
-
-Data = ImageDataset | torch.Tensor
-
-
 class LatentVariableModel(nn.Module):
-    """Base class of VAE, CVAE and FactorAnalysis. Subclasses define ``model``, ``guide`` and ``config``."""
+    """Base class of VAE, CVAE and FactorAnalysis. Subclasses define ``model``, ``guide`` and ``config``.
 
-    conditional = False  # True if the programs take labels y
+    ``beta`` weighs the KL term in training: ``fit`` hands ``kl_weight`` = beta (times a warm-up
+    factor) to the programs at every step. Called without it, the programs are the plain model.
+    """
+
+    conditional = False  # True if the programs take a condition c
     num_classes = 0  # label classes of a conditional model
     has_exact_evidence = False  # True if exact_log_evidence has a closed form
 
-    def __init__(self, x_shape: tuple[int, ...], z_dim: int):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register_model(cls)
+
+    def __init__(self, x_shape: tuple[int, ...], z_dim: int, beta: float = 1.0):
         super().__init__()
         x_shape = tuple(int(s) for s in x_shape)
         if len(x_shape) == 1:
             x_shape = (1, 1, x_shape[0])
         if len(x_shape) != 3 or min(x_shape) < 1:
             raise ValueError(f"x_shape must be (C, H, W) (or (D,) for flat data), got {x_shape}")
-        if int(z_dim) < 1:
+        if isinstance(z_dim, bool) or int(z_dim) != z_dim or int(z_dim) < 1:
             raise ValueError(f"z_dim must be a positive integer, got {z_dim}")
+        if not beta > 0:
+            raise ValueError(f"beta must be positive (Pyro cannot scale a site by {beta})")
         self.x_shape = x_shape
         self.x_dim = math.prod(x_shape)
         self.z_dim = int(z_dim)
+        self.beta = float(beta)
         # A name of its own in Pyro's parameter store (see the module docstring).
         self.pyro_name = f"{type(self).__name__.lower()}_{next(_instance_ids)}_{uuid.uuid4().hex[:6]}"
-        self.history: list[dict[str, Any]] = []
-        self.fit_config: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []  # one record per epoch
+        self.fit_config: dict[str, Any] = {}  # the options of the fit, as the run folder records them
+        self.data_source: dict[str, Any] | None = None  # where the training data came from, when known
+        self.preview: torch.Tensor | None = None  # a few test images for the reconstruction figure
+        self.training_state: dict[str, Any] | None = None  # optimizer, epoch and step, for resume=True
 
     # -- what a subclass provides ---------------------------------------------------------------
 
@@ -71,10 +73,14 @@ class LatentVariableModel(nn.Module):
         """The constructor arguments that rebuild this model (JSON-serialisable)."""
         raise NotImplementedError
 
-    def model(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, size: int | None = None):
+    def model(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0,
+              size: int | None = None):  # fmt: skip
+        """p(z | c) p(x | z, c), observed where ``x`` is given; ``size`` images are generated otherwise."""
         raise NotImplementedError
 
-    def guide(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, size: int | None = None):
+    def guide(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0,
+              size: int | None = None):  # fmt: skip
+        """q(z | x, c)."""
         raise NotImplementedError
 
     def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +98,11 @@ class LatentVariableModel(nn.Module):
     def binary_likelihood(self) -> bool:
         return False
 
+    @property
+    def point_mass_guide(self) -> bool:
+        """True if q(z | x) is a point mass (an autoencoder): it cannot serve as an importance-sampling proposal."""
+        return False
+
     def check_data(self, x: torch.Tensor) -> None:
         """Raise ValueError if ``x`` lies outside the likelihood's support."""
 
@@ -104,14 +115,16 @@ class LatentVariableModel(nn.Module):
     def device(self) -> torch.device:
         return next(itertools.chain(self.parameters(), self.buffers())).device
 
-    def _images(self, data: Data) -> torch.Tensor:
+    def images(self, data: Data) -> torch.Tensor:
+        """``data`` as float images (N, C, H, W) on the model's device, as given (not binarised)."""
         return as_images(data, self.x_shape).to(self.device)
 
-    def _labels(self, data: Data, y: torch.Tensor | None) -> torch.Tensor | None:
+    def conditions(self, data: Data | None, y: torch.Tensor | None = None) -> torch.Tensor | None:
+        """What the programs take as ``c`` for ``data`` (labels ``y``, or the dataset's): None for an unconditional model."""
         if not self.conditional:
             return None
-        if y is None and isinstance(data, ImageDataset):
-            y = data.y
+        if y is None:
+            y = getattr(data, "y", None)
         if y is None:
             raise ValueError(f"{type(self).__name__} is conditional: pass labels y (or a dataset that has them)")
         return self.condition(torch.as_tensor(y).to(self.device))
@@ -133,7 +146,7 @@ class LatentVariableModel(nn.Module):
         ``"auto"`` follows the fit: static where it trained with dynamic or static binarisation,
         threshold where it used threshold, none where it used none.
         """
-        x = self._images(data)
+        x = self.images(data)
         if binarize == "auto":
             binarize = self.fit_config["binarize"] if "binarize" in self.fit_config else self.resolve_binarize("auto", x)
         x = binarize_images(x, fixed_binarization(check_binarize(binarize)), seed=seed)
@@ -142,40 +155,72 @@ class LatentVariableModel(nn.Module):
 
     # -- training ---------------------------------------------------------------------------------
 
+    def reset_parameters(self, seed: int) -> None:
+        """Draw every parameter afresh from ``seed``: the weights a model built under that seed would have."""
+        with seeded(seed, self.device):
+            fresh = type(self)(**self.config())
+        self.load_state_dict(fresh.state_dict())
+
     def fit(
         self,
         data: Data,
+        *,
         epochs: int = 10,
         batch_size: int = 128,
         lr: float = 1e-3,
         binarize: str | None = "auto",
-        test: Data | None = None,
         elbo: str = "trace",
         num_particles: int = 1,
-        seed: int = 0,
-        device: str | torch.device | None = None,
-        progress: bool = True,
-        checkpoint_dir: str | Path | None = None,
-        y: torch.Tensor | None = None,
         kl_warmup: int = 0,
+        clip_norm: float | None = None,
+        seed: int = 0,
+        test: Data | None = None,
+        validation: float | Data | None = None,
+        early_stopping: int | None = None,
+        out: str | Path | None = None,
+        resume: bool = False,
+        accelerator: str = "auto",
+        devices: int = 1,
+        strategy: str = "auto",
+        precision: str = "32-true",
+        num_workers: int = 0,
+        progress: bool = True,
+        y: torch.Tensor | None = None,
     ) -> list[dict[str, Any]]:
         """Maximise the ELBO by SVI; returns (and keeps in ``history``) one record per epoch.
 
-        ``data`` and ``test`` are ppvae datasets or image tensors, (N, C, H, W) or (N, D).
-        ``binarize``: "dynamic", "static", "threshold", None, or "auto" (dynamic for a
-        Bernoulli likelihood on grey-level data). ``elbo``: "trace", "meanfield" or "iwae" (the
-        importance-weighted bound with K = ``num_particles``).
-        ``kl_warmup=N`` raises the KL weight linearly from about 0 to beta over the first N epochs.
-        With ``checkpoint_dir`` the run folder is written after every epoch. Test scores are
-        always the true ELBO (weight 1), whatever weight training used.
-        """
-        from ppvae.models.fitting import fit_svi
+        ``data``: a ppvae dataset or image tensor (held in memory, the fast path), or any torch
+        ``Dataset`` of images, read a batch at a time (``ppvae.data.load(path, lazy=True)``).
+        ``binarize``: "dynamic", "static", "threshold", None, or "auto" (dynamic for a Bernoulli
+        likelihood on grey levels). ``elbo``: "trace", "meanfield" or "iwae" (K = ``num_particles``).
+        ``kl_warmup=N`` raises the KL weight from about 0 to beta over the first N epochs;
+        ``clip_norm`` clips the gradient norm. A fresh model's weights are drawn from ``seed``,
+        and every epoch's data order and noise from (seed, epoch), so a seed fixes the run.
 
-        return fit_svi(
-            self, data, epochs=epochs, batch_size=batch_size, lr=lr, binarize=binarize, test=test, elbo=elbo,
-            num_particles=num_particles, seed=seed, device=device, progress=progress,
-            checkpoint_dir=checkpoint_dir, y=y, kl_warmup=kl_warmup,
-        )  # fmt: skip
+        ``test`` is scored (true ELBO) after each epoch. ``validation`` (a fraction of ``data``
+        held out, or a dataset) is scored too and chooses the weights the model ends with;
+        ``early_stopping=P`` stops after P epochs without a better validation ELBO.
+        ``out`` writes the run folder after every epoch, atomically; ``resume=True`` continues
+        its last checkpoint (or this model's last fit) exactly, up to ``epochs`` in all.
+        A non-finite loss stops training with :class:`TrainingDiverged`, the last finite weights kept.
+
+        ``accelerator`` ("auto", "cpu", "cuda"), ``devices`` (processes, data-parallel: the global
+        ``batch_size`` is split among them), ``strategy`` and ``precision`` go to Lightning Fabric.
+        """
+        options = {k: v for k, v in locals().items() if k not in ("self", "data", "test", "y", "validation")}
+        options["validation"] = validation if isinstance(validation, float) or validation is None else "dataset"
+        return self._fit(data, test, y, validation, options)
+
+    def _fit(self, data: Data, test: Data | None, y: torch.Tensor | None, validation: float | Data | None,
+             options: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+        """How this model fits; SVI through the shared loop unless a subclass has a closed form."""
+        return training.fit_model(self, data, test, y, validation, options)
+
+    @classmethod
+    def fit_defaults(cls) -> dict[str, Any]:
+        """The default of every option of ``fit``: one source for the CLI, the demo and the docs."""
+        parameters = list(inspect.signature(cls.fit).parameters.values())[2:]
+        return {p.name: p.default for p in parameters}
 
     # -- inference and generation ---------------------------------------------------------------
 
@@ -183,7 +228,7 @@ class LatentVariableModel(nn.Module):
     def encode(self, data: Data, y: torch.Tensor | None = None, return_scale: bool = False):
         """Posterior means of z for each image (and the posterior scales with ``return_scale``)."""
         self.eval()
-        loc, scale = self.posterior(self._images(data), self._labels(data, y))
+        loc, scale = self.posterior(self.images(data), self.conditions(data, y))
         return (loc, scale) if return_scale else loc
 
     @torch.no_grad()
@@ -197,8 +242,8 @@ class LatentVariableModel(nn.Module):
     def reconstruct(self, data: Data, y: torch.Tensor | None = None) -> torch.Tensor:
         """Decode the posterior mean of each image: E[x | z = E_q[z | x]]."""
         self.eval()
-        c = self._labels(data, y)
-        loc, _ = self.posterior(self._images(data), c)
+        c = self.conditions(data, y)
+        loc, _ = self.posterior(self.images(data), c)
         return self.likelihood_mean(loc, c)
 
     @torch.no_grad()
@@ -225,7 +270,7 @@ class LatentVariableModel(nn.Module):
         """
         self.eval()
         x = self.prepare(data, binarize, seed)
-        c = self._labels(data, y)
+        c = self.conditions(data, y)
         parts: dict[str, list[torch.Tensor]] = {}
         with pyro.validation_enabled(False), seeded(seed, x.device):
             for i in range(0, x.shape[0], batch_size):
@@ -236,9 +281,7 @@ class LatentVariableModel(nn.Module):
 
     def log_evidence(self, data: Data, num_samples: int = 1000, y: torch.Tensor | None = None, **options: Any):
         """Importance-sampled log p(x) per example in nats; see :func:`ppvae.log_evidence` for the options."""
-        from ppvae.models.evidence import log_evidence
-
-        return log_evidence(self, data, num_samples=num_samples, y=y, **options)
+        return evidence.log_evidence(self, data, num_samples=num_samples, y=y, **options)
 
     def exact_log_evidence(self, data: Data) -> torch.Tensor | None:
         """The closed-form log p(x) per example where the model has one (factor analysis), else None."""
@@ -260,8 +303,6 @@ class LatentVariableModel(nn.Module):
         guide), the ``gap`` log p(x) - ELBO, ``bits_per_dim`` and the seconds it took; a model
         with a closed-form evidence adds ``log_px_exact``.
         """
-        from ppvae.models.evidence import bits_per_dim
-
         terms = self.elbo_terms(data, y, batch_size=batch_size, binarize=binarize, seed=seed)
         if num_samples:
             estimate = self.log_evidence(data, num_samples, y, binarize=binarize, seed=seed, progress=progress,
@@ -279,7 +320,7 @@ class LatentVariableModel(nn.Module):
         levels = None if self.binary_likelihood else 256
         for key in ("log_px", "log_px_exact"):
             if key in out:
-                out[key.replace("log_px", "bits_per_dim")] = bits_per_dim(out[key], self.x_dim, levels)
+                out[key.replace("log_px", "bits_per_dim")] = evidence.bits_per_dim(out[key], self.x_dim, levels)
         if num_samples:
             out.update(num_samples=num_samples, evidence_seconds=estimate.seconds)
         return out
@@ -290,7 +331,5 @@ class LatentVariableModel(nn.Module):
     # -- runs -----------------------------------------------------------------------------------
 
     def save(self, directory: str | Path, figures: bool = True) -> Path:
-        """Write the run folder: spec.json, weights.pt, metrics.jsonl and (with ``figures``) PNGs."""
-        from ppvae.models.runs import save_run
-
-        return save_run(self, directory, figures=figures)
+        """Write the run folder: spec.json, weights.pt, metrics.jsonl, the training state and (with ``figures``) PNGs."""
+        return runs.save_run(self, directory, figures=figures)

@@ -9,17 +9,22 @@ shows a progress bar.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import pyro
 import torch
 from tqdm import tqdm
 
+from ppvae.data import Data
+from ppvae.infer import seeded
 from ppvae.infer.evidence import PROPOSALS, EvidenceEstimate, estimate_log_evidence, rows_per_pass
-from ppvae.models.base import Data, LatentVariableModel, seeded
+
+if TYPE_CHECKING:
+    from ppvae.models.base import LatentVariableModel
 
 
 def log_evidence(
-    model: LatentVariableModel,
+    model: "LatentVariableModel",
     data: Data,
     num_samples: int = 1000,
     y: torch.Tensor | None = None,
@@ -48,10 +53,13 @@ def log_evidence(
         raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if proposal == "guide" and model.point_mass_guide:
+        raise ValueError("the guide is a point mass (guide='delta'), which has no density to weigh samples by; "
+                         "use proposal='prior' or a guide with spread")  # fmt: skip
     was_training = model.training
     model.eval()
     x = model.prepare(data, binarize, seed if seed is not None else 0)
-    c = model._labels(data, y)
+    c = model.conditions(data, y)
     if memory_mb is None:
         memory_mb = 64 if x.device.type == "cpu" else 1024
     rows = rows_per_pass(memory_mb, model.x_dim)

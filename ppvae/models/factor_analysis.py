@@ -16,16 +16,21 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import pyro
 import pyro.distributions as dist
 import torch
 
-from ppvae.models.base import Data
+from ppvae.data import Data
+from ppvae.models import runs
 from ppvae.models.vae import VAE
 
 GUIDES = ("exact", "mean_field", "amortised")
+METHODS = ("em", "svi")
+EM_OPTIONS = ("test", "out", "resume", "accelerator", "devices", "seed", "progress")
+"""The options of ``fit`` that closed-form EM uses; the others belong to SVI."""
 
 
 class FactorAnalysis(VAE):
@@ -36,23 +41,33 @@ class FactorAnalysis(VAE):
     KL to the posterior, 0.5 (sum log diag M - log |M|), is known: a good but imperfect proposal
     for testing estimators; ``guide="amortised"`` a linear encoder with a diagonal normal, as a
     linear VAE would have, trained by SVI.
+
+    ``method="em"`` fits by closed-form EM to convergence (``tol`` nats per example, at most
+    ``max_iter`` iterations); ``method="svi"`` by the shared SVI loop, with every option of ``fit``.
     """
 
     has_exact_evidence = True
 
-    def __init__(self, x_shape: Sequence[int] = (1, 28, 28), z_dim: int = 20, guide: str = "exact"):
+    def __init__(self, x_shape: Sequence[int] = (1, 28, 28), z_dim: int = 20, guide: str = "exact", method: str = "em",
+                 max_iter: int = 1000, tol: float = 1e-4):  # fmt: skip
         if guide not in GUIDES:
             raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be 'em' or 'svi', got {method!r}")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1 or not tol > 0:
+            raise ValueError(f"max_iter must be a positive integer and tol positive, got {max_iter!r} and {tol!r}")
         super().__init__(
             x_shape, z_dim, prior="normal", likelihood={"name": "normal", "scale": "per_pixel", "min_scale": 1e-5},
             guide="normal", network="linear",
         )  # fmt: skip
         self.posterior_kind = guide
+        self.method, self.max_iter, self.tol = method, max_iter, float(tol)
         if guide != "amortised":  # the posterior is a function of the model's own parameters
             self._pyro_parts["guide"] = self._pyro_parts["model"]
 
     def config(self) -> dict[str, Any]:
-        return {"x_shape": list(self.x_shape), "z_dim": self.z_dim, "guide": self.posterior_kind}
+        return {"x_shape": list(self.x_shape), "z_dim": self.z_dim, "guide": self.posterior_kind, "method": self.method,
+                "max_iter": self.max_iter, "tol": self.tol}  # fmt: skip
 
     # -- parameters ---------------------------------------------------------------------------------
 
@@ -121,7 +136,7 @@ class FactorAnalysis(VAE):
     @torch.no_grad()
     def exact_log_evidence(self, data: Data) -> torch.Tensor:
         """Exact log p(x) per example in nats, float64, shape (N,), through the low-rank identities."""
-        x = self._images(data).reshape(-1, self.x_dim).double()
+        x = self.images(data).reshape(-1, self.x_dim).double()
         W, mu, psi = self._float64_parameters()
         W_psi, L = self._precision_factor(W, psi)
         r = x - mu
@@ -139,13 +154,14 @@ class FactorAnalysis(VAE):
         precision = torch.cholesky_inverse(scale_tril)  # M
         return dist.Normal(loc, torch.diagonal(precision).rsqrt().expand_as(loc)).to_event(1)
 
-    def guide(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, size: int | None = None):
+    def guide(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0,
+              size: int | None = None):  # fmt: skip
         """The exact posterior p(z | x), its mean-field fit, or with ``guide="amortised"`` the VAE's linear encoder."""
         if self.posterior_kind == "amortised":
-            return super().guide(x, y, size)
+            return super().guide(x, c, kl_weight, size)
         self._register("guide")
         posterior = self._closed_form_posterior(x)
-        with pyro.plate("data", x.shape[0]):
+        with pyro.plate("data", x.shape[0]), self._latent_scale(kl_weight):
             return pyro.sample("z", posterior)
 
     def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,22 +179,36 @@ class FactorAnalysis(VAE):
 
     # -- fitting --------------------------------------------------------------------------------------
 
-    def fit(self, data: Data, method: str = "em", max_iter: int = 1000, tol: float = 1e-4, test: Data | None = None,
-            **svi_options: Any) -> list[dict[str, Any]]:  # fmt: skip
-        """``method="em"``: closed-form EM to convergence (``tol`` nats per example); ``"svi"``: the shared SVI loop."""
-        if method == "svi":
-            svi_options.setdefault("binarize", None)
-            return super().fit(data, test=test, **svi_options)
-        if method != "em":
-            raise ValueError(f"method must be 'em' or 'svi', got {method!r}")
-        if svi_options:
-            raise ValueError(f"options {sorted(svi_options)} apply to method='svi' only")
-        return self._fit_em(data, max_iter, tol, test)
+    def _fit(self, data: Data, test: Data | None, y: torch.Tensor | None, validation: Any,
+             options: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+        """SVI through the shared loop, or closed-form EM, which takes only the options in ``EM_OPTIONS``."""
+        if self.method == "svi":
+            return super()._fit(data, test, y, validation, options)
+        defaults = self.fit_defaults()
+        changed = sorted(k for k, v in options.items() if k not in EM_OPTIONS and v != defaults.get(k))
+        if changed:
+            raise ValueError(f"options {changed} apply to SVI; FactorAnalysis(method='em') fits by closed-form EM "
+                             f"(its options: max_iter, tol), or build FactorAnalysis(method='svi')")  # fmt: skip
+        if options["devices"] != 1:
+            raise ValueError("closed-form EM runs in one process; use devices=1")
+        out = options["out"]
+        if options["resume"] and out is not None and (Path(out) / runs.WEIGHTS).exists():
+            fitted = runs.load(out)  # EM ran to convergence: there is nothing left to continue
+            self.load_state_dict(fitted.state_dict())
+            self.history, self.fit_config = fitted.history, fitted.fit_config
+            return self.history
+        from ppvae.infer.launch import resolve_accelerator
+
+        self.to("cuda" if resolve_accelerator(options["accelerator"]) == "cuda" else "cpu")
+        history = self._fit_em(data, self.max_iter, self.tol, test)
+        if out is not None:
+            runs.write_run(self, Path(out), figures=True)
+        return history
 
     @torch.no_grad()
     def _fit_em(self, data: Data, max_iter: int, tol: float, test: Data | None) -> list[dict[str, Any]]:
         started = time.perf_counter()
-        x = self._images(data).reshape(-1, self.x_dim).double()
+        x = self.images(data).reshape(-1, self.x_dim).double()
         self.check_data(x)
         n, d, k = x.shape[0], self.x_dim, self.z_dim
         mu = x.mean(0)

@@ -34,10 +34,7 @@ class VAE(LatentVariableModel):
         network: PartSpec = "mlp",
         beta: float = 1.0,
     ):
-        super().__init__(tuple(x_shape), z_dim)
-        if not beta > 0:
-            raise ValueError(f"beta must be positive (Pyro cannot scale a site by {beta})")
-        self.beta = float(beta)
+        super().__init__(tuple(x_shape), z_dim, beta)
         self.specs = {
             "prior": normalize_spec(prior, "prior"),
             "likelihood": normalize_spec(likelihood, "likelihood"),
@@ -60,15 +57,18 @@ class VAE(LatentVariableModel):
         # half the parameter messages per step of registering the whole model twice.
         model_parts = dict(prior=self.prior, likelihood=self.likelihood, decoder=self.networks.decoder_net)
         if self.prior.uses_encoder:  # the VampPrior: p(z) is built from q(z | pseudo-inputs)
-            self.prior.attach(lambda u: self.guide_family(self.networks.encoder(u, None)))
+            self.prior.attach(self.pseudo_posterior)
             model_parts.update(guide=self.guide_family, encoder=self.networks.encoder_net)
         self._pyro_parts = {
             "model": self._with_parameters(**model_parts),
             "guide": self._with_parameters(guide=self.guide_family, encoder=self.networks.encoder_net),
         }
-        self.kl_annealing = 1.0  # the fit's KL warm-up multiplies beta by this
 
     condition_dim = 0
+
+    def pseudo_posterior(self, u: torch.Tensor):
+        """q(z | u) for pseudo-images u: what the VampPrior averages (a method, so the model pickles)."""
+        return self.guide_family(self.networks.encoder(u, None))
 
     def _with_parameters(self, **modules: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
         return [(f"{self.pyro_name}.{name}", m) for name, m in modules.items() if any(True for _ in m.parameters())]
@@ -80,31 +80,38 @@ class VAE(LatentVariableModel):
     def config(self) -> dict[str, Any]:
         return {"x_shape": list(self.x_shape), "z_dim": self.z_dim, **self.specs, "beta": self.beta}
 
-    def _latent_scale(self):
-        """poutine.scale(beta) around the latent site; nothing at beta = 1, the common case."""
-        weight = self.beta * self.kl_annealing
-        return poutine.scale(scale=weight) if weight != 1.0 else nullcontext()
+    @staticmethod
+    def _latent_scale(kl_weight: float):
+        """poutine.scale(kl_weight) around the latent site, in model and guide alike, so that the
+        ELBO's KL term is multiplied by it; nothing at 1, the common case."""
+        return poutine.scale(scale=kl_weight) if kl_weight != 1.0 else nullcontext()
 
     # -- the Pyro programs ------------------------------------------------------------------------
 
-    def model(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, size: int | None = None):
-        """p(z) p(x | z): z ~ prior, x ~ likelihood(decoder(z)), observed where ``x`` is given."""
+    def model(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0,
+              size: int | None = None):  # fmt: skip
+        """p(z) p(x | z): z ~ prior, x ~ likelihood(decoder(z)), observed where ``x`` is given.
+
+        ``kl_weight`` scales the latent site (beta, times a warm-up factor, in training);
+        without ``x``, ``size`` images are generated.
+        """
         self._register("model")
         n = x.shape[0] if x is not None else size
         if x is not None:
             x = x.reshape((n,) + self.x_shape)
         with pyro.plate("data", n):
-            with self._latent_scale():
+            with self._latent_scale(kl_weight):
                 z = pyro.sample("z", self.prior())
-            return pyro.sample("x", self.likelihood(self.networks.decoder(z, y)), obs=x)
+            return pyro.sample("x", self.likelihood(self.networks.decoder(z, c)), obs=x)
 
-    def guide(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, size: int | None = None):
-        """q(z | x): the encoder's distribution over z for each image."""
+    def guide(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0,
+              size: int | None = None):  # fmt: skip
+        """q(z | x): the encoder's distribution over z for each image, its site scaled like the model's."""
         self._register("guide")
         x = x.reshape((x.shape[0],) + self.x_shape)
         with pyro.plate("data", x.shape[0]):
-            with self._latent_scale():
-                return pyro.sample("z", self.guide_family(self.networks.encoder(x, y)))
+            with self._latent_scale(kl_weight):
+                return pyro.sample("z", self.guide_family(self.networks.encoder(x, c)))
 
     # -- the parts, for the estimator API ---------------------------------------------------------
 
@@ -120,6 +127,10 @@ class VAE(LatentVariableModel):
     @property
     def binary_likelihood(self) -> bool:
         return self.likelihood.binary
+
+    @property
+    def point_mass_guide(self) -> bool:
+        return self.guide_family.point_mass
 
     def check_data(self, x: torch.Tensor) -> None:
         self.likelihood.check(x)

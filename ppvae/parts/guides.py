@@ -18,6 +18,8 @@ GUIDES = Registry("guide", context=("z_dim",))
 class LocationScaleGuide(nn.Module):
     """Base class: ``guide_family(h) -> Distribution`` over z, from h = (loc, log-variance)."""
 
+    point_mass = False  # True if q(z|x) has no spread: no density to importance-sample log p(x) with
+
     def __init__(self, z_dim: int):
         super().__init__()
         self.z_dim = z_dim
@@ -72,3 +74,21 @@ class LogisticGuide(LocationScaleGuide):
 
     def distribution(self, loc: torch.Tensor, scale: torch.Tensor) -> dist.Distribution:
         return dist.Logistic(loc, scale)
+
+
+@GUIDES.register("delta")
+class DeltaGuide(LocationScaleGuide):
+    """A point mass at the encoder's output: no posterior noise, so the VAE is an autoencoder whose code is
+    regularised by log p(z) (the lectures' contrast to the VAE). It has no density, so no log p(x) estimate."""
+
+    point_mass = True
+
+    @property
+    def width(self) -> int:
+        return self.z_dim
+
+    def loc_scale(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return h, torch.zeros_like(h)
+
+    def forward(self, h: torch.Tensor) -> dist.Distribution:
+        return dist.Delta(h, event_dim=1)

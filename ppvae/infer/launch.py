@@ -1,0 +1,119 @@
+"""Devices, processes and precision: a Lightning Fabric for the loop, and the launch of its processes.
+
+One process on one device runs the training function in place. Several
+processes (``devices=2``) are started by Fabric's spawn launcher, which works
+from a script, a notebook or a test alike, and the result of rank 0 comes back;
+under ``torchrun`` the processes already exist and each runs the function.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from typing import Any, Callable, Sequence
+
+import torch
+from lightning_fabric import Fabric
+
+ACCELERATORS = ("auto", "cpu", "cuda")
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed")
+
+
+def resolve_accelerator(accelerator: str) -> str:
+    """``"auto"``: CUDA where torch sees a GPU, else the CPU. ``"cuda"`` without a GPU is an error."""
+    if accelerator not in ACCELERATORS:
+        raise ValueError(f"accelerator must be one of {ACCELERATORS}, got {accelerator!r}")
+    if accelerator == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if accelerator == "cuda" and not torch.cuda.is_available():
+        raise ValueError("accelerator='cuda' but torch sees no CUDA device on this machine; use accelerator='cpu'")
+    return accelerator
+
+
+def under_torchrun() -> bool:
+    """True inside a process that torchrun (or another launcher) started with the distributed variables set."""
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ and "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def resolve_strategy(strategy: str, devices: int) -> str:
+    """What Fabric is asked for: one device runs in place; ``"ddp"`` spawns processes unless torchrun made them."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if devices == 1:
+        if strategy not in ("auto", "ddp", "ddp_spawn"):
+            raise ValueError(f"strategy={strategy!r} needs devices > 1")
+        return "auto"
+    if strategy in ("auto", "ddp"):
+        return "ddp" if under_torchrun() else "ddp_spawn"
+    return strategy
+
+
+def check_devices(devices: int, accelerator: str) -> int:
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ValueError(f"devices must be a positive number of processes, got {devices!r}")
+    if accelerator == "cuda" and devices > torch.cuda.device_count():
+        raise ValueError(f"devices={devices} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return devices
+
+
+def make_fabric(accelerator: str = "auto", devices: int = 1, strategy: str = "auto", precision: str = "32-true",
+                loggers: Sequence[Any] = ()) -> Fabric:  # fmt: skip
+    """A Fabric for the loop, its arguments checked with messages that say what exists."""
+    accelerator = resolve_accelerator(accelerator)
+    devices = check_devices(devices, accelerator)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "16-mixed" and accelerator == "cpu":
+        raise ValueError("precision='16-mixed' needs a GPU; on the CPU use 'bf16-mixed' or '32-true'")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Fabric's notes on environments and launchers; our messages say what matters
+        return Fabric(accelerator=accelerator, devices=devices, strategy=resolve_strategy(strategy, devices),
+                      precision=precision, loggers=list(loggers))  # fmt: skip
+
+
+def quiet_engine_logs() -> "QuietEngineLogs":
+    """Fabric's own INFO lines (backend and process banners) off; its warnings and errors stay."""
+    logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
+    return QuietEngineLogs()
+
+
+class QuietEngineLogs:
+    """Handed to spawned processes: unpickling it quiets Fabric's logs there before Fabric sets up the
+    process group (each spawned interpreter configures Fabric's logger afresh, at INFO)."""
+
+    def __reduce__(self):
+        return quiet_engine_logs, ()
+
+
+def _run_and_save(fabric: Fabric, quiet: QuietEngineLogs, path: str, function: Callable[..., Any], *args: Any) -> None:
+    """Run ``function``; rank 0 saves its result to ``path``. Fabric's return queue is read only after the
+    processes end, so a result larger than a pipe's buffer would block rank 0 forever; a file does not."""
+    result = function(fabric, *args)
+    if fabric.is_global_zero:
+        torch.save(result, path)
+
+
+def launch(fabric: Fabric, function: Callable[..., Any], *args: Any) -> Any:
+    """``function(fabric, *args)`` on every process; returns rank 0's result (in place for one process).
+
+    From spawned processes the result comes back through a temporary file, so it must be made of
+    tensors and plain containers (``torch.load(weights_only=True)`` reads it).
+    """
+    if fabric.world_size == 1:
+        return function(fabric, *args)
+    if under_torchrun():
+        fabric.launch()
+        return function(fabric, *args)
+    quiet_engine_logs()
+    port = os.environ.get("MASTER_PORT")
+    with tempfile.TemporaryDirectory(prefix="ppvae-launch-") as directory:
+        path = os.path.join(directory, "result.pt")
+        try:
+            fabric.launch(_run_and_save, QuietEngineLogs(), path, function, *args)
+        finally:  # Fabric leaves its port in the environment, where the next launch would reuse it
+            if port is None:
+                os.environ.pop("MASTER_PORT", None)
+        return torch.load(path, map_location="cpu", weights_only=True)

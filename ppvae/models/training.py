@@ -1,0 +1,362 @@
+"""Fitting a model by SVI: its data, options and run folder turned into a job for the shared loop.
+
+The loop (``ppvae.infer.TrainingLoop``) knows no VAE; this module does the
+model's side, once, before the first step: seeds a fresh model's parameters,
+prepares and checks the data, runs data-dependent initialisation on the first
+images, validates the programs with Pyro, and records the options. After every
+epoch (on rank 0) it evaluates held-out data, keeps the best weights when a
+validation set chooses them, and writes the run folder atomically.
+
+A :class:`FitJob` holds everything a training process needs and pickles, so
+the same job runs in place on one device or in each process of a
+data-parallel run; rank 0's result comes back to the caller's model.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm import tqdm
+
+from ppvae.data import ImageDataset, binarize as binarize_images, check_binarize, fixed_binarization, to_float_images
+from ppvae.infer import (
+    OBJECTIVES, KLWeight, LoaderBatches, ObjectiveModule, TensorBatches, TrainingLoop, derive_seed, launch, make_adam,
+    make_elbo, make_fabric, seeded, validate_programs,
+)  # fmt: skip
+from ppvae.infer.batches import local_batch_size
+from ppvae.infer.launch import resolve_accelerator
+from ppvae.models import runs
+
+if TYPE_CHECKING:
+    from ppvae.models.base import LatentVariableModel
+
+INIT_EXAMPLES = 10_000  # images that data-dependent initialisation sees (the first ones, in storage order)
+PREVIEW = 16  # test images kept for the reconstruction figure
+CHECKPOINT_FORMAT = 1
+
+
+class TrainingDiverged(ValueError):
+    """The loss or a parameter became non-finite; the model keeps its last finite weights."""
+
+
+# -- options -----------------------------------------------------------------------------------------
+
+
+def _positive(name: str, value: Any, integer: bool = False) -> None:
+    kind = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
+        raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}")
+
+
+def check_options(options: dict[str, Any], model: "LatentVariableModel") -> None:
+    """Every option of ``fit`` checked up front, with a message that names it."""
+    _positive("epochs", options["epochs"], integer=True)
+    _positive("batch_size", options["batch_size"], integer=True)
+    _positive("lr", options["lr"])
+    _positive("num_particles", options["num_particles"], integer=True)
+    if options["elbo"] not in OBJECTIVES:
+        raise ValueError(f"unknown elbo {options['elbo']!r}; choose one of {', '.join(OBJECTIVES)}")
+    if options["binarize"] != "auto":
+        check_binarize(options["binarize"])
+    warmup = options["kl_warmup"]
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"kl_warmup must be a number of epochs >= 0, got {warmup!r}")
+    if options["elbo"] == "iwae" and (model.beta != 1.0 or warmup):
+        raise ValueError("elbo='iwae' trains the importance-weighted bound, which has no beta; use beta=1 and no kl_warmup")
+    if options["clip_norm"] is not None:
+        _positive("clip_norm", options["clip_norm"])
+    if options["early_stopping"] is not None:
+        _positive("early_stopping", options["early_stopping"], integer=True)
+        if options["validation"] is None:
+            raise ValueError("early_stopping needs held-out data to watch: pass validation=0.1 (a fraction) or a dataset")
+    if isinstance(options["validation"], float) and not 0 < options["validation"] < 1:
+        raise ValueError(f"validation as a fraction must be in (0, 1), got {options['validation']}")
+    if options["resume"] and options["out"] is None and model.training_state is None:
+        raise ValueError("resume=True needs a run folder (out=...) or a model that has been fitted in this session")
+    if isinstance(options["num_workers"], bool) or not isinstance(options["num_workers"], int) or options["num_workers"] < 0:
+        raise ValueError(f"num_workers must be an integer >= 0, got {options['num_workers']!r}")
+
+
+RECORDED = ("epochs", "batch_size", "lr", "elbo", "num_particles", "kl_warmup", "clip_norm", "seed", "precision",
+            "validation", "early_stopping")  # fmt: skip
+"""The options a run folder records, and that a resumed run takes from it (``epochs`` from the call)."""
+
+
+# -- data ----------------------------------------------------------------------------------------------
+
+
+def in_memory(data: Any) -> bool:
+    return isinstance(data, (ImageDataset, torch.Tensor))
+
+
+def split_validation(data: Any, fraction: float, seed: int) -> tuple[Any, Any]:
+    """(train, held out): a seeded random ``fraction`` of ``data`` held out."""
+    n = len(data)
+    held = max(1, int(round(n * fraction)))
+    if held >= n:
+        raise ValueError(f"validation={fraction} of {n} images leaves none to train on")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, 0, 1)))
+    keep, hold = order[held:].sort().values, order[:held].sort().values
+    if isinstance(data, ImageDataset):
+        return data.subset(keep), data.subset(hold)
+    if isinstance(data, torch.Tensor):
+        return data[keep], data[hold]
+    return torch.utils.data.Subset(data, keep.tolist()), torch.utils.data.Subset(data, hold.tolist())
+
+
+def data_source_of(data: Any) -> dict[str, Any] | None:
+    """Where named data came from, for the run folder (a user's tensor has no name to record)."""
+    if isinstance(data, ImageDataset) and data.name and data.split in ("train", "test"):
+        return {"dataset": data.name, "split": data.split, "images": len(data)}
+    return None
+
+
+# -- the job -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FitJob:
+    """Everything one training process needs: the model, its batches, held-out data, options, run folder."""
+
+    model: "LatentVariableModel"
+    batches: TensorBatches | LoaderBatches
+    options: dict[str, Any]
+    schedule: KLWeight
+    test: torch.Tensor | None = None
+    test_c: torch.Tensor | None = None
+    validation: torch.Tensor | None = None
+    validation_c: torch.Tensor | None = None
+    out: Path | None = None
+    state: dict[str, Any] | None = None  # the training state to resume from
+    best: dict[str, Any] = field(default_factory=dict)  # best epoch, score and weights under validation
+
+
+class EpochEnd:
+    """The loop's per-epoch hook on rank 0: scores, the epoch's line, best weights, the run folder."""
+
+    def __init__(self, job: FitJob, steps_per_epoch: int):
+        self.job = job
+        self.steps_per_epoch = steps_per_epoch
+        self.training_state: dict[str, Any] | None = job.state
+
+    def scores(self, x: torch.Tensor, c: torch.Tensor | None) -> dict[str, float]:
+        model = self.job.model
+        return {k: v for k, v in model.evaluate(x, y=c, binarize=None, seed=self.job.options["seed"]).items() if k != "n"}
+
+    def __call__(self, record: dict[str, Any], training_state: dict[str, Any]) -> bool:
+        job, model, options = self.job, self.job.model, self.job.options
+        first_step = training_state["global_step"] - self.steps_per_epoch + 1
+        if options["elbo"] == "iwae":
+            record["train_iwae"] = -record["train_loss"]
+        elif model.beta == 1.0 and not job.schedule.annealed(first_step):
+            record["train_elbo"] = -record["train_loss"]  # the loss is the true ELBO only at weight 1
+        if job.test is not None:
+            record.update({f"test_{k}": v for k, v in self.scores(job.test, job.test_c).items()})
+        stop = False
+        if job.validation is not None:
+            record.update({f"val_{k}": v for k, v in self.scores(job.validation, job.validation_c).items()})
+            if not job.best or record["val_elbo"] > job.best["score"]:
+                job.best.update(epoch=record["epoch"], score=record["val_elbo"],
+                                weights={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})  # fmt: skip
+            patience = options["early_stopping"]
+            stop = patience is not None and record["epoch"] - job.best["epoch"] >= patience
+        model.history.append(record)
+        self.training_state = {
+            "format": CHECKPOINT_FORMAT, "epoch": record["epoch"], "global_step": training_state["global_step"],
+            "seed": options["seed"], "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "optimizer": copy.deepcopy(training_state["optimizer"]), "history": copy.deepcopy(model.history),
+            "best_epoch": job.best.get("epoch"), "best_score": job.best.get("score"),
+        }  # fmt: skip
+        if job.out is not None:
+            runs.write_run(model, job.out, weights=job.best.get("weights"), checkpoint=self.training_state)
+        if options["progress"]:
+            shown = ", ".join(f"{k} {v:.2f}" for k, v in record.items() if k.endswith(("elbo", "kl", "reconstruction")))
+            best = f", best epoch {job.best['epoch']}" if job.best else ""
+            tqdm.write(f"epoch {record['epoch']}: {shown} ({record['seconds']:.1f} s{best})")
+        if stop and options["progress"]:
+            tqdm.write(f"early stopping: no better validation ELBO for {options['early_stopping']} epochs")
+        return stop
+
+
+def _unshare(model: torch.nn.Module) -> None:
+    """Give this process its own copy of every weight (spawned processes receive shared memory)."""
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            tensor.data = tensor.data.clone()
+
+
+def run_job(fabric, job: FitJob) -> dict[str, Any]:
+    """One training process: set up the loss and optimizer on Fabric, run the loop, report.
+
+    The report is plain containers of tensors (it may travel from a spawned process): the model's
+    state (from several processes), ``history``, ``training_state``, ``best`` and how it ``stopped``.
+    """
+    model, options = job.model, job.options
+    if fabric.world_size > 1:
+        _unshare(model)
+    model.to(fabric.device)
+    objective = make_elbo(options["elbo"], options["num_particles"])
+    loss, optimizer = fabric.setup(ObjectiveModule(model, model.model, model.guide, objective),
+                                   make_adam([p for p in model.parameters() if p.requires_grad], options["lr"]))  # fmt: skip
+    if job.state is not None:  # resume: the optimizer and step where they were, up to ``epochs`` in all
+        optimizer.load_state_dict(job.state["optimizer"])
+        first_epoch, last_epoch, global_step = job.state["epoch"] + 1, options["epochs"], job.state["global_step"]
+    else:  # a fresh fit, or ``epochs`` more for a fitted model (a fresh optimizer)
+        first_epoch, global_step = len(model.history) + 1, 0
+        last_epoch = first_epoch + options["epochs"] - 1
+    batches = job.batches.for_rank(fabric.world_size, fabric.global_rank, fabric.device)
+    hook = EpochEnd(job, len(batches))
+    loop = TrainingLoop(fabric, loss, optimizer, batches, job.schedule, seed=options["seed"],
+                        clip_norm=options["clip_norm"], progress=options["progress"], on_epoch_end=hook)  # fmt: skip
+    result = loop.run(first_epoch, last_epoch, global_step)
+    for logger in fabric.loggers:
+        logger.finalize("success")
+    spawned = fabric.world_size > 1
+    return {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()} if spawned else {},
+        "history": model.history, "training_state": hook.training_state,
+        "best": job.best,
+        "stopped": result.stopped, "message": result.message,
+    }  # fmt: skip
+
+
+# -- fit -------------------------------------------------------------------------------------------------
+
+
+def _loggers(out: Path | None, history: list[dict[str, Any]]) -> list:
+    """Fabric's CSV logger always (its file rewritten from the history, so a resumed run has one table),
+    TensorBoard's where it is installed. None without a run folder."""
+    if out is None:
+        return []
+    import importlib.util
+
+    from lightning_fabric.loggers import CSVLogger, TensorBoardLogger
+
+    csv_dir = out / "logs" / "csv"
+    (csv_dir / "metrics.csv").unlink(missing_ok=True)
+    csv = CSVLogger(out, name="logs", version="csv", flush_logs_every_n_steps=1)
+    for record in history:
+        csv.log_metrics({k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"}, step=record["epoch"])
+    loggers = [csv]
+    if importlib.util.find_spec("tensorboard") is not None:
+        loggers.append(TensorBoardLogger(out, name="logs", version="tensorboard", default_hp_metric=False))
+    return loggers
+
+
+def _resume_state(model: "LatentVariableModel", out: Path | None) -> dict[str, Any]:
+    state = runs.read_checkpoint(out) if out is not None else model.training_state
+    if state is None:
+        where = f"{out} holds no {runs.CHECKPOINT}" if out is not None else "the model has no training state"
+        raise ValueError(f"resume=True but {where}; train without resume first")
+    return state
+
+
+def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tensor | None, validation: Any,
+              options: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+    """Train ``model`` on ``data`` by SVI with ``options`` (the arguments of ``fit``); see its docstring."""
+    check_options(options, model)
+    out = Path(options["out"]) if options["out"] is not None else None
+    state = None
+    if options["resume"]:
+        state = _resume_state(model, out)
+        if out is not None:
+            spec = runs.read_spec(out)
+            recorded = spec.get("fit", {})
+            options.update({k: recorded[k] for k in RECORDED if k in recorded and k != "epochs"})
+            options["binarize"] = recorded.get("binarize", options["binarize"])
+            if validation is None and isinstance(recorded.get("validation"), float):
+                validation = recorded["validation"]  # the same seeded split as before
+        model.load_state_dict(state["model"])
+        model.history = copy.deepcopy(state["history"])
+        if state["epoch"] >= options["epochs"]:
+            return model.history
+    seed = options["seed"]
+    fresh = state is None and not model.history
+    accelerator = resolve_accelerator(options["accelerator"])
+    make_fabric(accelerator, options["devices"], options["strategy"], options["precision"])  # the options, checked
+    local_batch_size(options["batch_size"], options["devices"])
+    # one process prepares on its device; several each move the prepared data to their own
+    device = torch.device("cuda", torch.cuda.current_device()) if accelerator == "cuda" and options["devices"] == 1 \
+        else torch.device("cpu")
+    if fresh:
+        model.reset_parameters(seed)
+    model.to(device)
+
+    if isinstance(validation, float):
+        data, validation = split_validation(data, validation, seed)
+    if in_memory(data):
+        x = model.images(data)
+        if x.shape[0] == 0:
+            raise ValueError("no training images")
+        head = x[:INIT_EXAMPLES]
+    else:
+        if len(data) == 0:
+            raise ValueError("no training images")
+        loader_prepare = functools.partial(to_float_images, shape=model.x_shape)
+        head = LoaderBatches(data, loader_prepare, device=device).head(INIT_EXAMPLES)[0]
+    method = model.resolve_binarize(options["binarize"], head)
+    dynamic = method in ("dynamic",) or (method == "threshold" and not in_memory(data))
+    transform = functools.partial(binarize_images, method=method, seed=None) if dynamic else None
+    if in_memory(data):
+        if not dynamic:
+            x = binarize_images(x, method, seed=seed)
+        model.check_data(torch.bernoulli(x[: options["batch_size"]]) if dynamic else x)
+        batches: TensorBatches | LoaderBatches = TensorBatches(x, model.conditions(data, y), options["batch_size"], seed,
+                                                               transform)  # fmt: skip
+    else:
+        if method == "static":
+            raise ValueError("binarize='static' draws one fixed sample of the whole set in memory; for data read "
+                             "from disk use 'dynamic' or 'threshold'")  # fmt: skip
+        model.check_data(transform(head) if transform else head)
+        condition = model.condition if model.conditional else None
+        batches = LoaderBatches(data, loader_prepare, options["batch_size"], seed, transform, condition,
+                                options["num_workers"])  # fmt: skip
+    if dynamic and (head.min() < 0 or head.max() > 1):
+        raise ValueError("binarisation needs pixel values in [0, 1]")
+
+    fixed = fixed_binarization(method)
+    x_test = model.prepare(test, fixed, seed) if test is not None else None
+    x_val = model.prepare(validation, fixed, seed) if validation is not None else None
+    if x_test is not None and x_test.shape[0] == 0 or x_val is not None and x_val.shape[0] == 0:
+        raise ValueError("the test or validation set is empty")
+    model.preview = x_test[:PREVIEW].cpu().clone() if x_test is not None else model.preview
+
+    schedule = KLWeight(model.beta, options["kl_warmup"] * len(batches))
+    first_x, first_c = next(iter(batches.for_rank(1, 0, device).batches(1)))
+    if fresh:
+        with seeded(derive_seed(seed, 0), device):
+            model.initialize(head)
+    validate_programs(make_elbo(options["elbo"], options["num_particles"]), model.model, model.guide, first_x, first_c,
+                      **schedule(1))  # fmt: skip
+
+    model.fit_config = {**{k: options[k] for k in RECORDED}, "binarize": method}
+    model.data_source = model.data_source or data_source_of(data)
+    best = {}
+    if state is not None and state.get("best_epoch") is not None and out is not None:
+        best = {"epoch": state["best_epoch"], "score": state["best_score"],
+                "weights": torch.load(out / runs.WEIGHTS, map_location="cpu", weights_only=True)["state_dict"]}  # fmt: skip
+    job = FitJob(model, batches, options, schedule, x_test, model.conditions(test, None) if test is not None else None,
+                 x_val, model.conditions(validation, None) if validation is not None else None, out, state, best)  # fmt: skip
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    fabric = make_fabric(accelerator, options["devices"], options["strategy"], options["precision"],
+                         loggers=_loggers(out, model.history))  # fmt: skip
+    result = launch(fabric, run_job, job)
+
+    if fabric.world_size > 1:  # the processes trained copies; rank 0's come back
+        model.load_state_dict(result["state_dict"])
+        model.history = result["history"]
+    model.training_state = result["training_state"]
+    if result["best"].get("weights") is not None:
+        model.load_state_dict(result["best"]["weights"])  # model selection: the best epoch on held-out data
+    if out is not None and result["stopped"] != "diverged":
+        runs.save_figures(model, out)
+    if result["stopped"] == "diverged":
+        kept = f" {out} keeps the checkpoint of epoch {len(model.history)}." if out is not None and model.history else ""
+        raise TrainingDiverged(result["message"] + kept)
+    return model.history
