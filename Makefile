@@ -32,9 +32,10 @@ test: data
 	$(PY) -m pytest
 
 bench: data
-	$(PY) benchmarks/train_speed.py
+	$(PY) benchmarks/train_speed.py --devices 2
 	$(PY) benchmarks/evidence_speed.py
 	$(PY) benchmarks/fa_fit.py
+	$(PY) benchmarks/streaming_memory.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

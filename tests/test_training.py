@@ -357,3 +357,14 @@ def test_training_evaluation_and_evidence_run_on_the_gpu():
     assert model.device.type == "cuda" and history[-1]["train_loss"] < history[0]["train_loss"]
     assert np.isfinite(model.evaluate(small_data(64, 1), num_samples=10)["log_px"])
     assert ppvae.log_evidence(model, small_data(8, 1), num_samples=20, progress=False).shape == (8,)
+
+
+def test_tensorboard_logs_every_epoch_when_installed(tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    model = ppvae.VAE(**SMALL)
+    history = model.fit(small_data(), epochs=2, batch_size=64, test=small_data(32, seed=1), out=tmp_path, progress=False)
+    events = event_accumulator.EventAccumulator(str(tmp_path / "logs" / "tensorboard"))
+    events.Reload()
+    logged = events.Scalars("test_elbo")
+    assert [e.step for e in logged] == [1, 2]
+    assert [e.value for e in logged] == pytest.approx([r["test_elbo"] for r in history], rel=1e-6)
