@@ -17,12 +17,12 @@ Layers, imports pointing downward only:
 from ppvae import data
 from ppvae.compare import Comparison, compare
 from ppvae.models import (
-    MODELS, VAE, FactorAnalysis, LatentVariableModel, TrainingDiverged, bits_per_dim, load, log_evidence,
+    CVAE, MODELS, VAE, FactorAnalysis, LatentVariableModel, TrainingDiverged, bits_per_dim, load, log_evidence,
 )  # fmt: skip
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MODELS", "Comparison", "FactorAnalysis", "VAE", "LatentVariableModel", "TrainingDiverged", "bits_per_dim", "compare", "data", "load",
+    "CVAE", "MODELS", "Comparison", "FactorAnalysis", "VAE", "LatentVariableModel", "TrainingDiverged", "bits_per_dim", "compare", "data", "load",
     "log_evidence", "__version__",
 ]  # fmt: skip

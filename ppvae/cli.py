@@ -110,7 +110,7 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict:
     else:
         model_spec, fit, source = run_spec(args, extra)
         train, test = load_data(source, "train"), load_data(source, "test")
-        model = build_model(model_spec, train.shape)
+        model = build_model(model_spec, train.shape, train)
         model.data_source = source
     print(f"training on {train}\ntesting on {test}")
     model.fit(train, test=test, out=args.out, resume=args.resume, progress=not args.quiet, **fit)
@@ -184,7 +184,11 @@ def cmd_compare(args: argparse.Namespace) -> Comparison:
 def cmd_sample(args: argparse.Namespace) -> str:
     model = ppvae.load(args.run, device=args.device)
     out = Path(args.out or Path(args.run) / "samples.png")
-    viz.image_grid(model.sample(args.n, seed=args.seed).cpu(), out, title=f"{args.n} samples", nrow=min(args.n, 8))
+    if args.label is not None and not model.conditional:
+        raise ValueError(f"{args.run} holds an unconditional {type(model).__name__}; --label needs a CVAE")
+    label = f" of {args.label}" if args.label is not None else ""
+    samples = model.sample(args.n, y=args.label, seed=args.seed).cpu()
+    viz.image_grid(samples, out, title=f"{args.n} samples{label}", nrow=min(args.n, 8))
     print(f"wrote {out}")
     return str(out)
 
@@ -235,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--spec", metavar="TOML", help="a spec file with [model], [fit] and [data] tables; flags override it")
     group = p.add_argument_group("model")
-    group.add_argument("--model", choices=sorted(MODEL_NAMES), help="VAE (default) or factor-analysis")
+    group.add_argument("--model", choices=sorted(MODEL_NAMES), help="VAE (default), cvae (learns from the labels) or "
+                       "factor-analysis")  # fmt: skip
     group.add_argument("--z-dim", type=int, help="latent dimensions (default 20)")
     for kind, registry in REGISTRIES.items():
         group.add_argument(f"--{kind}", choices=registry.names(), help=f"the {kind} by name")
@@ -289,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("sample", help="a PNG grid of samples from a run's model")
     p.add_argument("run")
     p.add_argument("-n", type=int, default=64)
+    p.add_argument("--label", help="a conditional model's class: an index or a name (--label sneaker)")
     p.add_argument("--out", help="PNG path (default: RUN/samples.png)")
     add_run_options(p, quiet=False)
     p.set_defaults(func=cmd_sample)

@@ -37,7 +37,8 @@ from ppvae.models import MODELS, VAE, LatentVariableModel
 from ppvae.parts import REGISTRIES, normalize_spec
 
 SECTIONS = ("model", "fit", "data")
-MODEL_NAMES = {"vae": "VAE", "factor-analysis": "FactorAnalysis", "fa": "FactorAnalysis", **{m: m for m in MODELS}}
+MODEL_NAMES = {"vae": "VAE", "cvae": "CVAE", "factor-analysis": "FactorAnalysis", "fa": "FactorAnalysis",
+               **{m: m for m in MODELS}}  # fmt: skip
 
 
 def read_toml(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -96,13 +97,18 @@ def _default_part(kind: str) -> str:
     return inspect.signature(VAE).parameters[kind].default
 
 
-def build_model(model_spec: dict[str, Any], x_shape: Sequence[int]) -> LatentVariableModel:
-    """The model a ``[model]`` table describes, for images of ``x_shape``."""
+def build_model(model_spec: dict[str, Any], x_shape: Sequence[int], data: Any = None) -> LatentVariableModel:
+    """The model a ``[model]`` table describes, for images of ``x_shape``; a conditional model takes its
+    number of classes and their names from ``data`` unless the table gives them."""
     spec = dict(model_spec)
     name = spec.pop("name", "VAE")
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(set(MODEL_NAMES.values())))}")
     cls = MODELS[MODEL_NAMES[name]]
+    if cls.conditional and "num_classes" not in spec:
+        if getattr(data, "y", None) is None:
+            raise ValueError(f"{cls.__name__} learns from labels, and this data has none")
+        spec.update(num_classes=data.num_classes, classes=getattr(data, "classes", None))
     try:
         return cls(x_shape=tuple(x_shape), **spec)
     except TypeError as error:

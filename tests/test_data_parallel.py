@@ -82,3 +82,14 @@ def test_data_parallel_fit_with_the_vampprior_a_run_folder_and_a_stream(tmp_path
 def test_a_global_batch_that_does_not_split_is_explained():
     with pytest.raises(ValueError, match="must divide evenly across 2 processes"):
         ppvae.VAE(**SMALL).fit(small_data(), batch_size=33, devices=2, accelerator="cpu", progress=False)
+
+
+def test_a_conditional_model_trains_data_parallel_from_a_labelled_stream(tmp_path):
+    x = small_data(128)
+    np.save(tmp_path / "x.npy", (x.numpy() * 255).astype(np.uint8))
+    np.save(tmp_path / "y.npy", (torch.arange(128) % 4).numpy())
+    stream = ppvae.data.NpyImages(tmp_path / "x.npy", labels=tmp_path / "y.npy")
+    model = ppvae.CVAE(x_shape=(1, 8, 8), num_classes=4, z_dim=2, prior="conditional", network={"name": "mlp", "hidden": [16]})
+    history = model.fit(stream, epochs=2, batch_size=32, devices=2, accelerator="cpu", progress=False)
+    assert len(history) == 2 and np.isfinite(history[-1]["train_loss"])
+    assert model.sample(4, y=3).shape == (4, 1, 8, 8)

@@ -1,13 +1,14 @@
 """The models: Pyro programs built from parts, behind one estimator API."""
 
 from ppvae.models.base import LatentVariableModel
+from ppvae.models.cvae import CVAE
 from ppvae.models.evidence import bits_per_dim, log_evidence
 from ppvae.models.factor_analysis import FactorAnalysis
 from ppvae.models.runs import load
 from ppvae.models.training import TrainingDiverged
 from ppvae.models.vae import VAE
 
-MODELS: dict[str, type[LatentVariableModel]] = {"VAE": VAE, "FactorAnalysis": FactorAnalysis}
+MODELS: dict[str, type[LatentVariableModel]] = {"VAE": VAE, "CVAE": CVAE, "FactorAnalysis": FactorAnalysis}
 
-__all__ = ["MODELS", "FactorAnalysis", "VAE", "LatentVariableModel", "TrainingDiverged", "bits_per_dim", "load",
+__all__ = ["CVAE", "MODELS", "FactorAnalysis", "VAE", "LatentVariableModel", "TrainingDiverged", "bits_per_dim", "load",
            "log_evidence"]  # fmt: skip

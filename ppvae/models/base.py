@@ -65,6 +65,7 @@ class LatentVariableModel(nn.Module):
         self.fit_config: dict[str, Any] = {}  # the options of the fit, as the run folder records them
         self.data_source: dict[str, Any] | None = None  # where the training data came from, when known
         self.preview: torch.Tensor | None = None  # a few test images for the reconstruction figure
+        self.preview_y: torch.Tensor | None = None  # and their labels, for a conditional model
         self.training_state: dict[str, Any] | None = None  # optimizer, epoch and step, for resume=True
 
     # -- what a subclass provides ---------------------------------------------------------------
@@ -91,7 +92,8 @@ class LatentVariableModel(nn.Module):
         """E[x | z] as images (..., C, H, W)."""
         raise NotImplementedError
 
-    def prior_sample(self, n: int) -> torch.Tensor:
+    def prior_sample(self, n: int, c: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` draws of z from p(z | c)."""
         raise NotImplementedError
 
     @property
@@ -247,16 +249,18 @@ class LatentVariableModel(nn.Module):
         return self.likelihood_mean(loc, c)
 
     @torch.no_grad()
-    def sample(self, n: int = 64, y: torch.Tensor | None = None, seed: int | None = None) -> torch.Tensor:
+    def sample(self, n: int = 64, y: Any = None, seed: int | None = None) -> torch.Tensor:
         """``n`` images E[x | z] with z drawn from the prior (labels ``y`` for a conditional model)."""
         self.eval()
-        c = None
-        if self.conditional:
-            if y is None:
-                y = torch.arange(n) % self.num_classes
-            c = self.condition(torch.as_tensor(y).to(self.device))
+        if not self.conditional and y is not None:
+            raise ValueError(f"{type(self).__name__} is not conditional: sample takes no labels")
+        c = self.condition(self.sample_labels(n, y).to(self.device)) if self.conditional else None
         with seeded(seed, self.device):
-            return self.likelihood_mean(self.prior_sample(n), c)
+            return self.likelihood_mean(self.prior_sample(n, c), c)
+
+    def sample_labels(self, n: int, y: Any = None) -> torch.Tensor:
+        """The ``n`` labels a conditional model samples with; by default the classes in turn."""
+        return torch.arange(n) % self.num_classes if y is None else torch.as_tensor(y).expand(n)
 
     # -- evaluation -----------------------------------------------------------------------------
 

@@ -112,7 +112,7 @@ def save_figures(model: "LatentVariableModel", directory: Path) -> list[Path]:
     samples = model.sample(64, seed=0).cpu()
     paths.append(save_figure_atomic(viz.image_grid, directory / "samples.png", samples, title=f"{type(model).__name__} samples"))
     if model.preview is not None:
-        recon = model.reconstruct(model.preview.to(model.device)).cpu()
+        recon = model.reconstruct(model.preview.to(model.device), y=model.preview_y).cpu()
         paths.append(save_figure_atomic(viz.reconstruction_grid, directory / "reconstructions.png", model.preview,
                                         {"reconstruction": recon}))  # fmt: skip
     return paths
@@ -126,7 +126,7 @@ def write_run(model: "LatentVariableModel", directory: Path, weights: dict[str, 
         save_torch_atomic(checkpoint, directory / CHECKPOINT)
     if weights is None:
         weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_torch_atomic({"state_dict": weights, "preview": model.preview}, directory / WEIGHTS)
+    save_torch_atomic({"state_dict": weights, "preview": model.preview, "preview_y": model.preview_y}, directory / WEIGHTS)
     write_text_atomic(directory / METRICS, metrics_text(model.history))
     write_text_atomic(directory / SPEC, json.dumps(spec_of(model), indent=2) + "\n")
     if figures:
@@ -175,7 +175,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> "LatentVa
     model = build(spec, directory)
     saved = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
     model.load_state_dict(saved["state_dict"])
-    model.preview = saved.get("preview")
+    model.preview, model.preview_y = saved.get("preview"), saved.get("preview_y")
     model.fit_config = spec.get("fit", {})
     model.data_source = data_source_of(spec)
     model.history = read_metrics(directory / METRICS)

@@ -287,6 +287,8 @@ def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tenso
         model.reset_parameters(seed)
     model.to(device)
 
+    if y is not None and isinstance(data, torch.Tensor):  # labels travel with their images from here on
+        data, y = ImageDataset(model.images(data).cpu(), torch.as_tensor(y)), None
     if isinstance(validation, float):
         data, validation = split_validation(data, validation, seed)
     if in_memory(data):
@@ -324,7 +326,10 @@ def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tenso
     x_val = model.prepare(validation, fixed, seed) if validation is not None else None
     if x_test is not None and x_test.shape[0] == 0 or x_val is not None and x_val.shape[0] == 0:
         raise ValueError("the test or validation set is empty")
-    model.preview = x_test[:PREVIEW].cpu().clone() if x_test is not None else model.preview
+    if x_test is not None:
+        model.preview = x_test[:PREVIEW].cpu().clone()
+        labels = getattr(test, "y", None) if model.conditional else None
+        model.preview_y = labels[:PREVIEW].clone() if labels is not None else None
 
     schedule = KLWeight(model.beta, options["kl_warmup"] * len(batches))
     first_x, first_c = next(iter(batches.for_rank(1, 0, device).batches(1)))

@@ -35,13 +35,18 @@ class VAE(LatentVariableModel):
         beta: float = 1.0,
     ):
         super().__init__(tuple(x_shape), z_dim, beta)
+        self._build_parts(prior, likelihood, guide, network, condition_dim=0)
+
+    def _build_parts(self, prior: PartSpec, likelihood: PartSpec, guide: PartSpec, network: PartSpec,
+                     condition_dim: int) -> None:  # fmt: skip
+        """Build every part from its spec; ``condition_dim`` is the width of the condition c (0: none)."""
         self.specs = {
             "prior": normalize_spec(prior, "prior"),
             "likelihood": normalize_spec(likelihood, "likelihood"),
             "guide": normalize_spec(guide, "guide"),
             "network": normalize_spec(network, "network"),
         }
-        self.prior = PRIORS.build(prior, z_dim=self.z_dim, x_shape=self.x_shape)
+        self.prior = PRIORS.build(prior, z_dim=self.z_dim, x_shape=self.x_shape, condition_dim=condition_dim)
         self.likelihood = LIKELIHOODS.build(likelihood, x_shape=self.x_shape)
         self.guide_family = GUIDES.build(guide, z_dim=self.z_dim)
         self.networks = NETWORKS.build(
@@ -50,7 +55,7 @@ class VAE(LatentVariableModel):
             z_dim=self.z_dim,
             encoder_out=self.guide_family.width,
             decoder_out=self.likelihood.width,
-            condition_dim=self.condition_dim,
+            condition_dim=condition_dim,
         )
 
         # Each program registers only the parts it uses, as Pyro's VAE tutorial does:
@@ -64,11 +69,10 @@ class VAE(LatentVariableModel):
             "guide": self._with_parameters(guide=self.guide_family, encoder=self.networks.encoder_net),
         }
 
-    condition_dim = 0
-
-    def pseudo_posterior(self, u: torch.Tensor):
-        """q(z | u) for pseudo-images u: what the VampPrior averages (a method, so the model pickles)."""
-        return self.guide_family(self.networks.encoder(u, None))
+    def pseudo_posterior(self, u: torch.Tensor, c: torch.Tensor | None = None, batch_shape: tuple[int, ...] | None = None):
+        """q(z | u, c) for pseudo-images u: what the VampPrior averages (a method, so the model pickles)."""
+        h = self.networks.encoder(u, c)
+        return self.guide_family(h if batch_shape is None else h.reshape(*batch_shape, h.shape[-1]))
 
     def _with_parameters(self, **modules: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
         return [(f"{self.pyro_name}.{name}", m) for name, m in modules.items() if any(True for _ in m.parameters())]
@@ -90,7 +94,7 @@ class VAE(LatentVariableModel):
 
     def model(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0,
               size: int | None = None):  # fmt: skip
-        """p(z) p(x | z): z ~ prior, x ~ likelihood(decoder(z)), observed where ``x`` is given.
+        """p(z | c) p(x | z, c): z ~ prior, x ~ likelihood(decoder(z, c)), observed where ``x`` is given.
 
         ``kl_weight`` scales the latent site (beta, times a warm-up factor, in training);
         without ``x``, ``size`` images are generated.
@@ -101,12 +105,12 @@ class VAE(LatentVariableModel):
             x = x.reshape((n,) + self.x_shape)
         with pyro.plate("data", n):
             with self._latent_scale(kl_weight):
-                z = pyro.sample("z", self.prior())
+                z = pyro.sample("z", self.prior(c))
             return pyro.sample("x", self.likelihood(self.networks.decoder(z, c)), obs=x)
 
     def guide(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0,
               size: int | None = None):  # fmt: skip
-        """q(z | x): the encoder's distribution over z for each image, its site scaled like the model's."""
+        """q(z | x, c): the encoder's distribution over z for each image, its site scaled like the model's."""
         self._register("guide")
         x = x.reshape((x.shape[0],) + self.x_shape)
         with pyro.plate("data", x.shape[0]):
@@ -121,8 +125,9 @@ class VAE(LatentVariableModel):
     def likelihood_mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.likelihood(self.networks.decoder(z, y)).mean
 
-    def prior_sample(self, n: int) -> torch.Tensor:
-        return self.prior().sample((n,))
+    def prior_sample(self, n: int, c: torch.Tensor | None = None) -> torch.Tensor:
+        prior = self.prior(c)
+        return prior.sample() if prior.batch_shape == (n,) else prior.sample((n,))
 
     @property
     def binary_likelihood(self) -> bool:

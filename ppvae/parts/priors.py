@@ -1,7 +1,8 @@
-"""Priors p(z): modules that return a distribution over z with event shape (z_dim,).
+"""Priors p(z | c): modules that return a distribution over z with event shape (z_dim,).
 
-The plate over the data broadcasts the prior across the batch, so a prior
-returns one distribution, not one per example.
+Every prior is called with the model's condition ``c`` (None for an unconditional
+model). Most ignore it and return one distribution, which the plate over the data
+broadcasts across the batch; a conditional prior returns one per example, batch (N,).
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from torch import nn
 
 from ppvae.parts.registry import Registry, positive
 
-PRIORS = Registry("prior", context=("z_dim", "x_shape"))
+PRIORS = Registry("prior", context=("z_dim", "x_shape", "condition_dim"))
 
 
 class Prior(nn.Module):
-    """Base class: ``prior() -> Distribution`` over z."""
+    """Base class: ``prior(c=None) -> Distribution`` over z."""
 
     uses_encoder = False  # True if the prior is built from the model's encoder (VampPrior)
 
@@ -36,7 +37,7 @@ class Prior(nn.Module):
 class StandardNormal(Prior):
     """Standard normal N(0, I): the VAE's default prior."""
 
-    def forward(self) -> dist.Distribution:
+    def forward(self, c: torch.Tensor | None = None) -> dist.Distribution:
         return dist.Normal(self._zeros, self._ones).to_event(1)
 
 
@@ -48,7 +49,7 @@ class LaplacePrior(Prior):
         super().__init__(z_dim)
         self.scale = positive("scale", scale)
 
-    def forward(self) -> dist.Distribution:
+    def forward(self, c: torch.Tensor | None = None) -> dist.Distribution:
         return dist.Laplace(self._zeros, self._ones * self.scale).to_event(1)
 
 
@@ -60,7 +61,7 @@ class StudentTPrior(Prior):
         super().__init__(z_dim)
         self.df = positive("df", df)
 
-    def forward(self) -> dist.Distribution:
+    def forward(self, c: torch.Tensor | None = None) -> dist.Distribution:
         return dist.StudentT(self._ones * self.df, self._zeros, self._ones).to_event(1)
 
 
@@ -75,7 +76,7 @@ class MixturePrior(Prior):
         self.locs = nn.Parameter(torch.randn(self.components, z_dim))
         self.log_scales = nn.Parameter(torch.zeros(self.components, z_dim))
 
-    def forward(self) -> dist.Distribution:
+    def forward(self, c: torch.Tensor | None = None) -> dist.Distribution:
         parts = dist.Normal(self.locs, self.log_scales.exp()).to_event(1)
         return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), parts)
 
@@ -97,7 +98,8 @@ class VampPrior(Prior):
         self._posterior = None
 
     def attach(self, posterior) -> None:
-        """``posterior(x) -> distribution over z`` with batch shape (N,) and event shape (z_dim,)."""
+        """``posterior(x, c, batch_shape=None) -> distribution over z``, event shape (z_dim,), batch shape (N,)
+        or ``batch_shape``."""
         self._posterior = posterior
 
     @torch.no_grad()
@@ -106,8 +108,36 @@ class VampPrior(Prior):
         if index.numel() == self.components:
             self.pseudo_inputs.copy_(x[index].reshape(self.pseudo_inputs.shape))
 
-    def forward(self) -> dist.Distribution:
+    def forward(self, c: torch.Tensor | None = None) -> dist.Distribution:
+        """The mixture of q(z | u_k); with a condition, of q(z | u_k, c_i) for each example i (batch (N,))."""
         if self._posterior is None:
             raise RuntimeError("the vamp prior needs the model's encoder: the model calls attach() when it is built")
-        weights = dist.Categorical(logits=torch.zeros(self.components, device=self.pseudo_inputs.device))
-        return dist.MixtureSameFamily(weights, self._posterior(self.pseudo_inputs))
+        k = self.components
+        if c is None:
+            weights = dist.Categorical(logits=torch.zeros(k, device=self.pseudo_inputs.device))
+            return dist.MixtureSameFamily(weights, self._posterior(self.pseudo_inputs, None))
+        n = c.shape[0]
+        inputs = self.pseudo_inputs.unsqueeze(0).expand(n, *self.pseudo_inputs.shape).flatten(0, 1)
+        components = self._posterior(inputs, c.repeat_interleave(k, dim=0), (n, k))  # every u_k with every c_i
+        weights = dist.Categorical(logits=torch.zeros(n, k, device=self.pseudo_inputs.device))
+        return dist.MixtureSameFamily(weights, components)
+
+
+@PRIORS.register("conditional")
+class ConditionalNormalPrior(Prior):
+    """A learned p(z | c) = N(mu(c), diag(sigma(c)^2)) from a small network on the condition: for conditional models.
+
+    The prior then carries what the condition says about z, and the encoder only the rest.
+    """
+
+    def __init__(self, z_dim: int, condition_dim: int = 0, hidden: int = 64):
+        super().__init__(z_dim)
+        if condition_dim < 1:
+            raise ValueError("the conditional prior needs a condition: use it in a conditional model (CVAE)")
+        self.net = nn.Sequential(nn.Linear(condition_dim, int(hidden)), nn.ReLU(), nn.Linear(int(hidden), 2 * z_dim))
+
+    def forward(self, c: torch.Tensor | None = None) -> dist.Distribution:
+        if c is None:
+            raise ValueError("the conditional prior needs the condition c")
+        loc, log_scale = self.net(c).split(self.z_dim, dim=-1)
+        return dist.Normal(loc, log_scale.exp()).to_event(1)

@@ -1,0 +1,118 @@
+"""The conditional VAE: one condition handed to encoder, decoder and prior; labels in, labels out."""
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.infer import Predictive
+
+import ppvae
+from ppvae.cli import main
+
+SMALL = {"x_shape": (1, 8, 8), "num_classes": 3, "z_dim": 2, "network": {"name": "mlp", "hidden": [16]}}
+
+
+def labelled(n=96, seed=0):
+    """Three classes of 8x8 binary images: bright top rows, bright bottom rows, or bright left columns."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    p = torch.full((n, 1, 8, 8), 0.1)
+    p[y == 0, :, :4] = 0.9
+    p[y == 1, :, 4:] = 0.9
+    p[y == 2, :, :, :4] = 0.9
+    return ppvae.data.ImageDataset(torch.bernoulli(p, generator=g), y, "bars", "train", ["top", "bottom", "left"])
+
+
+def test_the_condition_reaches_encoder_decoder_and_prior():
+    model = ppvae.CVAE(**SMALL, prior="conditional")
+    data = labelled(12)
+    c = model.condition(data.y)
+    assert c.shape == (12, 3) and torch.equal(c.argmax(-1), data.y)
+    guide_trace = poutine.trace(model.guide).get_trace(data.x, c)
+    model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(data.x, c)
+    assert model_trace.nodes["z"]["fn"].batch_shape == (12,)  # p(z | c): one prior per example
+    other = model.condition((data.y + 1) % 3)
+    assert not torch.equal(model.prior(c).mean, model.prior(other).mean)
+    assert not torch.equal(model.networks.decoder(torch.zeros(12, 2), c), model.networks.decoder(torch.zeros(12, 2), other))
+    draws = Predictive(model.model, num_samples=2)(c=c, size=12)
+    assert draws["x"].shape == (2, 12, 1, 8, 8)
+
+
+@pytest.mark.parametrize("prior", ["normal", {"name": "mixture", "components": 2}, {"name": "vamp", "components": 3},
+                                   "conditional"], ids=str)  # fmt: skip
+@pytest.mark.parametrize("likelihood", ["bernoulli", {"name": "normal", "scale": "learned"}], ids=str)
+@pytest.mark.parametrize("guide", ["normal", "student_t"])
+def test_every_conditional_combination_trains_scores_samples_and_reloads(prior, likelihood, guide, tmp_path):
+    model = ppvae.CVAE(**SMALL, prior=prior, likelihood=likelihood, guide=guide)
+    data = labelled(48)
+    if not model.binary_likelihood:
+        data = ppvae.data.ImageDataset(data.x * 0.8 + 0.1, data.y, "bars", "train", data.classes)
+    history = model.fit(data, epochs=2, batch_size=16, test=data, out=tmp_path / "run", progress=False)
+    assert np.isfinite(history[-1]["test_elbo"])
+    scores = model.evaluate(data, num_samples=4)
+    assert np.isfinite(scores["log_px"])
+    assert model.sample(6, y="left").shape == (6, 1, 8, 8)
+    loaded = ppvae.load(tmp_path / "run")
+    assert type(loaded) is ppvae.CVAE and loaded.classes == ["top", "bottom", "left"]
+    assert torch.equal(loaded.sample(4, y=1, seed=2), model.sample(4, y=1, seed=2))
+    assert (tmp_path / "run" / "reconstructions.png").exists()
+
+
+def test_the_label_steers_generation_on_learnable_classes():
+    model = ppvae.CVAE(**SMALL)
+    model.fit(labelled(600), epochs=30, batch_size=60, lr=3e-3, progress=False)
+    for index, name in enumerate(["top", "bottom", "left"]):
+        mean = model.sample(50, y=name, seed=0).mean(0)[0]
+        regions = {"top": mean[:4].mean(), "bottom": mean[4:].mean(), "left": mean[:, :4].mean()}
+        assert max(regions, key=regions.get) == name, (name, regions)
+    x = labelled(30, seed=1)
+    right, wrong = (ppvae.log_evidence(model, x.x, num_samples=50, y=y, progress=False) for y in (x.y, (x.y + 1) % 3))
+    assert (right > wrong).float().mean() >= 0.9 and (right - wrong).mean() > 3  # log p(x | y) knows an image's label
+
+
+def test_labels_come_from_the_dataset_a_tensor_or_a_stream(tmp_path):
+    data = labelled(60)
+    from_tensor = ppvae.CVAE(**SMALL).fit(data.x, y=data.y, epochs=1, batch_size=20, validation=0.2, progress=False)
+    np.save(tmp_path / "x.npy", (data.x.numpy() * 255).astype(np.uint8))
+    np.save(tmp_path / "y.npy", data.y.numpy())
+    stream = ppvae.data.NpyImages(tmp_path / "x.npy", labels=tmp_path / "y.npy")
+    from_stream = ppvae.CVAE(**SMALL).fit(stream, epochs=1, batch_size=20, progress=False)
+    assert len(from_tensor) == len(from_stream) == 1
+    with pytest.raises(ValueError, match="CVAE is conditional: pass labels y"):
+        ppvae.CVAE(**SMALL).fit(data.x, epochs=1, progress=False)
+
+
+def test_bad_labels_are_explained():
+    model = ppvae.CVAE(**SMALL, classes=["top", "bottom", "left"])
+    with pytest.raises(ValueError, match="unknown label 'right'; known: top, bottom, left"):
+        model.sample(2, y="right")
+    with pytest.raises(ValueError, match=r"label 5 is outside 0..2"):
+        model.sample(2, y=5)
+    with pytest.raises(ValueError, match=r"labels must lie in 0..2"):
+        model.encode(torch.zeros(2, 1, 8, 8), y=torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 2"):
+        ppvae.CVAE(x_shape=(1, 8, 8), num_classes=1)
+    with pytest.raises(ValueError, match="the conditional prior needs a condition"):
+        ppvae.VAE(x_shape=(1, 8, 8), prior="conditional")
+    with pytest.raises(ValueError, match="not conditional: sample takes no labels"):
+        ppvae.VAE(x_shape=(1, 8, 8), z_dim=2).sample(2, y=1)
+
+
+def test_cli_trains_a_cvae_on_labelled_folders_and_samples_a_class(tmp_path, capsys):
+    from torchvision.io import write_png
+
+    data = labelled(90)
+    for i, (image, label) in enumerate(zip(data.x, data.y)):
+        folder = tmp_path / "images" / data.classes[int(label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        write_png((image * 255).to(torch.uint8), str(folder / f"{i:03d}.png"))
+    run = tmp_path / "run"
+    assert main(["train", "--model", "cvae", "--data", str(tmp_path / "images"), "--z-dim", "2", "--hidden", "16",
+                 "--epochs", "2", "--quiet", "--out", str(run)]) == 0  # fmt: skip
+    model = ppvae.load(run)
+    assert isinstance(model, ppvae.CVAE) and model.classes == ["bottom", "left", "top"]  # folder names, sorted
+    assert main(["sample", str(run), "-n", "8", "--label", "left", "--out", str(tmp_path / "left.png")]) == 0
+    assert (tmp_path / "left.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["sample", str(run), "--label", "right"]) == 2
+    assert "unknown label 'right'" in capsys.readouterr().err
