@@ -74,7 +74,7 @@ def run_report(
         f"`{model!r}`, {model.num_parameters():,} parameters.",
         "",
         f"Trained for {len(model.history)} epochs ({total_seconds:.0f} s of training) on "
-        f"{fit.get('dataset', 'the training data')} with binarisation `{fit.get('binarize')}`, "
+        f"{(model.data_source or {}).get('dataset', 'the training data')} with binarisation `{fit.get('binarize')}`, "
         f"objective `{fit.get('elbo')}`, batch {fit.get('batch_size')}, learning rate {fit.get('lr')}, seed {fit.get('seed')}.",
         f"Measured on {platform.machine()} with {torch.get_num_threads()} threads, torch {torch.__version__}.",
         "",
