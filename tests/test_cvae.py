@@ -116,3 +116,23 @@ def test_cli_trains_a_cvae_on_labelled_folders_and_samples_a_class(tmp_path, cap
     assert (tmp_path / "left.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["sample", str(run), "--label", "right"]) == 2
     assert "unknown label 'right'" in capsys.readouterr().err
+
+
+def test_the_reports_figures_are_one_call_each(tmp_path):
+    model = ppvae.CVAE(**SMALL)
+    data = labelled(60)
+    model.fit(data, epochs=2, batch_size=20, test=data, out=tmp_path / "run", progress=False)
+    assert model.class_samples(4).shape == (3, 4, 1, 8, 8)
+    moved = model.transfer(data.x[:5], data.y[:5])
+    assert moved.shape == (5, 3, 1, 8, 8)
+    # decoding an image's own z with its own label is its reconstruction
+    assert torch.allclose(moved[torch.arange(5), data.y[:5]], model.reconstruct(data.x[:5], y=data.y[:5]))
+    sweep = model.slider(1, labels=["top", 2], steps=5)
+    assert sweep.shape == (2, 5, 1, 8, 8) and not torch.equal(sweep[0, 0], sweep[0, -1])
+    with pytest.raises(ValueError, match="dim must be in 0..1"):
+        model.slider(2)
+    for name in ("classes.png", "transfer.png", "slider.png"):
+        assert (tmp_path / "run" / name).read_bytes()[:4] == b"\x89PNG", name
+    from PIL import Image
+
+    assert Image.open(tmp_path / "run" / "transfer.png").height > 5 * 60  # a row for each of the 6 test images

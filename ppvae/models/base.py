@@ -329,6 +329,10 @@ class LatentVariableModel(nn.Module):
             out.update(num_samples=num_samples, evidence_seconds=estimate.seconds)
         return out
 
+    def draw_figures(self, directory: Path) -> list[Path]:
+        """Figures of this kind of model beyond the run's own (loss, samples, reconstructions); none by default."""
+        return []
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

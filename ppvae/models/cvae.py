@@ -15,7 +15,12 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from pathlib import Path
+
+from ppvae import viz
+from ppvae.infer import seeded
 from ppvae.models.base import LatentVariableModel
+from ppvae.models.runs import save_figure_atomic
 from ppvae.models.vae import VAE
 from ppvae.parts.registry import PartSpec
 
@@ -91,6 +96,69 @@ class CVAE(VAE):
         if y.numel() and (y.min() < 0 or y.max() >= self.num_classes):
             raise ValueError(f"labels must lie in 0..{self.num_classes - 1}, got values in [{int(y.min())}, {int(y.max())}]")
         return F.one_hot(y, self.num_classes).float()
+
+    # -- the course report's experiments: each one call, one tensor of images -------------------------
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.classes or [str(i) for i in range(self.num_classes)]
+
+    @torch.no_grad()
+    def class_samples(self, per_class: int = 10, seed: int | None = 0) -> torch.Tensor:
+        """Samples for every class, (num_classes, per_class, C, H, W). Where the prior ignores the label,
+        column j decodes the same z in every row, so a column shows one style across the classes."""
+        self.eval()
+        labels = torch.arange(self.num_classes, device=self.device).repeat_interleave(per_class)
+        c = self.condition(labels)
+        with seeded(seed, self.device):
+            if self.prior.depends_on_condition():
+                z = self.prior_sample(len(labels), c)
+            else:
+                z = self.prior_sample(per_class).repeat(self.num_classes, 1)
+            return self.likelihood_mean(z, c).reshape(self.num_classes, per_class, *self.x_shape)
+
+    @torch.no_grad()
+    def transfer(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Style transfer: each image encoded with its own label, its z decoded with every label,
+        (N, num_classes, C, H, W): what the label does not say (thickness, angle, shade) stays."""
+        self.eval()
+        x = self.images(x)
+        z = self.encode(x, y)
+        n = z.shape[0]
+        every = torch.arange(self.num_classes, device=self.device).repeat(n)
+        return self.likelihood_mean(z.repeat_interleave(self.num_classes, 0), self.condition(every)).reshape(
+            n, self.num_classes, *self.x_shape)  # fmt: skip
+
+    @torch.no_grad()
+    def slider(self, dim: int = 0, labels: Any = None, steps: int = 9, span: float = 2.5) -> torch.Tensor:
+        """One latent dimension swept from -span to span (the others at 0), decoded with each of ``labels``
+        (default: every class), (len(labels), steps, C, H, W): the report's "sliders"."""
+        self.eval()
+        if not 0 <= dim < self.z_dim:
+            raise ValueError(f"dim must be in 0..{self.z_dim - 1}, got {dim}")
+        labels = range(self.num_classes) if labels is None else [labels] if isinstance(labels, (int, str)) else labels
+        z = torch.zeros(steps, self.z_dim, device=self.device)
+        z[:, dim] = torch.linspace(-span, span, steps, device=self.device)
+        rows = [self.likelihood_mean(z, self.condition(torch.full((steps,), self.label_index(label), device=self.device)))
+                for label in labels]  # fmt: skip
+        return torch.stack(rows)
+
+    def draw_figures(self, directory: Path) -> list[Path]:
+        """classes.png, transfer.png (from the preview's test images) and slider.png in ``directory``."""
+        names = self.class_names
+        rows = dict(zip(names, self.class_samples(10).cpu()))
+        paths = [save_figure_atomic(viz.image_rows, directory / "classes.png", rows, title="Samples of each class")]
+        if self.preview is not None and self.preview_y is not None:
+            moved = self.transfer(self.preview[:6], self.preview_y[:6]).cpu()
+            originals = self.preview[:6].cpu()
+            rows = {f"{i + 1}. {names[int(label)]}, then every class": torch.cat([original[None], row])
+                    for i, (original, label, row) in enumerate(zip(originals, self.preview_y[:6], moved))}  # fmt: skip
+            paths.append(save_figure_atomic(viz.image_rows, directory / "transfer.png", rows,
+                                            title="A test image, then its z decoded with every label"))  # fmt: skip
+        rows = dict(zip(names, self.slider(0).cpu()))
+        paths.append(save_figure_atomic(viz.image_rows, directory / "slider.png", rows,
+                                        title="z[0] from -2.5 to 2.5, the rest 0, for each label"))  # fmt: skip
+        return paths
 
     def __repr__(self) -> str:
         return super().__repr__().replace("z_dim=", f"num_classes={self.num_classes}, z_dim=", 1)

@@ -115,7 +115,7 @@ def save_figures(model: "LatentVariableModel", directory: Path) -> list[Path]:
         recon = model.reconstruct(model.preview.to(model.device), y=model.preview_y).cpu()
         paths.append(save_figure_atomic(viz.reconstruction_grid, directory / "reconstructions.png", model.preview,
                                         {"reconstruction": recon}))  # fmt: skip
-    return paths
+    return paths + model.draw_figures(directory)
 
 
 def write_run(model: "LatentVariableModel", directory: Path, weights: dict[str, torch.Tensor] | None = None,

@@ -20,6 +20,12 @@ class Prior(nn.Module):
     """Base class: ``prior(c=None) -> Distribution`` over z."""
 
     uses_encoder = False  # True if the prior is built from the model's encoder (VampPrior)
+    uses_condition = False  # True if p(z | c) depends on c by itself (a conditional prior)
+
+    def depends_on_condition(self) -> bool:
+        """Whether p(z | c) changes with c in a conditional model: a conditional prior, or one built from
+        the (conditional) encoder."""
+        return self.uses_condition or self.uses_encoder
 
     def __init__(self, z_dim: int):
         super().__init__()
@@ -129,6 +135,8 @@ class ConditionalNormalPrior(Prior):
 
     The prior then carries what the condition says about z, and the encoder only the rest.
     """
+
+    uses_condition = True
 
     def __init__(self, z_dim: int, condition_dim: int = 0, hidden: int = 64):
         super().__init__(z_dim)
