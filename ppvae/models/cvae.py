@@ -31,7 +31,13 @@ class CVAE(VAE):
     ``fit(dataset)`` reads the dataset's labels (``y=`` for a tensor of images). ``classes``
     names the labels (so ``sample(8, y="Sneaker")`` works); every other argument is the VAE's.
 
-        CVAE(x_shape=(1, 28, 28), num_classes=10, z_dim=8, prior="conditional")
+    The default prior is a learned p(z | c): measured on Fashion-MNIST (``benchmarks/cvae_labels.py``),
+    its samples are as recognisable to a classifier as real test images (0.874 against 0.874),
+    where N(0, I) reached 0.704 at the same z_dim. With it, z carries the class too, so decoding
+    one z with another label changes little: for style transfer and sliders, take
+    ``prior="normal"``, which leaves the class to the label.
+
+        CVAE(x_shape=(1, 28, 28), num_classes=10)
     """
 
     conditional = True
@@ -41,7 +47,7 @@ class CVAE(VAE):
         x_shape: Sequence[int] = (1, 28, 28),
         num_classes: int = 10,
         z_dim: int = 20,
-        prior: PartSpec = "normal",
+        prior: PartSpec = "conditional",
         likelihood: PartSpec = "bernoulli",
         guide: PartSpec = "normal",
         network: PartSpec = "mlp",
@@ -120,7 +126,9 @@ class CVAE(VAE):
     @torch.no_grad()
     def transfer(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Style transfer: each image encoded with its own label, its z decoded with every label,
-        (N, num_classes, C, H, W): what the label does not say (thickness, angle, shade) stays."""
+        (N, num_classes, C, H, W): what the label does not say (thickness, angle, shade) stays.
+        It needs a prior that ignores the label (``prior="normal"``); under a learned p(z | c), z carries
+        the class and the label changes little."""
         self.eval()
         x = self.images(x)
         z = self.encode(x, y)
