@@ -11,7 +11,7 @@ from typing import Sequence
 
 import ppvae
 from ppvae import viz
-from ppvae.data import BINARIZE_METHODS, DATASETS, ImageDataset
+from ppvae.data import BINARIZE_METHODS, DATASET_NAMES, ImageDataset
 from ppvae.infer import ACCELERATORS, OBJECTIVES, PRECISIONS, STRATEGIES
 from ppvae.models.runs import build as build_run_model, data_source_of, read_spec, save_figures, write_text_atomic
 from ppvae.parts import REGISTRIES
@@ -69,7 +69,7 @@ def _binarize(value: str) -> str | None:
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("data")
-    group.add_argument("--dataset", choices=sorted(DATASETS), help=f"a named dataset (default {DEFAULT_DATASET})")
+    group.add_argument("--dataset", choices=sorted(DATASET_NAMES), help=f"a named dataset (default {DEFAULT_DATASET})")
     group.add_argument("--data", metavar="PATH", help="your own images: a .npy/.pt array or a folder of image files")
     group.add_argument("--root", help="folder holding the dataset's IDX files (default: $PPVAE_DATA, then Debian's path)")
     group.add_argument("--limit", type=int, help="use only the first N training images")

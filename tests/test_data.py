@@ -60,6 +60,25 @@ def test_emnist_letters_are_transposed_and_zero_based(tmp_path):
     assert data.classes[0] == "a"
 
 
+def test_alphanumeric_joins_mnist_digits_and_emnist_letters_in_one_label_space(tmp_path):
+    digits = write_mnist_like(tmp_path, n_train=12, n_test=6)
+    rng = np.random.default_rng(1)
+    letters = rng.integers(0, 256, size=(8, 28, 28), dtype=np.uint8)
+    letter_labels = np.array([1, 2, 26, 13, 1, 5, 9, 26], dtype=np.uint8)  # EMNIST numbers its letters from 1
+    for split in ("train", "test"):
+        write_idx(tmp_path / f"emnist-letters-{split}-images-idx3-ubyte.gz", letters)
+        write_idx(tmp_path / f"emnist-letters-{split}-labels-idx1-ubyte.gz", letter_labels)
+    data = ppvae.data.load("alphanumeric", split="test", root=tmp_path, download=False)
+    assert len(data) == 6 + 8 and data.num_classes == 36 and data.classes[:11] == [*"0123456789", "A"]
+    assert torch.equal(data.y[:6], torch.from_numpy(digits["t10k"][1]).long())
+    assert data.y[6:].tolist() == [10, 11, 35, 22, 10, 14, 18, 35]  # a -> A at 10, z -> Z at 35
+    assert [data.classes[i] for i in data.y[6:9]] == ["A", "B", "Z"]
+    assert torch.allclose(data.x[6, 0] * 255, torch.from_numpy(letters[0]).float().T)  # EMNIST's transpose undone
+    write_mnist_like(tmp_path / "only-digits")
+    with pytest.raises(DatasetNotFoundError, match="dataset 'emnist-letters'"):  # the missing half is named
+        ppvae.data.load("alphanumeric", split="test", root=tmp_path / "only-digits", download=False)
+
+
 def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path):
     with pytest.raises(DatasetNotFoundError) as info:
         ppvae.data.load("fashion-mnist", split="train", root=tmp_path, download=False)

@@ -17,7 +17,7 @@ from ppvae.data.dequantize import dequantize
 from ppvae.data.files import as_image_tensor, load_path
 from ppvae.data.idx import read_idx, write_idx
 from ppvae.data.lazy import FolderImages, NpyImages
-from ppvae.data.sources import DATASETS, DatasetNotFoundError, default_root, load_named
+from ppvae.data.sources import DATASET_NAMES, DATASETS, DatasetNotFoundError, default_root, load_named
 
 Data = ImageDataset | torch.Tensor | torch.utils.data.Dataset
 """What every model and evaluation accepts: a ppvae dataset, an image tensor, or any dataset of images."""
@@ -28,6 +28,7 @@ __all__ = [
     "FolderImages",
     "NpyImages",
     "DATASETS",
+    "DATASET_NAMES",
     "DatasetNotFoundError",
     "ImageDataset",
     "as_image_tensor",
@@ -52,7 +53,8 @@ def load(
     limit: int | None = None,
     lazy: bool = False,
 ) -> ImageDataset | NpyImages | FolderImages:
-    """Load a dataset by name ("fashion-mnist", "mnist", "kmnist", "emnist-letters") or from a path.
+    """Load a dataset by name ("fashion-mnist", "mnist", "kmnist", "emnist-letters", and "alphanumeric":
+    MNIST's digits and EMNIST's letters as 36 classes, 0-9 then A-Z) or from a path.
 
     Named datasets are read from ``root`` (default ``$PPVAE_DATA`` or
     ``~/.cache/ppvae``), then from Debian's dataset packages, then fetched through

@@ -71,6 +71,14 @@ DATASETS: dict[str, NamedDataset] = {
 }
 _ALIASES = {"fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist", "emnist": "emnist-letters"}
 
+COMBINED: dict[str, tuple[tuple[str, int], ...]] = {
+    # the course report's 36-class set: MNIST's digits 0-9, then EMNIST's letters as 10-35 (A-Z), one label space
+    "alphanumeric": (("mnist", 0), ("emnist-letters", 10)),
+}
+COMBINED_CLASSES = {"alphanumeric": tuple("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")}
+DATASET_NAMES = (*DATASETS, *COMBINED)
+"""Every name ``ppvae.data.load`` knows."""
+
 
 def default_root() -> Path:
     """Where downloads go: ``$PPVAE_DATA`` if set, else ``~/.cache/ppvae``."""
@@ -81,7 +89,7 @@ def resolve_name(name: str) -> NamedDataset:
     key = name.lower().replace("_", "-")
     key = _ALIASES.get(key.replace("-", ""), _ALIASES.get(key, key))
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)} (or a path to your own images)")
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)} (or a path to your own images)")
     return DATASETS[key]
 
 
@@ -134,8 +142,18 @@ def not_found_message(spec: NamedDataset, split: str, root: Path | None, reason:
     )
 
 
+def load_combined(name: str, split: str, root: str | Path | None, download_missing: bool) -> ImageDataset:
+    """Several named datasets as one, their labels shifted into one label space (see ``COMBINED``)."""
+    parts = [(load_named(part, split, root, download_missing), offset) for part, offset in COMBINED[name]]
+    x = torch.cat([data.x for data, _ in parts])
+    y = torch.cat([data.y + offset for data, offset in parts])
+    return ImageDataset(x, y, name, split, list(COMBINED_CLASSES[name]))
+
+
 def load_named(name: str, split: str = "train", root: str | Path | None = None, download_missing: bool = True) -> ImageDataset:
     """Load a named dataset's ``split`` ("train" or "test") as an :class:`ImageDataset`."""
+    if name.lower() in COMBINED:
+        return load_combined(name.lower(), split, root, download_missing)
     spec = resolve_name(name)
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
