@@ -59,19 +59,26 @@ def check_devices(devices: int, accelerator: str) -> int:
     return devices
 
 
-def make_fabric(accelerator: str = "auto", devices: int = 1, strategy: str = "auto", precision: str = "32-true",
-                loggers: Sequence[Any] = ()) -> Fabric:  # fmt: skip
-    """A Fabric for the loop, its arguments checked with messages that say what exists."""
+def check_engine(accelerator: str = "auto", devices: int = 1, strategy: str = "auto",
+                 precision: str = "32-true") -> tuple[str, str]:  # fmt: skip
+    """The engine options checked, with messages that say what exists; returns (accelerator, Fabric's strategy)."""
     accelerator = resolve_accelerator(accelerator)
     devices = check_devices(devices, accelerator)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "16-mixed" and accelerator == "cpu":
         raise ValueError("precision='16-mixed' needs a GPU; on the CPU use 'bf16-mixed' or '32-true'")
+    return accelerator, resolve_strategy(strategy, devices)
+
+
+def make_fabric(accelerator: str = "auto", devices: int = 1, strategy: str = "auto", precision: str = "32-true",
+                loggers: Sequence[Any] = ()) -> Fabric:  # fmt: skip
+    """A Fabric for the loop, its arguments checked first (see :func:`check_engine`)."""
+    accelerator, strategy = check_engine(accelerator, devices, strategy, precision)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Fabric's notes on environments and launchers; our messages say what matters
-        return Fabric(accelerator=accelerator, devices=devices, strategy=resolve_strategy(strategy, devices),
-                      precision=precision, loggers=list(loggers))  # fmt: skip
+        return Fabric(accelerator=accelerator, devices=devices, strategy=strategy, precision=precision,
+                      loggers=list(loggers))  # fmt: skip
 
 
 def quiet_engine_logs() -> "QuietEngineLogs":

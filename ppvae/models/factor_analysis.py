@@ -24,6 +24,7 @@ import pyro.distributions as dist
 import torch
 
 from ppvae.data import Data
+from ppvae.infer.launch import resolve_accelerator
 from ppvae.models import runs
 from ppvae.models.vae import VAE
 
@@ -197,8 +198,6 @@ class FactorAnalysis(VAE):
             self.load_state_dict(fitted.state_dict())
             self.history, self.fit_config = fitted.history, fitted.fit_config
             return self.history
-        from ppvae.infer.launch import resolve_accelerator
-
         self.to("cuda" if resolve_accelerator(options["accelerator"]) == "cuda" else "cpu")
         history = self._fit_em(data, self.max_iter, self.tol, test)
         if out is not None:

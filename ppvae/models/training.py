@@ -29,7 +29,7 @@ from ppvae.infer import (
     make_elbo, make_fabric, seeded, validate_programs,
 )  # fmt: skip
 from ppvae.infer.batches import local_batch_size
-from ppvae.infer.launch import resolve_accelerator
+from ppvae.infer.launch import check_engine
 from ppvae.models import runs
 
 if TYPE_CHECKING:
@@ -277,8 +277,7 @@ def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tenso
             return model.history
     seed = options["seed"]
     fresh = state is None and not model.history
-    accelerator = resolve_accelerator(options["accelerator"])
-    make_fabric(accelerator, options["devices"], options["strategy"], options["precision"])  # the options, checked
+    accelerator, _ = check_engine(options["accelerator"], options["devices"], options["strategy"], options["precision"])
     local_batch_size(options["batch_size"], options["devices"])
     # one process prepares on its device; several each move the prepared data to their own
     device = torch.device("cuda", torch.cuda.current_device()) if accelerator == "cuda" and options["devices"] == 1 \
