@@ -17,12 +17,13 @@ Layers, imports pointing downward only:
 from ppvae import data
 from ppvae.compare import Comparison, compare
 from ppvae.models import (
-    CVAE, MODELS, VAE, FactorAnalysis, LatentVariableModel, TrainingDiverged, bits_per_dim, load, log_evidence,
+    CVAE, MODELS, VAE, CompletionNetwork, CompletionVAE, completion_rows, completion_scores, FactorAnalysis, LatentVariableModel, TrainingDiverged, bits_per_dim, load, log_evidence,
 )  # fmt: skip
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CVAE", "MODELS", "Comparison", "FactorAnalysis", "VAE", "LatentVariableModel", "TrainingDiverged", "bits_per_dim", "compare", "data", "load",
+    "CVAE", "CompletionNetwork", "CompletionVAE", "MODELS", "Comparison", "FactorAnalysis", "VAE", "LatentVariableModel", "TrainingDiverged", "bits_per_dim", "compare", "completion_rows",
+    "completion_scores", "data", "load",
     "log_evidence", "__version__",
 ]  # fmt: skip

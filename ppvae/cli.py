@@ -91,14 +91,13 @@ def run_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict, dict
     unknown = sorted(set(tables["fit"]) - set(FIT_FLAGS))
     if unknown:
         raise ValueError(f"unknown [fit] keys {unknown}; known: {', '.join(FIT_FLAGS)}")
-    for key in ("model", "z_dim", "beta", "prior", "likelihood", "guide", "network", "method"):
+    for key in ("model", "z_dim", "beta", "prior", "likelihood", "guide", "network", "method", "visible"):
         value = getattr(args, key)
         if value is not None:
             model["name" if key == "model" else key] = value
     if args.hidden:
         model["network"] = {**normalize_spec(model.get("network", "mlp"), "network"), "hidden": args.hidden}
     model = part_flags(model, extra)
-    model.setdefault("z_dim", 20)
     fit = dict(tables["fit"])
     fit.update({key: getattr(args, key) for key in FIT_FLAGS if getattr(args, key, None) is not None})
     return model, fit, data_source(args, tables["data"])
@@ -124,7 +123,7 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict:
 def resume_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple:
     """(model, train, test, fit options) to continue the run in ``--out``: everything but the engine
     flags and ``--epochs`` (the total to reach) comes from the run itself."""
-    built = ("spec", "model", "z_dim", "beta", "prior", "likelihood", "guide", "network", "method", "hidden", "dataset",
+    built = ("spec", "model", "z_dim", "beta", "prior", "likelihood", "guide", "network", "method", "visible", "hidden", "dataset",
              "data", "root", "limit", "test_limit", "dequantize", *(k for k in FIT_FLAGS if k not in RESUME_FLAGS))
     changed = [f"--{flag.replace('_', '-')}" for flag in built if getattr(args, flag, None)] + list(extra)
     if changed:
@@ -186,9 +185,18 @@ def cmd_sample(args: argparse.Namespace) -> str:
     out = Path(args.out or Path(args.run) / "samples.png")
     if args.label is not None and not model.conditional:
         raise ValueError(f"{args.run} holds an unconditional {type(model).__name__}; --label needs a CVAE")
-    label = f" of {args.label}" if args.label is not None else ""
-    samples = model.sample(args.n, y=args.label, seed=args.seed).cpu()
-    viz.image_grid(samples, out, title=f"{args.n} samples{label}", nrow=min(args.n, 8))
+    if not model.samples_from_prior:  # a completion model: fill in test images
+        test = _run_test_data(args, read_spec(args.run), dequantized=False)
+        x = model.prepare(test.subset(args.n), seed=args.seed)
+        visible = args.visible or 2
+        rows = ppvae.completion_rows({type(model).__name__: model}, x, visible, samples=3, seed=args.seed)
+        viz.image_rows(rows, out, title=f"{args.n} test images completed from {visible} quadrant(s)")
+    else:
+        if args.visible is not None:
+            raise ValueError(f"{args.run} holds a {type(model).__name__}; --visible is for completion models")
+        label = f" of {args.label}" if args.label is not None else ""
+        samples = model.sample(args.n, y=args.label, seed=args.seed).cpu()
+        viz.image_grid(samples, out, title=f"{args.n} samples{label}", nrow=min(args.n, 8))
     print(f"wrote {out}")
     return str(out)
 
@@ -239,14 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--spec", metavar="TOML", help="a spec file with [model], [fit] and [data] tables; flags override it")
     group = p.add_argument_group("model")
-    group.add_argument("--model", choices=sorted(MODEL_NAMES), help="VAE (default), cvae (learns from the labels) or "
-                       "factor-analysis")  # fmt: skip
+    group.add_argument("--model", choices=sorted(MODEL_NAMES), help="VAE (default), cvae (learns from the labels), "
+                       "factor-analysis, completion (a CVAE that fills in hidden quadrants) or completion-network (its "
+                       "deterministic baseline)")  # fmt: skip
     group.add_argument("--z-dim", type=int, help="latent dimensions (default 20)")
     for kind, registry in REGISTRIES.items():
         group.add_argument(f"--{kind}", choices=registry.names(), help=f"the {kind} by name")
     group.add_argument("--hidden", type=int, nargs="+", help="hidden layer widths of the MLP (as --network-hidden)")
     group.add_argument("--beta", type=float, help="weight of the KL term (a beta-VAE)")
     group.add_argument("--method", choices=["em", "svi"], help="factor analysis: closed-form EM (default) or SVI")
+    group.add_argument("--visible", type=int, nargs="+", choices=[1, 2, 3],
+                       help="completion models: the numbers of visible quadrants training shows (default 1 2 3)")
     add_data_arguments(p)
     p.add_argument("--dequantize", action="store_true", help="(pixel + u) / 256: continuous data for continuous likelihoods")
     group = p.add_argument_group("fit")
@@ -295,7 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("-n", type=int, default=64)
     p.add_argument("--label", help="a conditional model's class: an index or a name (--label sneaker)")
+    p.add_argument("--visible", type=int, choices=[1, 2, 3],
+                   help="a completion model: complete N test images from this many quadrants (default 2)")
     p.add_argument("--out", help="PNG path (default: RUN/samples.png)")
+    add_data_arguments(p)
     add_run_options(p, quiet=False)
     p.set_defaults(func=cmd_sample)
 

@@ -38,6 +38,7 @@ from ppvae.parts import REGISTRIES, normalize_spec
 
 SECTIONS = ("model", "fit", "data")
 MODEL_NAMES = {"vae": "VAE", "cvae": "CVAE", "factor-analysis": "FactorAnalysis", "fa": "FactorAnalysis",
+               "completion": "CompletionVAE", "completion-network": "CompletionNetwork",
                **{m: m for m in MODELS}}  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from ppvae.infer.random import derive_seed, generator
 
 Batch = tuple[torch.Tensor, torch.Tensor | None]
 Transform = Callable[[torch.Tensor], torch.Tensor]
+Conditioner = Callable[[torch.Tensor, "torch.Tensor | None"], "torch.Tensor | None"]
 
 
 def shard_order(num_examples: int, seed: int, epoch: int, world_size: int = 1, rank: int = 0,
@@ -55,11 +56,21 @@ def local_batch_size(batch_size: int, world_size: int) -> int:
     return batch_size // world_size
 
 
+def finish_batch(x: torch.Tensor, c: torch.Tensor | None, transform: Transform | None,
+                 conditioner: Conditioner | None) -> Batch:  # fmt: skip
+    """A batch as the programs take it: images transformed (binarised), then the condition built."""
+    if transform is not None:
+        x = transform(x)
+    return x, (conditioner(x, c) if conditioner is not None else c)
+
+
 @dataclass
 class TensorBatches:
     """Minibatches sliced from images (N, C, H, W) and optional conditions (N, ...) already on the device.
 
-    ``transform`` runs on each batch (dynamic binarisation draws a fresh sample there).
+    ``transform`` runs on each batch (dynamic binarisation draws a fresh sample there);
+    ``conditioner(x, c)`` then gives the batch's condition (a completion model draws
+    which pixels are visible there), from the loop's seeded noise like the transform.
     """
 
     x: torch.Tensor
@@ -67,6 +78,7 @@ class TensorBatches:
     batch_size: int = 128
     seed: int = 0
     transform: Transform | None = None
+    conditioner: Conditioner | None = None
     world_size: int = 1
     rank: int = 0
 
@@ -99,7 +111,7 @@ class TensorBatches:
         for start in range(0, order.shape[0], size):
             index = order[start : start + size]
             x = self.x[index]
-            yield (self.transform(x) if self.transform else x), (None if self.c is None else self.c[index])
+            yield finish_batch(x, None if self.c is None else self.c[index], self.transform, self.conditioner)
 
 
 class ShardSampler(Sampler[int]):
@@ -125,7 +137,8 @@ class LoaderBatches:
 
     Items are images or (image, label) pairs; ``prepare`` turns a collated batch of images
     into float images on the device (uint8 arrives as is and is scaled there: a quarter of
-    the bytes to move). ``condition`` turns labels into what the programs take.
+    the bytes to move). ``condition`` turns labels into what the programs take;
+    ``transform`` and ``conditioner`` act as for :class:`TensorBatches`.
     """
 
     dataset: Dataset
@@ -134,6 +147,7 @@ class LoaderBatches:
     seed: int = 0
     transform: Transform | None = None
     condition: Callable[[torch.Tensor], torch.Tensor] | None = None
+    conditioner: Conditioner | None = None
     num_workers: int = 0
     world_size: int = 1
     rank: int = 0
@@ -176,5 +190,4 @@ class LoaderBatches:
             generator=generator(derive_seed(self.seed, epoch, self.rank, 1)),  # worker seeds, not the noise stream
         )  # fmt: skip
         for batch in loader:
-            x, c = self._to_device(batch)
-            yield (self.transform(x) if self.transform else x), c
+            yield finish_batch(*self._to_device(batch), self.transform, self.conditioner)

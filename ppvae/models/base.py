@@ -39,6 +39,8 @@ class LatentVariableModel(nn.Module):
     conditional = False  # True if the programs take a condition c
     num_classes = 0  # label classes of a conditional model
     has_exact_evidence = False  # True if exact_log_evidence has a closed form
+    has_latent = True  # False for a network with no z (the completion baseline)
+    samples_from_prior = True  # False if a sample needs an input (a completion needs the visible pixels)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -51,7 +53,7 @@ class LatentVariableModel(nn.Module):
             x_shape = (1, 1, x_shape[0])
         if len(x_shape) != 3 or min(x_shape) < 1:
             raise ValueError(f"x_shape must be (C, H, W) (or (D,) for flat data), got {x_shape}")
-        if isinstance(z_dim, bool) or int(z_dim) != z_dim or int(z_dim) < 1:
+        if isinstance(z_dim, bool) or int(z_dim) != z_dim or int(z_dim) < int(self.has_latent):
             raise ValueError(f"z_dim must be a positive integer, got {z_dim}")
         if not beta > 0:
             raise ValueError(f"beta must be positive (Pyro cannot scale a site by {beta})")
@@ -134,6 +136,13 @@ class LatentVariableModel(nn.Module):
     def condition(self, y: torch.Tensor) -> torch.Tensor:
         """Labels as the tensor the networks take (one-hot for a CVAE)."""
         return y
+
+    def batch_conditioner(self):
+        """``(x, c) -> c`` for each training batch, after binarisation, or None to train on ``c`` as given.
+
+        A completion model draws there which pixels of each image are visible.
+        """
+        return None
 
     def resolve_binarize(self, binarize: str | None, x: torch.Tensor) -> str | None:
         """``"auto"``: dynamic binarisation when the likelihood is binary and the data is not; else none."""

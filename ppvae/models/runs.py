@@ -109,9 +109,11 @@ def save_figures(model: "LatentVariableModel", directory: Path) -> list[Path]:
     paths = []
     if any("_elbo" in k for row in model.history for k in row):
         paths.append(save_figure_atomic(viz.history_plot, directory / "loss.png", model.history))
-    samples = model.sample(64, seed=0).cpu()
-    paths.append(save_figure_atomic(viz.image_grid, directory / "samples.png", samples, title=f"{type(model).__name__} samples"))
-    if model.preview is not None:
+    if model.samples_from_prior:
+        samples = model.sample(64, seed=0).cpu()
+        paths.append(save_figure_atomic(viz.image_grid, directory / "samples.png", samples,
+                                        title=f"{type(model).__name__} samples"))  # fmt: skip
+    if model.preview is not None and model.has_latent:
         recon = model.reconstruct(model.preview.to(model.device), y=model.preview_y).cpu()
         paths.append(save_figure_atomic(viz.reconstruction_grid, directory / "reconstructions.png", model.preview,
                                         {"reconstruction": recon}))  # fmt: skip

@@ -307,8 +307,9 @@ def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tenso
         if not dynamic:
             x = binarize_images(x, method, seed=seed)
         model.check_data(torch.bernoulli(x[: options["batch_size"]]) if dynamic else x)
-        batches: TensorBatches | LoaderBatches = TensorBatches(x, model.conditions(data, y), options["batch_size"], seed,
-                                                               transform)  # fmt: skip
+        labels = model.conditions(data, y) if model.conditional else None
+        batches: TensorBatches | LoaderBatches = TensorBatches(x, labels, options["batch_size"], seed, transform,
+                                                               model.batch_conditioner())  # fmt: skip
     else:
         if method == "static":
             raise ValueError("binarize='static' draws one fixed sample of the whole set in memory; for data read "
@@ -316,7 +317,7 @@ def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tenso
         model.check_data(transform(head) if transform else head)
         condition = model.condition if model.conditional else None
         batches = LoaderBatches(data, loader_prepare, options["batch_size"], seed, transform, condition,
-                                options["num_workers"])  # fmt: skip
+                                model.batch_conditioner(), options["num_workers"])  # fmt: skip
     if dynamic and (head.min() < 0 or head.max() > 1):
         raise ValueError("binarisation needs pixel values in [0, 1]")
 

@@ -100,13 +100,17 @@ class VAE(LatentVariableModel):
         without ``x``, ``size`` images are generated.
         """
         self._register("model")
-        n = x.shape[0] if x is not None else size
+        n = x.shape[0] if x is not None else size if size is not None else c.shape[0]
         if x is not None:
             x = x.reshape((n,) + self.x_shape)
         with pyro.plate("data", n):
             with self._latent_scale(kl_weight):
                 z = pyro.sample("z", self.prior(c))
-            return pyro.sample("x", self.likelihood(self.networks.decoder(z, c)), obs=x)
+            return pyro.sample("x", self.observed(self.likelihood(self.networks.decoder(z, c)), c), obs=x)
+
+    def observed(self, likelihood, c: torch.Tensor | None):
+        """p(x | z, c) as the model observes it: whole images here; a completion model scores only hidden pixels."""
+        return likelihood
 
     def guide(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0,
               size: int | None = None):  # fmt: skip

@@ -1,8 +1,8 @@
 """Parts a model is built from: priors, likelihoods, guide families and networks, each in a registry."""
 
 from ppvae.parts.guides import GUIDES, LocationScaleGuide
-from ppvae.parts.likelihoods import LIKELIHOODS, Likelihood
-from ppvae.parts.networks import NETWORKS, Networks
+from ppvae.parts.likelihoods import LIKELIHOODS, Likelihood, observed_where
+from ppvae.parts.networks import MLP, NETWORKS, Networks
 from ppvae.parts.priors import PRIORS, Prior
 from ppvae.parts.registry import Registry, normalize_spec
 
@@ -15,9 +15,11 @@ __all__ = [
     "PRIORS",
     "REGISTRIES",
     "Likelihood",
+    "MLP",
     "LocationScaleGuide",
     "Networks",
     "Prior",
     "Registry",
     "normalize_spec",
+    "observed_where",
 ]

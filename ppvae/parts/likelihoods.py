@@ -170,3 +170,14 @@ class ContinuousBernoulli(Likelihood):
                 f"the continuous_bernoulli likelihood needs pixels in [0, 1], got values in [{x.min():.3g}, {x.max():.3g}]; "
                 "rescale the images or choose the normal or laplace likelihood"
             )
+
+
+def observed_where(likelihood: dist.Independent, mask: torch.Tensor) -> dist.Distribution:
+    """``likelihood`` (a per-pixel family made an image by ``to_event``) scored only where ``mask`` is True.
+
+    The other pixels add nothing to log p: a completion model observes the hidden pixels alone,
+    since the visible ones are its input, not its output.
+    """
+    if not isinstance(likelihood, dist.Independent):
+        raise TypeError(f"observed_where needs a per-pixel likelihood made an image with to_event, got {likelihood}")
+    return likelihood.base_dist.mask(mask).to_event(likelihood.reinterpreted_batch_ndims)
