@@ -123,8 +123,13 @@ class LatentVariableModel(nn.Module):
         """``data`` as float images (N, C, H, W) on the model's device, as given (not binarised)."""
         return as_images(data, self.x_shape).to(self.device)
 
-    def conditions(self, data: Data | None, y: torch.Tensor | None = None) -> torch.Tensor | None:
-        """What the programs take as ``c`` for ``data`` (labels ``y``, or the dataset's): None for an unconditional model."""
+    def conditions(self, data: Data | None, y: torch.Tensor | None = None, images: torch.Tensor | None = None
+                   ) -> torch.Tensor | None:  # fmt: skip
+        """What the programs take as ``c`` for ``data`` (labels ``y``, or the dataset's): None for an unconditional model.
+
+        ``images`` are ``data`` as prepared for scoring (binarised), for a model whose condition is
+        built from the images themselves (completion); a label-conditional model ignores them.
+        """
         if not self.conditional:
             return None
         if y is None:
@@ -283,7 +288,7 @@ class LatentVariableModel(nn.Module):
         """
         self.eval()
         x = self.prepare(data, binarize, seed)
-        c = self.conditions(data, y)
+        c = self.conditions(data, y, x)
         parts: dict[str, list[torch.Tensor]] = {}
         with pyro.validation_enabled(False), seeded(seed, x.device):
             for i in range(0, x.shape[0], batch_size):

@@ -95,12 +95,12 @@ class Completion:
             raise ValueError(f"visible quadrants must be 1, 2 or 3, got values in [{int(counts.min())}, {int(counts.max())}]")
         return self.visible_part(x, quadrant_masks(self.x_shape, x.device)[counts])
 
-    def conditions(self, data: Data | None, y: Any = None) -> torch.Tensor:
-        """c for ``data`` with ``y`` visible quadrants (a number or one per image); by default the
-        images take 1, 2 and 3 in turn, as a held-out score over all three. A ready condition passes through."""
+    def conditions(self, data: Data | None, y: Any = None, images: torch.Tensor | None = None) -> torch.Tensor:
+        """c for ``data`` (as prepared: ``images``) with ``y`` visible quadrants (a number or one per image);
+        by default the images take 1, 2 and 3 in turn, a held-out score over all three. A ready c passes through."""
         if isinstance(y, torch.Tensor) and y.is_floating_point() and y.dim() == 2 and y.shape[1] == self.condition_dim:
             return y.to(self.device)
-        x = self.images(data)
+        x = images if images is not None else self.images(data)
         counts = torch.arange(x.shape[0], device=x.device) % 3 + 1 if y is None else y
         return self.quadrant_condition(x, counts)
 
@@ -123,9 +123,10 @@ class Completion:
     @torch.no_grad()
     def complete(self, data: Data, visible: int | torch.Tensor = 2, samples: int = 1, seed: int | None = 0) -> torch.Tensor:
         """``samples`` completions of each image from its ``visible`` quadrants, (N, samples, C, H, W):
-        the visible pixels as given, the hidden ones the model's mean given each draw."""
+        the visible pixels as the model sees them (binarised as in training), the hidden ones the model's
+        mean given each draw."""
         self.eval()
-        x = self.images(data)
+        x = self.prepare(data, seed=seed or 0)
         c = self.quadrant_condition(x, visible)
         with seeded(seed, x.device):
             means = self.completion_means(c, samples)
@@ -133,8 +134,8 @@ class Completion:
         return torch.where(hidden, means, x).transpose(0, 1)
 
     def shown(self, data: Data, visible: int | torch.Tensor) -> torch.Tensor:
-        """The images as the model sees them: visible pixels, the hidden ones mid-grey."""
-        x = self.images(data)
+        """The images as the model sees them: visible pixels (binarised as in training), the hidden ones mid-grey."""
+        x = self.prepare(data)
         return torch.where(self.hidden_pixels(self.quadrant_condition(x, visible)), torch.full_like(x, 0.5), x)
 
     def draw_figures(self, directory: Path) -> list[Path]:
@@ -299,7 +300,7 @@ def completion_rows(models: Mapping[str, LatentVariableModel], data: Data, visib
     """Rows for ``viz.image_rows``: the images, what is shown, then each model's completions
     (one row per draw for a latent-variable model, one for a network)."""
     first = next(iter(models.values()))
-    x = first.images(data)
+    x = first.prepare(data, seed=seed)
     rows = {"test images": x.cpu(), "shown": first.shown(x, visible).cpu()}
     for name, model in models.items():
         draws = model.complete(x, visible, samples=samples if model.has_latent else 1, seed=seed).transpose(0, 1)

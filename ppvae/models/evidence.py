@@ -59,7 +59,7 @@ def log_evidence(
     was_training = model.training
     model.eval()
     x = model.prepare(data, binarize, seed if seed is not None else 0)
-    c = model.conditions(data, y)
+    c = model.conditions(data, y, x)
     if memory_mb is None:
         memory_mb = 64 if x.device.type == "cpu" else 1024
     rows = rows_per_pass(memory_mb, model.x_dim)

@@ -345,8 +345,9 @@ def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tenso
     if state is not None and state.get("best_epoch") is not None and out is not None:
         best = {"epoch": state["best_epoch"], "score": state["best_score"],
                 "weights": torch.load(out / runs.WEIGHTS, map_location="cpu", weights_only=True)["state_dict"]}  # fmt: skip
-    job = FitJob(model, batches, options, schedule, x_test, model.conditions(test, None) if test is not None else None,
-                 x_val, model.conditions(validation, None) if validation is not None else None, out, state, best)  # fmt: skip
+    job = FitJob(model, batches, options, schedule, x_test, model.conditions(test, None, x_test) if test is not None else None,
+                 x_val, model.conditions(validation, None, x_val) if validation is not None else None, out, state,
+                 best)  # fmt: skip
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     fabric = make_fabric(accelerator, options["devices"], options["strategy"], options["precision"],
