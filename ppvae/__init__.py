@@ -7,23 +7,25 @@
     model.sample(64)
 
 Layers, imports pointing downward only:
-    cli, report, compare what a person runs and reads
+    cli, report, compare, sweep, latent   what a person runs, reads and measures
     models               VAE ...: the Pyro programs and the estimator API (fit, encode, save)
     infer                the training loop on Lightning Fabric, objectives, evidence (any Pyro model/guide)
     parts                priors, likelihoods, guide families, networks, by name
     data, viz            datasets and figures (leaves)
 """
 
-from ppvae import data
+from ppvae import data, latent
 from ppvae.compare import Comparison, compare
 from ppvae.models import (
-    CVAE, MODELS, VAE, CompletionNetwork, CompletionVAE, completion_rows, completion_scores, FactorAnalysis, LatentVariableModel, TrainingDiverged, bits_per_dim, load, log_evidence,
+    CVAE, MODELS, VAE, CompletionNetwork, CompletionVAE, FactorAnalysis, LatentVariableModel, TrainingDiverged,
+    bits_per_dim, completion_rows, completion_scores, load, log_evidence,
 )  # fmt: skip
+from ppvae.sweep import Sweep, sweep
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CVAE", "CompletionNetwork", "CompletionVAE", "MODELS", "Comparison", "FactorAnalysis", "VAE", "LatentVariableModel", "TrainingDiverged", "bits_per_dim", "compare", "completion_rows",
-    "completion_scores", "data", "load",
-    "log_evidence", "__version__",
+    "CVAE", "MODELS", "VAE", "Comparison", "CompletionNetwork", "CompletionVAE", "FactorAnalysis", "LatentVariableModel",
+    "Sweep", "TrainingDiverged", "bits_per_dim", "compare", "completion_rows", "completion_scores", "data", "latent",
+    "load", "log_evidence", "sweep", "__version__",
 ]  # fmt: skip

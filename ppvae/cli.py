@@ -120,6 +120,30 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict:
     return last
 
 
+def cmd_sweep(args: argparse.Namespace, extra: Sequence[str] = ()) -> "ppvae.Sweep":
+    given = {k: getattr(args, k) for k in ("beta", "z_dim") if getattr(args, k)}
+    several = [k for k, values in given.items() if len(values) > 1]
+    if len(given) == 1:
+        parameter = next(iter(given))
+    elif len(several) == 1:
+        parameter = several[0]
+    else:
+        raise ValueError("sweep one setting: give several values to --beta or to --z-dim (the other at most one)")
+    values = given.pop(parameter)
+    for key in ("beta", "z_dim"):  # the one held fixed goes to the model spec as a single value
+        setattr(args, key, given[key][0] if key in given else None)
+    model_spec, fit, source = run_spec(args, extra)
+    train, test = load_data(source, "train"), load_data(source, "test")
+    name = model_spec.pop("name", "VAE")
+    result = ppvae.sweep(train, test, **{parameter: values}, model=name, model_options=model_spec, fit_options=fit,
+                         out=args.out, num_samples=args.num_samples, k=args.k, projection=args.projection,
+                         progress=not args.quiet)  # fmt: skip
+    print("\n" + result.to_markdown())
+    print(f"\nwrote {Path(args.out) / 'sweep.md'}, sweep.json, {', '.join(p.name for p in result.figures.values())} "
+          f"and a run folder per value")  # fmt: skip
+    return result
+
+
 def resume_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple:
     """(model, train, test, fit options) to continue the run in ``--out``: everything but the engine
     flags and ``--epochs`` (the total to reach) comes from the run itself."""
@@ -235,26 +259,22 @@ def add_run_options(p: argparse.ArgumentParser, seed: bool = True, quiet: bool =
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ppvae", description="Variational autoencoders as Pyro programs.")
-    parser.add_argument("--version", action="version", version=f"ppvae {ppvae.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = commands.add_parser(
-        "train", help="train a model and write a run folder",
-        description="Train a model and write a run folder. Part options: --<part>-<option> VALUE, for example "
-        "--prior mixture --prior-components 10 or --likelihood normal --likelihood-scale learned (see `ppvae parts`).",
-    )  # fmt: skip
+def add_training_arguments(p: argparse.ArgumentParser, swept: bool = False) -> None:
+    """The model, data, fit and engine flags of ``train`` (``swept``: --beta and --z-dim take several values)."""
     p.add_argument("--spec", metavar="TOML", help="a spec file with [model], [fit] and [data] tables; flags override it")
     group = p.add_argument_group("model")
     group.add_argument("--model", choices=sorted(MODEL_NAMES), help="VAE (default), cvae (learns from the labels), "
                        "factor-analysis, completion (a CVAE that fills in hidden quadrants) or completion-network (its "
                        "deterministic baseline)")  # fmt: skip
-    group.add_argument("--z-dim", type=int, help="latent dimensions (default 20)")
+    if swept:
+        group.add_argument("--z-dim", type=int, nargs="+", help="latent sizes to sweep (or a single size)")
+        group.add_argument("--beta", type=float, nargs="+", help="KL weights to sweep")
+    else:
+        group.add_argument("--z-dim", type=int, help="latent dimensions (default 20)")
+        group.add_argument("--beta", type=float, help="weight of the KL term (a beta-VAE)")
     for kind, registry in REGISTRIES.items():
         group.add_argument(f"--{kind}", choices=registry.names(), help=f"the {kind} by name")
     group.add_argument("--hidden", type=int, nargs="+", help="hidden layer widths of the MLP (as --network-hidden)")
-    group.add_argument("--beta", type=float, help="weight of the KL term (a beta-VAE)")
     group.add_argument("--method", choices=["em", "svi"], help="factor analysis: closed-form EM (default) or SVI")
     group.add_argument("--visible", type=int, nargs="+", choices=[1, 2, 3],
                        help="completion models: the numbers of visible quadrants training shows (default 1 2 3)")
@@ -280,11 +300,39 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--strategy", choices=STRATEGIES)
     group.add_argument("--precision", choices=PRECISIONS)
     group.add_argument("--num-workers", type=int, metavar="N", help="DataLoader workers for data read from disk")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ppvae", description="Variational autoencoders as Pyro programs.")
+    parser.add_argument("--version", action="version", version=f"ppvae {ppvae.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser(
+        "train", help="train a model and write a run folder",
+        description="Train a model and write a run folder. Part options: --<part>-<option> VALUE, for example "
+        "--prior mixture --prior-components 10 or --likelihood normal --likelihood-scale learned (see `ppvae parts`).",
+    )  # fmt: skip
+    add_training_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, up to "
                    "--epochs in all")  # fmt: skip
     p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser(
+        "sweep", help="train one model at several values of beta or z_dim: table and figures",
+        description="Train the model at each value of --beta (or --z-dim), then tabulate test ELBO, reconstruction, "
+        "KL, log p(x), active units and k-NN accuracy, and draw samples, per-dimension variances and the latent "
+        "means per value. Example: ppvae sweep --beta 0.001 0.1 1 4 16 1024 --out runs/beta",
+    )  # fmt: skip
+    add_training_arguments(p, swept=True)
+    p.add_argument("--num-samples", type=int, default=1000, metavar="K", help="importance samples for log p(x) (0: skip)")
+    p.add_argument("--k", type=int, default=5, help="neighbours for the k-NN accuracy of the latent means")
+    p.add_argument("--projection", choices=["pca", "tsne"], default="pca",
+                   help="how latent means of more than 2 dimensions are drawn in 2-D (tsne needs scikit-learn)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", required=True, help="folder for the table, the figures and a run folder per value")
+    p.set_defaults(func=cmd_sweep)
 
     p = commands.add_parser("evaluate", help="test ELBO, its parts and (with --num-samples) log p(x) of a run, in nats")
     p.add_argument("run")
@@ -335,10 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "train":
+    takes_part_flags = args.command in ("train", "sweep")
+    if extra and not takes_part_flags:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        args.func(args, extra) if args.command == "train" else args.func(args)
+        args.func(args, extra) if takes_part_flags else args.func(args)
     except (ppvae.data.DatasetNotFoundError, FileNotFoundError, ValueError) as error:
         print(f"ppvae {args.command}: error: {error}", file=sys.stderr)
         return 2

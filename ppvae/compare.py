@@ -153,5 +153,5 @@ def _figures(named: dict[str, LatentVariableModel], test: Data, out: Path, num_i
                                                    title="The same test images through each model"),  # fmt: skip
     }
     if planes:
-        figures["latent"] = viz.latent_planes(planes, out / "latent.png")
+        figures["latent"] = viz.latent_planes(planes, out / "latent.png", class_names=getattr(test, "classes", None))
     return figures

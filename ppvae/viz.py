@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO, Iterable, Mapping, Sequence
 
+import matplotlib
 import torch
 from matplotlib.figure import Figure
 from torchvision.utils import make_grid
@@ -26,9 +27,10 @@ def _figure(rows: int = 1, cols: int = 1, figsize: tuple[float, float] = (5.5, 3
     return fig, fig.subplots(rows, cols, squeeze=False)
 
 
-def _save(fig: Figure, path: str | Path | BinaryIO) -> Path | BinaryIO:
+def _save(fig: Figure, path: str | Path | BinaryIO, tight: bool = True) -> Path | BinaryIO:
     """Save as PNG to a path or an open binary file (the run folder writes through a buffer, atomically)."""
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=100, format="png")
     return Path(path) if isinstance(path, (str, Path)) else path
 
@@ -63,19 +65,57 @@ def reconstruction_grid(
     return image_rows({"original": originals, **rows}, path, title)
 
 
-def latent_planes(points: Mapping[str, tuple[torch.Tensor, torch.Tensor | None]], path: str | Path) -> Path:
-    """Side-by-side scatter plots of 2-D codes (N, 2), coloured by label where labels are given."""
-    fig, axes = _figure(1, len(points), figsize=(4.2 * len(points), 4.0))
+def _scatter_by_class(ax, z: torch.Tensor, labels: torch.Tensor | None, class_names: Sequence[str] | None) -> None:
+    """Points (N, 2), one colour and legend entry per class (named where names are given)."""
+    z = z.detach().cpu()
+    if labels is None:
+        ax.scatter(z[:, 0].numpy(), z[:, 1].numpy(), s=3, alpha=0.6)
+        return
+    labels = labels.detach().cpu()
+    colours = matplotlib.colormaps["tab10" if int(labels.max()) < 10 else "tab20"]
+    for k in labels.unique().tolist():
+        chosen = labels == k
+        name = class_names[k] if class_names is not None and k < len(class_names) else str(k)
+        ax.scatter(z[chosen, 0].numpy(), z[chosen, 1].numpy(), s=3, alpha=0.6, color=colours(k % colours.N), label=name)
+
+
+def latent_planes(points: Mapping[str, tuple[torch.Tensor, torch.Tensor | None]], path: str | Path,
+                  class_names: Sequence[str] | None = None, axis_names: tuple[str, str] = ("z1", "z2"),
+                  title: str | None = None) -> Path:  # fmt: skip
+    """Side-by-side scatter plots of 2-D codes (N, 2), coloured by class with a legend of class names."""
+    fig, axes = _figure(1, len(points), figsize=(4.2 * len(points) + 1.2, 4.2))
     for ax, (name, (z, labels)) in zip(axes[0], points.items()):
-        z = z.detach().cpu()
-        colours = {} if labels is None else {"c": labels.cpu().numpy(), "cmap": "tab10"}
-        scatter = ax.scatter(z[:, 0].numpy(), z[:, 1].numpy(), s=3, alpha=0.6, **colours)
+        _scatter_by_class(ax, z, labels, class_names)
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("z1")
-        ax.set_ylabel("z2")
+        ax.set_xlabel(axis_names[0])
+        ax.set_ylabel(axis_names[1])
         ax.grid(alpha=0.3)
-        if labels is not None:
-            fig.colorbar(scatter, ax=ax, label="class")
+    if any(labels is not None for _, labels in points.values()):
+        handles, names = axes[0, -1].get_legend_handles_labels()
+        fig.legend(handles, names, loc="center right", markerscale=4, fontsize=8, frameon=False)
+        fig.subplots_adjust(right=0.85)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path, tight=False)
+
+
+def variance_bars(panels: Mapping[str, torch.Tensor], path: str | Path, threshold: float | None = 0.01,
+                  title: str | None = None) -> Path:  # fmt: skip
+    """Per-dimension variance of the latent means, one bar chart per entry, log scale, with the
+    active-unit threshold as a line: the report's picture of units switching off as beta grows."""
+    fig = Figure(figsize=(max(5.0, 2.6 * len(panels) + 0.6), 3.0))
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)  # one scale: bars compare across panels
+    for ax, (name, variance) in zip(axes[0], panels.items()):
+        variance = variance.detach().cpu().double().clamp_min(1e-8)
+        ax.bar(range(1, variance.numel() + 1), variance.numpy(), color="tab:blue")
+        ax.set_yscale("log")
+        if threshold is not None:
+            ax.axhline(threshold, color="tab:red", linewidth=1, linestyle="--")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("dimension")
+    axes[0, 0].set_ylabel("Var_x E[z_d | x]")
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)
 
 

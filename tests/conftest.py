@@ -15,6 +15,17 @@ def fa_data(n, d=15, k=3, seed=0, test_size=1000):
     return draw(n), draw(test_size)
 
 
+def bars(n=96, seed=0):
+    """Three labelled kinds of 8x8 binary images: bright top rows, bright bottom rows, or bright left columns."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    p = torch.full((n, 1, 8, 8), 0.1)
+    p[y == 0, :, :4] = 0.9
+    p[y == 1, :, 4:] = 0.9
+    p[y == 2, :, :, :4] = 0.9
+    return ppvae.data.ImageDataset(torch.bernoulli(p, generator=g), y, "bars", "train", ["top", "bottom", "left"])
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

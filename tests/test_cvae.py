@@ -8,20 +8,10 @@ import torch
 from pyro.infer import Predictive
 
 import ppvae
+from conftest import bars as labelled
 from ppvae.cli import main
 
 SMALL = {"x_shape": (1, 8, 8), "num_classes": 3, "z_dim": 2, "network": {"name": "mlp", "hidden": [16]}}
-
-
-def labelled(n=96, seed=0):
-    """Three classes of 8x8 binary images: bright top rows, bright bottom rows, or bright left columns."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 3
-    p = torch.full((n, 1, 8, 8), 0.1)
-    p[y == 0, :, :4] = 0.9
-    p[y == 1, :, 4:] = 0.9
-    p[y == 2, :, :, :4] = 0.9
-    return ppvae.data.ImageDataset(torch.bernoulli(p, generator=g), y, "bars", "train", ["top", "bottom", "left"])
 
 
 def test_the_condition_reaches_encoder_decoder_and_prior():

@@ -1,0 +1,229 @@
+"""Numbers about a latent space and about samples: what the course material measures, one call each.
+
+- :func:`encodings`: posterior means and scales of q(z | x) for a dataset, in batches;
+- :func:`active_units`: dimensions whose posterior mean varies across the data,
+  Var_x E_q[z_d] > 0.01 (Burda, Grosse & Salakhutdinov, 2016) - the rest collapsed onto the prior;
+- :func:`knn_accuracy`: how well the latent means separate the classes, by k-nearest neighbours;
+- :func:`mmd` / :func:`mmd_test`: maximum mean discrepancy between two sets of images, Gaussian kernel
+  with the median-heuristic bandwidth, and a permutation test's p-value;
+- :func:`anomaly_scores` and :func:`auroc`: per-image log-likelihood as an outlier score, and how well
+  it separates two sets.
+
+Everything works through the models' public API, so it applies to any ppvae model with a latent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ppvae.data import Data, ImageDataset, as_images
+from ppvae.models import LatentVariableModel
+
+ACTIVE_THRESHOLD = 0.01
+
+
+def _labels(data: Data, y: torch.Tensor | None) -> torch.Tensor | None:
+    return y if y is not None else getattr(data, "y", None)
+
+
+@torch.no_grad()
+def encodings(model: LatentVariableModel, data: Data, y: torch.Tensor | None = None,
+              batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(means, scales) of q(z | x) for every image, each (N, z_dim) on the CPU; labels ``y`` (or the
+    dataset's) for a conditional model."""
+    if not model.has_latent:
+        raise ValueError(f"{type(model).__name__} has no latent variables")
+    x = as_images(data, model.x_shape)
+    labels = _labels(data, y) if model.conditional else None
+    means, scales = [], []
+    for i in range(0, x.shape[0], batch_size):
+        batch_labels = None if labels is None else labels[i : i + batch_size]
+        loc, scale = model.encode(x[i : i + batch_size], batch_labels, return_scale=True)
+        means.append(loc.cpu())
+        scales.append(scale.cpu())
+    return torch.cat(means), torch.cat(scales)
+
+
+@dataclass
+class ActiveUnits:
+    """How many latent dimensions carry information: ``count`` of those whose ``variance`` (of the
+    posterior mean across images, per dimension) exceeds ``threshold``."""
+
+    count: int
+    variance: torch.Tensor
+    posterior_variance: torch.Tensor  # E_x[Var_q(z_d)] per dimension: near 1 where a unit collapsed to the prior
+    threshold: float
+
+
+def active_units(model: LatentVariableModel, data: Data, y: torch.Tensor | None = None,
+                 threshold: float = ACTIVE_THRESHOLD) -> ActiveUnits:  # fmt: skip
+    """Active units (Burda et al., 2016): dimensions d with Var_x E_q[z_d | x] > ``threshold``."""
+    means, scales = encodings(model, data, y)
+    variance = means.var(0) if means.shape[0] > 1 else torch.zeros(means.shape[1])
+    return ActiveUnits(int((variance > threshold).sum()), variance, (scales**2).mean(0), threshold)
+
+
+def knn_accuracy(train_codes: torch.Tensor, train_labels: torch.Tensor, test_codes: torch.Tensor,
+                 test_labels: torch.Tensor, k: int = 5, chunk: int = 1000) -> float:  # fmt: skip
+    """Share of test codes whose ``k`` nearest training codes (Euclidean) vote for their own label."""
+    if k < 1 or k > train_codes.shape[0]:
+        raise ValueError(f"k must be between 1 and the {train_codes.shape[0]} training codes, got {k}")
+    train_codes, test_codes = train_codes.double(), test_codes.double()
+    train_labels, test_labels = torch.as_tensor(train_labels).long(), torch.as_tensor(test_labels).long()
+    classes = int(max(train_labels.max(), test_labels.max())) + 1
+    correct = 0
+    for i in range(0, test_codes.shape[0], chunk):
+        nearest = torch.cdist(test_codes[i : i + chunk], train_codes).topk(k, largest=False).indices
+        votes = torch.nn.functional.one_hot(train_labels[nearest], classes).sum(1).double()
+        votes += torch.nn.functional.one_hot(train_labels[nearest[:, 0]], classes) * 0.5  # ties: the nearest wins
+        correct += int((votes.argmax(1) == test_labels[i : i + chunk]).sum())
+    return correct / test_codes.shape[0]
+
+
+def latent_knn_accuracy(model: LatentVariableModel, train: ImageDataset, test: ImageDataset, k: int = 5) -> float:
+    """k-NN class accuracy of the latent means: test images classified by their nearest training images in z."""
+    if train.y is None or test.y is None:
+        raise ValueError("k-NN accuracy needs labelled data")
+    return knn_accuracy(encodings(model, train)[0], train.y, encodings(model, test)[0], test.y, k)
+
+
+# -- maximum mean discrepancy ------------------------------------------------------------------------
+
+
+def _flat(images: Data) -> torch.Tensor:
+    x = images.x if isinstance(images, ImageDataset) else torch.as_tensor(images)
+    return x.reshape(x.shape[0], -1).double()
+
+
+def median_bandwidth(x: torch.Tensor, y: torch.Tensor, max_points: int = 2000) -> float:
+    """The median heuristic: the median distance between distinct points of the pooled sample."""
+    pooled = torch.cat([x, y])[:max_points]
+    distances = torch.pdist(pooled)
+    return float(distances[distances > 0].median()) if (distances > 0).any() else 1.0
+
+
+def _mmd2_from_kernel(kernel: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """Unbiased MMD^2 from the pooled kernel matrix; ``first`` marks the rows of the first sample.
+    ``first`` may be a batch of markings (P, N): one estimate per row."""
+    a = first.double()
+    b = 1 - a
+    n, m = a.sum(-1), b.sum(-1)
+    diagonal = kernel.diagonal()
+    within_a = (a @ kernel * a).sum(-1) - (a * diagonal).sum(-1)
+    within_b = (b @ kernel * b).sum(-1) - (b * diagonal).sum(-1)
+    between = (a @ kernel * b).sum(-1)
+    return within_a / (n * (n - 1)) + within_b / (m * (m - 1)) - 2 * between / (n * m)
+
+
+def mmd(x: Data, y: Data, bandwidth: float | None = None) -> float:
+    """Unbiased squared maximum mean discrepancy between two sets of images (flattened), with the kernel
+    exp(-|a - b|^2 / (2 bandwidth^2)); ``bandwidth`` defaults to the median heuristic. Near 0 when
+    both come from one distribution (it can dip below 0), larger the more they differ."""
+    return mmd_test(x, y, bandwidth=bandwidth, permutations=0).mmd2
+
+
+@dataclass
+class MMDTest:
+    """The squared MMD, the kernel bandwidth, and the permutation test's p-value (None without permutations)."""
+
+    mmd2: float
+    bandwidth: float
+    p_value: float | None
+    permutations: int
+
+
+def mmd_test(x: Data, y: Data, bandwidth: float | None = None, permutations: int = 200, seed: int = 0) -> MMDTest:
+    """MMD^2 between ``x`` and ``y`` and a permutation test of "same distribution": the share of random
+    relabellings of the pooled images whose MMD^2 is at least the observed one (Gretton et al., 2012)."""
+    a, b = _flat(x), _flat(y)
+    if a.shape[0] < 2 or b.shape[0] < 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"MMD needs two sets of at least 2 images of one size, got {tuple(a.shape)} and {tuple(b.shape)}")
+    bandwidth = bandwidth or median_bandwidth(a, b)
+    pooled = torch.cat([a, b])
+    kernel = torch.exp(-torch.cdist(pooled, pooled).square() / (2 * bandwidth**2))
+    first = torch.zeros(pooled.shape[0])
+    first[: a.shape[0]] = 1
+    observed = float(_mmd2_from_kernel(kernel, first))
+    p_value = None
+    if permutations:
+        g = torch.Generator().manual_seed(seed)
+        shuffled = torch.stack([first[torch.randperm(first.shape[0], generator=g)] for _ in range(permutations)])
+        null = torch.cat([_mmd2_from_kernel(kernel, part) for part in shuffled.split(50)])
+        p_value = (1 + int((null >= observed).sum())) / (1 + permutations)
+    return MMDTest(observed, bandwidth, p_value, permutations)
+
+
+# -- anomaly scores --------------------------------------------------------------------------------------
+
+
+def anomaly_scores(model: LatentVariableModel, data: Data, y: torch.Tensor | None = None, method: str = "elbo",
+                   num_samples: int = 100, seed: int = 0) -> torch.Tensor:  # fmt: skip
+    """Per-image log-likelihood scores (nats; low means unusual): the ``"elbo"``, or ``"log_px"``
+    (importance-sampled with ``num_samples``). Likelihood tracks image complexity as much as novelty:
+    simple images score high whatever they show."""
+    if method == "elbo":
+        return model.elbo_terms(data, y, seed=seed)["elbo"]
+    if method == "log_px":
+        return model.log_evidence(data, num_samples, y, seed=seed, progress=False)
+    raise ValueError(f"method must be 'elbo' or 'log_px', got {method!r}")
+
+
+def auroc(normal_scores: torch.Tensor, anomalous_scores: torch.Tensor) -> float:
+    """Area under the ROC curve of "the score is lower for anomalies": the probability that a random
+    anomalous image scores below a random normal one (ties count half). 0.5 is chance, 1 perfect."""
+    normal, anomalous = torch.as_tensor(normal_scores).double().flatten(), torch.as_tensor(anomalous_scores).double().flatten()
+    if normal.numel() == 0 or anomalous.numel() == 0:
+        raise ValueError("AUROC needs at least one score of each kind")
+    pooled = torch.cat([normal, anomalous])
+    ranks = _average_ranks(pooled)
+    normal_rank_sum = ranks[: normal.numel()].sum()
+    u = normal_rank_sum - normal.numel() * (normal.numel() + 1) / 2  # Mann-Whitney U of normal above anomalous
+    return float(u / (normal.numel() * anomalous.numel()))
+
+
+def _average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Ranks from 1, ties sharing their average rank."""
+    order = values.argsort()
+    sorted_values = values[order]
+    ranks = torch.empty_like(values)
+    ranks[order] = torch.arange(1, values.numel() + 1, dtype=values.dtype)
+    unique, inverse = torch.unique(sorted_values, return_inverse=True)
+    if unique.numel() < values.numel():  # average the ranks within each tie
+        sums = torch.zeros(unique.numel(), dtype=values.dtype).index_add_(0, inverse, ranks[order])
+        counts = torch.zeros(unique.numel(), dtype=values.dtype).index_add_(0, inverse, torch.ones_like(values))
+        ranks[order] = (sums / counts)[inverse]
+    return ranks
+
+
+# -- two dimensions for a figure ----------------------------------------------------------------------------
+
+PROJECTIONS = ("pca", "tsne")
+
+
+def project(codes: torch.Tensor, method: str | tuple[int, int] = "pca", seed: int = 0) -> tuple[torch.Tensor, tuple[str, str]]:
+    """Codes (N, z_dim) as points (N, 2) and the axes' names: as they are for z_dim <= 2, a chosen pair of
+    dimensions ``(i, j)``, the top two principal components (``"pca"``) or scikit-learn's t-SNE (``"tsne"``)."""
+    codes = codes.detach().cpu().double()
+    if codes.shape[1] == 1:  # one dimension: along a line
+        return torch.cat([codes, torch.zeros_like(codes)], 1), ("z1", "")
+    if codes.shape[1] == 2 and not isinstance(method, tuple):
+        return codes, ("z1", "z2")
+    if isinstance(method, tuple):
+        i, j = method
+        if not (0 <= i < codes.shape[1] and 0 <= j < codes.shape[1]):
+            raise ValueError(f"dimensions {method} outside 0..{codes.shape[1] - 1}")
+        return codes[:, [i, j]], (f"z{i + 1}", f"z{j + 1}")
+    if method == "pca":
+        centred = codes - codes.mean(0)
+        _, _, vt = torch.linalg.svd(centred, full_matrices=False)
+        return centred @ vt[:2].T, ("principal component 1", "principal component 2")
+    if method == "tsne":
+        try:
+            from sklearn.manifold import TSNE
+        except ImportError:
+            raise ValueError("t-SNE needs scikit-learn: pip install 'ppvae[tsne]', or use method='pca'") from None
+        points = TSNE(n_components=2, init="pca", random_state=seed).fit_transform(codes.numpy())
+        return torch.as_tensor(points), ("t-SNE 1", "t-SNE 2")
+    raise ValueError(f"method must be one of {PROJECTIONS} or a pair of dimensions, got {method!r}")
