@@ -14,12 +14,13 @@ Layers, imports pointing downward only:
     data, viz            datasets and figures (leaves)
 """
 
-from ppvae import data, latent
+from ppvae import data, latent, plots
 from ppvae.compare import Comparison, compare
 from ppvae.models import (
     CVAE, MODELS, VAE, CompletionNetwork, CompletionVAE, FactorAnalysis, LatentVariableModel, TrainingDiverged,
     bits_per_dim, completion_rows, completion_scores, load, log_evidence,
 )  # fmt: skip
+from ppvae.plots import plot
 from ppvae.sweep import Sweep, sweep
 
 __version__ = "0.1.0"
@@ -27,5 +28,5 @@ __version__ = "0.1.0"
 __all__ = [
     "CVAE", "MODELS", "VAE", "Comparison", "CompletionNetwork", "CompletionVAE", "FactorAnalysis", "LatentVariableModel",
     "Sweep", "TrainingDiverged", "bits_per_dim", "compare", "completion_rows", "completion_scores", "data", "latent",
-    "load", "log_evidence", "sweep", "__version__",
+    "load", "log_evidence", "plot", "plots", "sweep", "__version__",
 ]  # fmt: skip

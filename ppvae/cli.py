@@ -226,8 +226,20 @@ def cmd_sample(args: argparse.Namespace) -> str:
 
 
 def cmd_plot(args: argparse.Namespace) -> list[str]:
-    model = ppvae.load(args.run)
-    paths = [str(p) for p in save_figures(model, Path(args.run))]
+    model = ppvae.load(args.run, device=args.device)
+    if not args.kinds:  # the run's own figures
+        paths = [str(p) for p in save_figures(model, Path(args.run))]
+        print("wrote " + ", ".join(paths))
+        return paths
+    unknown = [k for k in args.kinds if k not in ppvae.plots.KINDS]
+    if unknown:
+        raise ValueError(f"unknown figure {', '.join(unknown)}; choose from {', '.join(ppvae.plots.KINDS)}")
+    needs_data = any(k not in ("manifold", "traverse", "training") for k in args.kinds)
+    test = _run_test_data(args, read_spec(args.run), dequantized=False) if needs_data or args.dataset or args.data else None
+    projection = tuple(int(d) for d in args.projection.split(",")) if "," in args.projection else args.projection
+    options = {"projection": projection, "y": args.label, "seed": args.seed}
+    options.update({k: v for k, v in (("source", args.source), ("target", args.target)) if v is not None})
+    paths = [str(ppvae.plot(model, kind, test, args.run, **options)) for kind in args.kinds]
     print("wrote " + ", ".join(paths))
     return paths
 
@@ -294,6 +306,8 @@ def add_training_arguments(p: argparse.ArgumentParser, swept: bool = False) -> N
                        "images; the best epoch on it is the one kept")  # fmt: skip
     group.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without a "
                        "better validation ELBO (needs --validation)")  # fmt: skip
+    group.add_argument("--snapshot-epochs", type=int, nargs="+", metavar="EPOCH", help="keep the latent means of test "
+                       "images after these epochs, for `ppvae plot RUN training`")  # fmt: skip
     group = p.add_argument_group("engine (Lightning Fabric)")
     group.add_argument("--accelerator", choices=ACCELERATORS, help="default auto: a GPU if torch sees one")
     group.add_argument("--devices", type=int, metavar="N", help="data-parallel processes (one per GPU, or CPU processes)")
@@ -361,8 +375,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(p, quiet=False)
     p.set_defaults(func=cmd_sample)
 
-    p = commands.add_parser("plot", help="redraw a run's figures")
+    p = commands.add_parser(
+        "plot", help="draw a run's figures: its own, or latent-space figures by kind",
+        description="Without KIND, redraw the run's own figures (loss, samples, reconstructions). Kinds: scatter, "
+        "manifold, traverse, interpolate, attribute, uncertainty, training. Each is written as RUN/KIND.png.",
+    )  # fmt: skip
     p.add_argument("run")
+    p.add_argument("kinds", nargs="*", metavar="KIND")
+    add_data_arguments(p)
+    p.add_argument("--projection", default="pca", help="scatter/training with z_dim > 2: pca, tsne or a pair "
+                   "of dimensions such as 0,3")  # fmt: skip
+    p.add_argument("--label", help="a conditional model's class for manifold and traverse")
+    p.add_argument("--source", help="attribute: the class to move from (default Sneaker)")
+    p.add_argument("--target", help="attribute: the class to move to (default Ankle boot)")
+    add_run_options(p, quiet=False)
     p.set_defaults(func=cmd_plot)
 
     p = commands.add_parser("parts", help="list every registered prior, likelihood, guide and network")

@@ -7,7 +7,10 @@
 - :func:`mmd` / :func:`mmd_test`: maximum mean discrepancy between two sets of images, Gaussian kernel
   with the median-heuristic bandwidth, and a permutation test's p-value;
 - :func:`anomaly_scores` and :func:`auroc`: per-image log-likelihood as an outlier score, and how well
-  it separates two sets.
+  it separates two sets;
+- walks through z, as tensors of images for the classic figures (``ppvae.plot`` draws them):
+  :func:`manifold`, :func:`traverse`, :func:`interpolate`, :func:`attribute`, :func:`uncertainty`,
+  and :func:`project` for two dimensions of many.
 
 Everything works through the models' public API, so it applies to any ppvae model with a latent.
 """
@@ -15,6 +18,7 @@ Everything works through the models' public API, so it applies to any ppvae mode
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -227,3 +231,135 @@ def project(codes: torch.Tensor, method: str | tuple[int, int] = "pca", seed: in
         points = TSNE(n_components=2, init="pca", random_state=seed).fit_transform(codes.numpy())
         return torch.as_tensor(points), ("t-SNE 1", "t-SNE 2")
     raise ValueError(f"method must be one of {PROJECTIONS} or a pair of dimensions, got {method!r}")
+
+
+# -- walks through the latent space: tensors of images for the classic figures ---------------------------
+
+
+def _condition_labels(model: LatentVariableModel, y, n: int) -> torch.Tensor | None:
+    """``n`` copies of one label (or None) for a conditional model's decoder."""
+    if not model.conditional:
+        if y is not None:
+            raise ValueError(f"{type(model).__name__} is not conditional: it takes no label")
+        return None
+    if y is None:
+        raise ValueError(f"{type(model).__name__} decodes with a label: pass y (a class index or name)")
+    return model.sample_labels(n, y)
+
+
+def _grid_values(model: LatentVariableModel, dims: tuple[int, int], steps: int, data: Data | None, y,
+                 tail: float) -> tuple[torch.Tensor, torch.Tensor, str]:  # fmt: skip
+    """Values along each of two latent dimensions: the prior's quantiles from ``tail`` to 1 - ``tail``, or,
+    for a prior without a quantile function (mixture, VampPrior, Student-t), the same quantiles of the
+    latent means of ``data`` (the aggregate posterior)."""
+    q = torch.linspace(tail, 1 - tail, steps, dtype=torch.float64)
+    prior = model.prior(model.condition(_condition_labels(model, y, 1).to(model.device)) if model.conditional else None)
+    base = getattr(prior, "base_dist", None)
+    try:
+        if base is None:
+            raise NotImplementedError
+        values = [base.icdf(q.to(model.device, torch.float32)[:, None].expand(steps, model.z_dim))[:, d].reshape(-1)
+                  for d in dims]  # fmt: skip
+        return values[0].cpu(), values[1].cpu(), "the prior's quantiles"
+    except NotImplementedError:
+        if data is None:
+            raise ValueError(f"the {type(prior).__name__} prior has no quantile function: pass data to span the "
+                             "latent means instead") from None  # fmt: skip
+    means = encodings(model, data, y if model.conditional and isinstance(y, torch.Tensor) else None)[0].double()
+    return (torch.quantile(means[:, dims[0]], q).float(), torch.quantile(means[:, dims[1]], q).float(),
+            "quantiles of the data's latent means")  # fmt: skip
+
+
+@torch.no_grad()
+def manifold(model: LatentVariableModel, steps: int = 15, dims: tuple[int, int] = (0, 1), data: Data | None = None,
+             y=None, tail: float = 0.05) -> tuple[torch.Tensor, str]:  # fmt: skip
+    """The decoded latent plane (Kingma & Welling's figure): images (steps, steps, C, H, W) on a grid over
+    dimensions ``dims`` (the others at 0), spaced by the prior's quantiles (or the data's, see above);
+    row i has the second dimension at its i-th value from the top. Also says which spacing it used."""
+    _check_dims(model, dims)
+    first, second, spacing = _grid_values(model, dims, steps, data, y, tail)
+    z = torch.zeros(steps, steps, model.z_dim)
+    z[:, :, dims[0]] = first[None, :]
+    z[:, :, dims[1]] = second.flip(0)[:, None]
+    images = model.decode(z.reshape(-1, model.z_dim), _condition_labels(model, y, steps * steps))
+    return images.reshape(steps, steps, *model.x_shape).cpu(), spacing
+
+
+def _check_dims(model: LatentVariableModel, dims) -> None:
+    if any(not 0 <= d < model.z_dim for d in dims) or len(set(dims)) != len(dims):
+        raise ValueError(f"latent dimensions must be distinct and in 0..{model.z_dim - 1}, got {tuple(dims)}")
+
+
+@torch.no_grad()
+def traverse(model: LatentVariableModel, dims: Sequence[int] | None = None, steps: int = 9, span: float = 2.5,
+             start: torch.Tensor | None = None, y=None) -> torch.Tensor:  # fmt: skip
+    """One row per latent dimension in ``dims`` (default: all), that dimension swept over [-span, span]
+    around ``start`` (a code, default 0) with the others held: (len(dims), steps, C, H, W)."""
+    dims = list(range(model.z_dim)) if dims is None else list(dims)
+    _check_dims(model, dims)
+    start = torch.zeros(model.z_dim) if start is None else torch.as_tensor(start, dtype=torch.float32).cpu().reshape(-1)
+    offsets = torch.linspace(-span, span, steps)
+    z = start.repeat(len(dims), steps, 1)
+    for row, d in enumerate(dims):
+        z[row, :, d] = start[d] + offsets
+    images = model.decode(z.reshape(-1, model.z_dim), _condition_labels(model, y, len(dims) * steps))
+    return images.reshape(len(dims), steps, *model.x_shape).cpu()
+
+
+@torch.no_grad()
+def interpolate(model: LatentVariableModel, a: torch.Tensor, b: torch.Tensor, steps: int = 10,
+                y=None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """From image ``a`` to image ``b`` in ``steps``: decoded along the line between their latent means, and
+    blended in pixel space, each (steps, C, H, W). The first passes through plausible images; the second
+    fades one image into the other."""
+    pair = torch.stack([torch.as_tensor(a).reshape(model.x_shape), torch.as_tensor(b).reshape(model.x_shape)]).float()
+    codes = model.encode(pair, _condition_labels(model, y, 2)).cpu()
+    t = torch.linspace(0, 1, steps)[:, None]
+    latent_path = model.decode((1 - t) * codes[0] + t * codes[1], _condition_labels(model, y, steps))
+    pixel_path = (1 - t[:, :, None, None]) * pair[0] + t[:, :, None, None] * pair[1]
+    return latent_path.cpu(), pixel_path
+
+
+def class_index(data: ImageDataset, label: int | str) -> int:
+    """A class of ``data`` as an index: an index, or one of its class names (case ignored)."""
+    if isinstance(label, str) and not label.isdigit():
+        names = [name.lower() for name in data.classes or []]
+        if label.lower() not in names:
+            raise ValueError(f"unknown class {label!r}; known: {', '.join(data.classes or []) or 'none (no class names)'}")
+        return names.index(label.lower())
+    return int(label)
+
+
+@torch.no_grad()
+def attribute(model: LatentVariableModel, data: ImageDataset, source: int | str, target: int | str,
+              images: torch.Tensor, strengths: Sequence[float] = (0.0, 0.5, 1.0, 1.5)) -> torch.Tensor:  # fmt: skip
+    """Attribute vectors (the lecture's "add glasses"): the mean latent of class ``target`` minus that of
+    class ``source``, added with each of ``strengths`` to the codes of ``images``: (N, len(strengths), C, H, W).
+    Boot minus sneaker, added to sneakers, turns them into boots."""
+    if model.conditional:
+        raise ValueError("attribute vectors move an image's class through z; a conditional model takes the class as y")
+    if data.y is None:
+        raise ValueError("attribute vectors need labelled data")
+    means = encodings(model, data)[0]
+    s, t = class_index(data, source), class_index(data, target)
+    if not (data.y == s).any() or not (data.y == t).any():
+        raise ValueError(f"the data holds no image of class {s if not (data.y == s).any() else t}")
+    vector = means[data.y == t].mean(0) - means[data.y == s].mean(0)
+    codes = model.encode(images, _condition_labels(model, None, len(images))).cpu()
+    moved = torch.stack([codes + w * vector for w in strengths], 1)
+    return model.decode(moved.reshape(-1, model.z_dim)).reshape(len(images), len(strengths), *model.x_shape).cpu()
+
+
+@torch.no_grad()
+def uncertainty(model: LatentVariableModel, images: torch.Tensor, draws: int = 32, y: torch.Tensor | None = None,
+                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """How sure the encoder is: the posterior scales (N, z_dim), and the mean and pixel-wise standard
+    deviation of images decoded from ``draws`` samples of q(z | x), each (N, C, H, W). ``y``: the images'
+    labels, for a conditional model."""
+    labels = None if not model.conditional else torch.as_tensor(_condition_labels(model, y, len(images)))
+    loc, scale = model.encode(images, labels, return_scale=True)
+    g = torch.Generator(device=loc.device).manual_seed(seed)
+    z = loc + scale * torch.randn((draws, *loc.shape), generator=g, device=loc.device)
+    decoded = model.decode(z.reshape(-1, model.z_dim), None if labels is None else labels.repeat(draws))
+    decoded = decoded.reshape(draws, len(images), *model.x_shape)
+    return scale.cpu(), decoded.mean(0).cpu(), decoded.std(0).cpu()

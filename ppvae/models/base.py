@@ -69,6 +69,8 @@ class LatentVariableModel(nn.Module):
         self.preview: torch.Tensor | None = None  # a few test images for the reconstruction figure
         self.preview_y: torch.Tensor | None = None  # and their labels, for a conditional model
         self.training_state: dict[str, Any] | None = None  # optimizer, epoch and step, for resume=True
+        self.snapshots: dict[int, torch.Tensor] = {}  # epoch: latent means of the first test images (snapshot_epochs)
+        self.snapshot_labels: torch.Tensor | None = None  # and those images' labels
 
     # -- what a subclass provides ---------------------------------------------------------------
 
@@ -201,6 +203,7 @@ class LatentVariableModel(nn.Module):
         precision: str = "32-true",
         num_workers: int = 0,
         progress: bool = True,
+        snapshot_epochs: list[int] | None = None,
         y: torch.Tensor | None = None,
     ) -> list[dict[str, Any]]:
         """Maximise the ELBO by SVI; returns (and keeps in ``history``) one record per epoch.
@@ -219,6 +222,8 @@ class LatentVariableModel(nn.Module):
         ``out`` writes the run folder after every epoch, atomically; ``resume=True`` continues
         its last checkpoint (or this model's last fit) exactly, up to ``epochs`` in all.
         A non-finite loss stops training with :class:`TrainingDiverged`, the last finite weights kept.
+        ``snapshot_epochs=[1, 5, 10]`` keeps the latent means of the first 2,000 test images after
+        those epochs in ``snapshots`` (the "latent over training" figure, ``ppvae.plot(model, "training")``).
 
         ``accelerator`` ("auto", "cpu", "cuda"), ``devices`` (processes, data-parallel: the global
         ``batch_size`` is split among them), ``strategy`` and ``precision`` go to Lightning Fabric.

@@ -128,7 +128,8 @@ def write_run(model: "LatentVariableModel", directory: Path, weights: dict[str, 
         save_torch_atomic(checkpoint, directory / CHECKPOINT)
     if weights is None:
         weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_torch_atomic({"state_dict": weights, "preview": model.preview, "preview_y": model.preview_y}, directory / WEIGHTS)
+    save_torch_atomic({"state_dict": weights, "preview": model.preview, "preview_y": model.preview_y,
+                       "snapshots": model.snapshots, "snapshot_labels": model.snapshot_labels}, directory / WEIGHTS)  # fmt: skip
     write_text_atomic(directory / METRICS, metrics_text(model.history))
     write_text_atomic(directory / SPEC, json.dumps(spec_of(model), indent=2) + "\n")
     if figures:
@@ -178,6 +179,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> "LatentVa
     saved = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
     model.load_state_dict(saved["state_dict"])
     model.preview, model.preview_y = saved.get("preview"), saved.get("preview_y")
+    model.snapshots, model.snapshot_labels = dict(saved.get("snapshots") or {}), saved.get("snapshot_labels")
     model.fit_config = spec.get("fit", {})
     model.data_source = data_source_of(spec)
     model.history = read_metrics(directory / METRICS)

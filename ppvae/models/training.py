@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 INIT_EXAMPLES = 10_000  # images that data-dependent initialisation sees (the first ones, in storage order)
 PREVIEW = 16  # test images kept for the reconstruction figure
+SNAPSHOT = 2000  # test images whose latent means snapshot_epochs keeps
 CHECKPOINT_FORMAT = 1
 
 
@@ -80,6 +81,12 @@ def check_options(options: dict[str, Any], model: "LatentVariableModel") -> None
         raise ValueError("resume=True needs a run folder (out=...) or a model that has been fitted in this session")
     if isinstance(options["num_workers"], bool) or not isinstance(options["num_workers"], int) or options["num_workers"] < 0:
         raise ValueError(f"num_workers must be an integer >= 0, got {options['num_workers']!r}")
+    snapshots = options["snapshot_epochs"]
+    if snapshots is not None:
+        if isinstance(snapshots, (int, str)) or any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in snapshots):
+            raise ValueError(f"snapshot_epochs must be a list of epoch numbers >= 1, got {snapshots!r}")
+        if not model.has_latent:
+            raise ValueError(f"{type(model).__name__} has no latent space to take snapshots of")
 
 
 RECORDED = ("epochs", "batch_size", "lr", "elbo", "num_particles", "kl_warmup", "clip_norm", "seed", "precision",
@@ -158,6 +165,9 @@ class EpochEnd:
         if job.test is not None:
             record.update({f"test_{k}": v for k, v in self.scores(job.test, job.test_c).items()})
         stop = False
+        if record["epoch"] in (options["snapshot_epochs"] or ()):
+            c = None if job.test_c is None else job.test_c[:SNAPSHOT]
+            model.snapshots[record["epoch"]] = model.encode(job.test[:SNAPSHOT], c).cpu()
         if job.validation is not None:
             record.update({f"val_{k}": v for k, v in self.scores(job.validation, job.validation_c).items()})
             if not job.best or record["val_elbo"] > job.best["score"]:
@@ -171,6 +181,7 @@ class EpochEnd:
             "seed": options["seed"], "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
             "optimizer": copy.deepcopy(training_state["optimizer"]), "history": copy.deepcopy(model.history),
             "best_epoch": job.best.get("epoch"), "best_score": job.best.get("score"),
+            "snapshots": dict(model.snapshots),
         }  # fmt: skip
         if job.out is not None:
             runs.write_run(model, job.out, weights=job.best.get("weights"), checkpoint=self.training_state)
@@ -220,7 +231,7 @@ def run_job(fabric, job: FitJob) -> dict[str, Any]:
     return {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()} if spawned else {},
         "history": model.history, "training_state": hook.training_state,
-        "best": job.best,
+        "best": job.best, "snapshots": model.snapshots,
         "stopped": result.stopped, "message": result.message,
     }  # fmt: skip
 
@@ -273,6 +284,7 @@ def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tenso
                 validation = recorded["validation"]  # the same seeded split as before
         model.load_state_dict(state["model"])
         model.history = copy.deepcopy(state["history"])
+        model.snapshots = dict(state.get("snapshots") or {})
         if state["epoch"] >= options["epochs"]:
             return model.history
     seed = options["seed"]
@@ -326,7 +338,11 @@ def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tenso
     x_val = model.prepare(validation, fixed, seed) if validation is not None else None
     if x_test is not None and x_test.shape[0] == 0 or x_val is not None and x_val.shape[0] == 0:
         raise ValueError("the test or validation set is empty")
+    if options["snapshot_epochs"] and x_test is None:
+        raise ValueError("snapshot_epochs keeps the latent means of test images: pass test=")
     if x_test is not None:
+        labels = getattr(test, "y", None)
+        model.snapshot_labels = labels[:SNAPSHOT].clone() if options["snapshot_epochs"] and labels is not None else None
         model.preview = x_test[:PREVIEW].cpu().clone()
         labels = getattr(test, "y", None) if model.conditional else None
         model.preview_y = labels[:PREVIEW].clone() if labels is not None else None
@@ -357,6 +373,7 @@ def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tenso
     if fabric.world_size > 1:  # the processes trained copies; rank 0's come back
         model.load_state_dict(result["state_dict"])
         model.history = result["history"]
+        model.snapshots = result["snapshots"]
     model.training_state = result["training_state"]
     if result["best"].get("weights") is not None:
         model.load_state_dict(result["best"]["weights"])  # model selection: the best epoch on held-out data
