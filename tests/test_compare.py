@@ -27,6 +27,8 @@ def test_compare_scores_each_model_on_its_representation(tmp_path, capsys):
     exact = fa.log_evidence(ppvae.data.dequantize(test, seed=0)).mean().item()
     assert fa_row["log_px"] == pytest.approx(exact)
     assert fa_row["parameters"] == fa.num_parameters() and vae_row["fit_seconds"] > 0
+    samples = fa.sample(60, seed=0).clamp(0, 1)  # the MMD column: samples against the grey test images
+    assert fa_row["sample_mmd"] == pytest.approx(ppvae.latent.mmd(samples, test.x)) and "MMD²" in printed
     assert sorted(comparison.figures) == ["latent", "reconstructions", "samples"]
     assert all(path.read_bytes()[:4] == b"\x89PNG" for path in comparison.figures.values())
 
