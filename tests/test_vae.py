@@ -172,3 +172,13 @@ def test_evaluation_and_sampling_leave_the_random_stream_alone(binary_images):
     ppvae.log_evidence(vae, binary_images[:4], num_samples=3, progress=False)
     assert torch.equal(torch.rand(3), expected)  # training after an evaluation draws what it would have drawn
     assert torch.equal(vae.sample(4, seed=1), vae.sample(4, seed=1))
+
+
+def test_encode_sees_images_as_evaluate_scores_them():
+    grey = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    model = ppvae.VAE(x_shape=(1, 8, 8), z_dim=3, network={"name": "mlp", "hidden": [16]})
+    model.fit(grey, epochs=1, progress=False)  # a Bernoulli model: trained on dynamic binarisations
+    loc, scale = model.encode(grey, return_scale=True)
+    assert torch.equal(loc, model.encode(model.prepare(grey)))  # one seeded binarisation, the one evaluate uses
+    kl_by_hand = 0.5 * (loc**2 + scale**2 - 1 - 2 * scale.log()).sum(1).mean().item()
+    assert model.evaluate(grey)["kl"] == pytest.approx(kl_by_hand, rel=1e-5)

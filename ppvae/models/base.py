@@ -161,6 +161,10 @@ class LatentVariableModel(nn.Module):
     def prepare(self, data: Data, binarize: str | None = "auto", seed: int = 0) -> torch.Tensor:
         """Images as the model scores them: a fixed binarisation (seeded) if the fit used one.
 
+        The one rule for every method that takes images (``encode``, ``reconstruct``, ``evaluate``,
+        ``log_evidence``): a Bernoulli model trained on binarised images sees grey images through one
+        seeded binarisation, so the KL read by hand from ``encode`` is the one ``evaluate`` reports.
+
         ``"auto"`` follows the fit: static where it trained with dynamic or static binarisation,
         threshold where it used threshold, none where it used none.
         """
@@ -246,10 +250,16 @@ class LatentVariableModel(nn.Module):
     # -- inference and generation ---------------------------------------------------------------
 
     @torch.no_grad()
-    def encode(self, data: Data, y: torch.Tensor | None = None, return_scale: bool = False):
-        """Posterior means of z for each image (and the posterior scales with ``return_scale``)."""
+    def encode(self, data: Data, y: torch.Tensor | None = None, return_scale: bool = False,
+               binarize: str | None = "auto", seed: int = 0):  # fmt: skip
+        """Posterior means of z for each image (and the posterior scales with ``return_scale``).
+
+        Like every method that takes images, it sees them as ``evaluate`` scores them (see ``prepare``):
+        a model trained on binarised images encodes a fixed binarisation of grey ones.
+        """
         self.eval()
-        loc, scale = self.posterior(self.images(data), self.conditions(data, y))
+        x = self.prepare(data, binarize, seed)
+        loc, scale = self.posterior(x, self.conditions(data, y, x))
         return (loc, scale) if return_scale else loc
 
     @torch.no_grad()
@@ -260,11 +270,13 @@ class LatentVariableModel(nn.Module):
         return self.likelihood_mean(torch.as_tensor(z, dtype=torch.float32).to(self.device), c)
 
     @torch.no_grad()
-    def reconstruct(self, data: Data, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Decode the posterior mean of each image: E[x | z = E_q[z | x]]."""
+    def reconstruct(self, data: Data, y: torch.Tensor | None = None, binarize: str | None = "auto",
+                    seed: int = 0) -> torch.Tensor:  # fmt: skip
+        """Decode the posterior mean of each image: E[x | z = E_q[z | x]], the images seen as ``prepare`` sees them."""
         self.eval()
-        c = self.conditions(data, y)
-        loc, _ = self.posterior(self.images(data), c)
+        x = self.prepare(data, binarize, seed)
+        c = self.conditions(data, y, x)
+        loc, _ = self.posterior(x, c)
         return self.likelihood_mean(loc, c)
 
     @torch.no_grad()
