@@ -8,7 +8,7 @@ import torch
 from pyro.infer import RenyiELBO
 
 import ppvae
-from conftest import fa_data
+from conftest import bars, fa_data
 from ppvae.infer import IWAE, elbo_terms, log_importance_weights
 
 
@@ -187,3 +187,40 @@ def test_mean_field_guide_has_the_gap_it_promises(fa_problem):
     assert abs((exact - elbo).mean().item() - gap) < 4 * (exact - elbo).std().item() / math.sqrt(len(test))
     estimate = ppvae.log_evidence(fa, test, num_samples=1000, progress=False)
     assert abs((estimate - exact).mean().item()) < 0.05
+
+
+# -- quadrature: the exact answer for one- and two-dimensional latent spaces --------------------------------
+
+
+@pytest.mark.parametrize("z_dim", [1, 2])
+def test_quadrature_equals_factor_analysis_closed_form(z_dim):
+    train, test = fa_data(600, d=6, k=z_dim, test_size=12)
+    fa = ppvae.FactorAnalysis(x_shape=(6,), z_dim=z_dim)
+    fa.fit(train, progress=False)
+    estimate = ppvae.log_evidence(fa, test, method="quadrature", diagnostics=True, progress=False)
+    exact = fa.exact_log_evidence(fa.prepare(test)).double()
+    assert torch.allclose(estimate.log_evidence, exact, atol=1e-4)
+    assert estimate.error.max() < 1e-4  # the refinement agrees
+
+
+def test_quadrature_is_the_ceiling_importance_sampling_climbs_toward():
+    x = bars(300).x
+    model = ppvae.VAE(x_shape=(1, 8, 8), z_dim=2, network={"name": "mlp", "hidden": [32]})
+    model.fit(x, epochs=5, batch_size=50, lr=3e-3, progress=False)
+    exact = ppvae.log_evidence(model, x[:20], method="quadrature", diagnostics=True, progress=False)
+    assert exact.error.max() < 1e-2  # conservative: the grid of spacing 2h against the grid of spacing h
+    elbo = torch.stack([model.elbo_terms(x[:20], seed=s)["elbo"] for s in range(20)]).mean(0)
+    many = ppvae.log_evidence(model, x[:20], num_samples=5000, progress=False)
+    assert elbo.mean() < many.mean() < exact.log_evidence.mean() + 0.01  # IS: a stochastic lower bound above the ELBO
+    assert (exact.log_evidence - many).abs().mean() < 0.2  # an easy posterior: IS gets close with K = 5000
+
+
+def test_quadrature_refuses_what_it_cannot_integrate():
+    model = ppvae.VAE(x_shape=(1, 8, 8), z_dim=3)
+    with pytest.raises(ValueError, match="1 or 2 latent dimensions"):
+        ppvae.log_evidence(model, torch.zeros(2, 1, 8, 8), method="quadrature", progress=False)
+    with pytest.raises(ValueError, match="method must be"):
+        ppvae.log_evidence(model, torch.zeros(2, 1, 8, 8), method="exact", progress=False)
+    cvae = ppvae.CVAE(x_shape=(1, 8, 8), num_classes=3, z_dim=2, network={"name": "mlp", "hidden": [8]})
+    data = ppvae.data.ImageDataset(torch.bernoulli(torch.full((4, 1, 8, 8), 0.5)), torch.arange(4) % 3)
+    assert ppvae.log_evidence(cvae, data, method="quadrature", progress=False).shape == (4,)  # log p(x | y)

@@ -1,5 +1,5 @@
 """Inference on any Pyro model/guide pair: objectives, the training loop, per-example ELBO terms,
-importance-sampled evidence.
+importance-sampled and quadrature evidence.
 
 Nothing here knows what a VAE is; the models layer drives it.
 """
@@ -10,12 +10,13 @@ from ppvae.infer.launch import ACCELERATORS, PRECISIONS, STRATEGIES, launch, mak
 from ppvae.infer.loop import LoopResult, ObjectiveModule, TrainingLoop, validate_programs
 from ppvae.infer.objectives import IWAE, OBJECTIVES, KLWeight, make_elbo
 from ppvae.infer.per_example import elbo_terms
+from ppvae.infer.quadrature import QuadratureEstimate, quadrature_log_evidence
 from ppvae.infer.random import derive_seed, seeded
 from ppvae.infer.svi import make_adam
 
 __all__ = [
     "ACCELERATORS", "IWAE", "OBJECTIVES", "PRECISIONS", "STRATEGIES", "EvidenceEstimate", "KLWeight", "LoaderBatches",
-    "LoopResult", "ObjectiveModule", "TensorBatches", "TrainingLoop", "derive_seed", "elbo_terms",
-    "estimate_log_evidence", "launch", "log_importance_weights", "make_adam", "make_elbo", "make_fabric", "seeded",
+    "LoopResult", "ObjectiveModule", "QuadratureEstimate", "TensorBatches", "TrainingLoop", "derive_seed", "elbo_terms",
+    "estimate_log_evidence", "launch", "log_importance_weights", "make_adam", "make_elbo", "make_fabric", "quadrature_log_evidence", "seeded",
     "shard_order", "validate_programs",
 ]  # fmt: skip
