@@ -19,6 +19,7 @@ from ppvae import latent, viz
 from ppvae.data import ImageDataset, as_images, dequantize
 from ppvae.models import LatentVariableModel, bits_per_dim
 from ppvae.models.base import Data
+from ppvae.models.evidence import reliability_warning
 
 LEVELS = 256
 MMD_IMAGES = 1000  # samples and test images in the maximum mean discrepancy
@@ -35,12 +36,13 @@ class Comparison:
         return self.to_markdown()
 
     def to_markdown(self) -> str:
-        header = ["model", "data", "log p(x) (nats)", "method", "bits/dim", "ELBO (nats)", "squared error",
+        header = ["model", "data", "log p(x) (nats)", "method", "k-hat > 0.7", "bits/dim", "ELBO (nats)", "squared error",
                   "MMD² samples-test", "parameters", "fit (s)"]  # fmt: skip
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for r in self.rows:
             lines.append(
                 f"| {r['model']} | {r['data']} | {r['log_px']:.2f} ± {r['log_px_se']:.2f} | {r['method']} "
+                f"| {'-' if r.get('khat_unreliable') is None else format(r['khat_unreliable'], '.0%')} "
                 f"| {r['bits_per_dim']:.4f} | {r['elbo']:.2f} ± {r['elbo_se']:.2f} | {r['squared_error']:.2f} "
                 f"| {r['sample_mmd']:.4f} | {r['parameters']:,} | {r['fit_seconds']:.1f} |"
             )
@@ -51,8 +53,11 @@ class Comparison:
             "dequantised pixels (a density; bits/dim on the 0-255 scale). Squared error: "
             "sum over pixels of (reconstruction - image)^2 on the model's own data. MMD²: maximum mean "
             f"discrepancy (Gaussian kernel, median-heuristic bandwidth) between up to {MMD_IMAGES} samples "
-            "(their means E[x | z]) and as many test images in grey levels; lower is closer.",
+            "(their means E[x | z]) and as many test images in grey levels; lower is closer. k-hat > 0.7: the "
+            "share of images whose importance weights are too heavy-tailed to trust (Pareto k-hat).",
         ]
+        lines += [f"\n{r['model']}: {w}." for r in self.rows
+                  if (w := reliability_warning(r.get("khat_unreliable") or 0.0, r.get("z_dim")))]  # fmt: skip
         return "\n".join(lines)
 
 
@@ -96,6 +101,8 @@ def score(model: LatentVariableModel, test: Data, num_samples: int = 1000, seed:
         "log_px": scores[key],
         "log_px_se": scores[f"{key}_se"],
         "method": "exact" if exact else f"IS, K={num_samples}",
+        "khat_unreliable": scores.get("khat_unreliable"),
+        "z_dim": model.z_dim,
         "bits_per_dim": bits_per_dim(scores[key], model.x_dim, None if data_kind == "binarised" else LEVELS),
         "elbo": scores["elbo"],
         "elbo_se": scores["elbo_se"],

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import torch
 
 from ppvae.models import LatentVariableModel, bits_per_dim
+from ppvae.models.evidence import reliability_warning
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -42,9 +43,13 @@ def evaluation_table(scores: Mapping[str, float], x_dim: int, levels: int | None
             rows.append(f"| {label} | {scores[key]:.4f} | |")
     if "effective_sample_size" in scores:
         rows.append(f"| effective sample size of the K weights (mean) | {scores['effective_sample_size']:.1f} | |")
+    if "khat_unreliable" in scores:
+        rows.append(f"| Pareto k-hat: median, and share of images above 0.7 (unreliable) | {scores['khat_median']:.2f}, "
+                    f"{scores['khat_unreliable']:.0%} | |")  # fmt: skip
     if "evidence_seconds" in scores:
         rows.append(f"| seconds to estimate log p(x) | {scores['evidence_seconds']:.1f} | |")
-    return "\n".join(rows)
+    warning = reliability_warning(scores.get("khat_unreliable", 0.0))
+    return "\n".join(rows + ([f"\n{warning}."] if warning else []))
 
 
 def history_table(history: list[dict[str, Any]]) -> str:

@@ -9,6 +9,7 @@ from pyro.infer import RenyiELBO
 
 import ppvae
 from conftest import bars, fa_data
+from ppvae.report import evaluation_table
 from ppvae.infer import IWAE, elbo_terms, log_importance_weights
 
 
@@ -224,3 +225,19 @@ def test_quadrature_refuses_what_it_cannot_integrate():
     cvae = ppvae.CVAE(x_shape=(1, 8, 8), num_classes=3, z_dim=2, network={"name": "mlp", "hidden": [8]})
     data = ppvae.data.ImageDataset(torch.bernoulli(torch.full((4, 1, 8, 8), 0.5)), torch.arange(4) % 3)
     assert ppvae.log_evidence(cvae, data, method="quadrature", progress=False).shape == (4,)  # log p(x | y)
+
+
+def test_the_khat_warning_marks_the_images_whose_estimate_is_off():
+    x = bars(300).x
+    model = ppvae.VAE(x_shape=(1, 8, 8), z_dim=2, network={"name": "mlp", "hidden": [32]})
+    model.fit(x, epochs=3, batch_size=50, lr=3e-3, progress=False)
+    estimate = ppvae.log_evidence(model, x[:60], num_samples=200, diagnostics=True, progress=False)
+    error = (estimate.log_evidence - ppvae.log_evidence(model, x[:60], method="quadrature", progress=False)).abs()
+    flagged = estimate.pareto_k > 0.7
+    assert 0 < flagged.sum() < 60
+    assert error[flagged].mean() > 5 * error[~flagged].mean()  # k-hat > 0.7 exactly where IS is off
+    scores = model.evaluate(x[:60], num_samples=200)
+    assert scores["khat_unreliable"] == pytest.approx(flagged.double().mean().item())
+    table = evaluation_table({**scores, "khat_unreliable": 0.5}, model.x_dim)
+    assert "warning: Pareto k-hat > 0.7 on 50% of the images" in table
+    assert "warning" not in evaluation_table({**scores, "khat_unreliable": 0.05}, model.x_dim)

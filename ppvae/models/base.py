@@ -335,13 +335,15 @@ class LatentVariableModel(nn.Module):
         """Mean ELBO, reconstruction and KL per example (nats) with standard errors.
 
         With ``num_samples`` K it adds the importance-sampled ``log_px`` (K samples from the
-        guide), the ``gap`` log p(x) - ELBO, ``bits_per_dim`` and the seconds it took; a model
-        with a closed-form evidence adds ``log_px_exact``.
+        guide), the ``gap`` log p(x) - ELBO, ``bits_per_dim``, the seconds it took and the
+        Pareto k-hat diagnostic: its median and ``khat_unreliable``, the share of images above
+        0.7, where the estimate is not to be trusted. A model with a closed-form evidence adds
+        ``log_px_exact``.
         """
         terms = self.elbo_terms(data, y, batch_size=batch_size, binarize=binarize, seed=seed)
         if num_samples:
             estimate = self.log_evidence(data, num_samples, y, binarize=binarize, seed=seed, progress=progress,
-                                         diagnostics=True, pareto_k=False)  # fmt: skip
+                                         diagnostics=True)  # fmt: skip
             terms["log_px"] = estimate.log_evidence
             terms["gap"] = estimate.log_evidence - terms["elbo"]
             terms["effective_sample_size"] = estimate.effective_sample_size
@@ -358,6 +360,10 @@ class LatentVariableModel(nn.Module):
                 out[key.replace("log_px", "bits_per_dim")] = evidence.bits_per_dim(out[key], self.x_dim, levels)
         if num_samples:
             out.update(num_samples=num_samples, evidence_seconds=estimate.seconds)
+            k_hat = estimate.pareto_k[torch.isfinite(estimate.pareto_k)]
+            if k_hat.numel():  # NaN where K is too small for a tail fit
+                out["khat_median"] = k_hat.median().item()
+                out["khat_unreliable"] = (k_hat > evidence.KHAT_UNRELIABLE).double().mean().item()
         return out
 
     def draw_figures(self, directory: Path) -> list[Path]:

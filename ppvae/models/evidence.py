@@ -103,6 +103,21 @@ def _quadrature(model: "LatentVariableModel", data: Data, y, batch_size: int | N
     return estimate if diagnostics else estimate.log_evidence
 
 
+KHAT_UNRELIABLE = 0.7  # Pareto k-hat above this: the importance weights' tail is too heavy to trust (Vehtari et al.)
+WARN_SHARE = 0.1  # warn when more than this share of images has an unreliable estimate
+
+
+def reliability_warning(share: float, z_dim: int | None = None) -> str | None:
+    """A plain-words warning when the share of images with k-hat > 0.7 is large, else None."""
+    if not share > WARN_SHARE:
+        return None
+    remedy = "method='quadrature' computes it exactly for z_dim <= 2" if z_dim is not None and z_dim <= 2 else \
+        "more samples help little where q(z | x) misses a mode of the posterior"
+    return (f"warning: Pareto k-hat > {KHAT_UNRELIABLE} on {share:.0%} of the images: there the importance-sampled "
+            f"log p(x) is unreliable (one run can land well off the true value, and on average it is too low: a "
+            f"stochastic lower bound); {remedy}")
+
+
 def bits_per_dim(log_px: torch.Tensor | float, x_dim: int, levels: int | None = None) -> torch.Tensor | float:
     """-log2 p(x) per dimension. ``levels=256`` for a density on [0, 1] of 256-level pixels.
 
