@@ -241,3 +241,19 @@ def test_the_khat_warning_marks_the_images_whose_estimate_is_off():
     table = evaluation_table({**scores, "khat_unreliable": 0.5}, model.x_dim)
     assert "warning: Pareto k-hat > 0.7 on 50% of the images" in table
     assert "warning" not in evaluation_table({**scores, "khat_unreliable": 0.05}, model.x_dim)
+
+
+def test_the_defensive_proposal_estimates_the_same_evidence():
+    train, test = fa_data(600, d=6, k=2, test_size=20)
+    fa = ppvae.FactorAnalysis(x_shape=(6,), z_dim=2)
+    fa.fit(train, progress=False)
+    exact = fa.exact_log_evidence(fa.prepare(test)).double()
+    defensive = ppvae.log_evidence(fa, test, num_samples=2000, proposal="defensive", diagnostics=True, progress=False)
+    assert torch.allclose(defensive.log_evidence, exact, atol=0.05)
+    assert (defensive.effective_sample_size > 0.5 * 2000).all()
+    x = bars(300).x
+    model = ppvae.VAE(x_shape=(1, 8, 8), z_dim=2, network={"name": "mlp", "hidden": [32]})
+    model.fit(x, epochs=3, batch_size=50, lr=3e-3, progress=False)
+    truth = ppvae.log_evidence(model, x[:30], method="quadrature", progress=False)
+    estimate = ppvae.log_evidence(model, x[:30], num_samples=2000, proposal="defensive", progress=False)
+    assert (estimate - truth).abs().mean() < 0.1
