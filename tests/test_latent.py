@@ -66,6 +66,9 @@ def test_project_gives_two_dimensions_by_pca_or_a_chosen_pair():
     assert torch.equal(pair, codes[:, [1, 3]].double()) and axes == ("z2", "z4")
     with pytest.raises(ValueError, match="method"):
         project(codes, "umap")
+    pytest.importorskip("sklearn")
+    embedded, axes = project(codes, "tsne")
+    assert embedded.shape == (50, 2) and axes == ("t-SNE 1", "t-SNE 2")
 
 
 def test_a_beta_sweep_switches_units_off_and_writes_its_table_and_figures(tmp_path):
