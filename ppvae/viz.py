@@ -12,6 +12,7 @@ from typing import BinaryIO, Iterable, Mapping, Sequence
 import matplotlib
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
 
@@ -113,6 +114,7 @@ def variance_bars(panels: Mapping[str, torch.Tensor], path: str | Path, threshol
             ax.axhline(threshold, color="tab:red", linewidth=1, linestyle="--")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("dimension")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0, 0].set_ylabel("Var_x E[z_d | x]")
     if title:
         fig.suptitle(title)
