@@ -94,17 +94,18 @@ def grid_for(prior_site: dict, guide_site: dict, prior_width: float, posterior_w
 
 
 def _log_joint(model: Callable, site_name: str, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-    """log p(x_i, z_g) for grid points z (G, N, d): every site's log-prob, (G, N)."""
+    """log p(x_i, z_g) for grid points z (G, N, d), or (G, 1, d) shared by the images: every site's log-prob, (G, N)."""
 
     def gridded(*args):
         with pyro.plate(GRID_PLATE, z.shape[0], dim=-2):
             return model(*args)
 
     trace = poutine.trace(poutine.condition(gridded, data={site_name: z})).get_trace(x, c)
-    total = torch.zeros(z.shape[:2], dtype=torch.float64, device=x.device)
+    shape = (z.shape[0], x.shape[0])
+    total = torch.zeros(shape, dtype=torch.float64, device=x.device)
     for site in trace.nodes.values():
         if site["type"] == "sample" and not site_is_subsample(site):
-            total = total + site["fn"].log_prob(site["value"]).double().expand(z.shape[:2])
+            total = total + site["fn"].log_prob(site["value"]).double().expand(shape)
     return total
 
 
@@ -125,10 +126,11 @@ def quadrature_log_evidence(
     """log p(x_i) for each row of ``x`` (condition ``c``) by quadrature over the one latent site (d <= 2).
 
     ``batch_size`` images share a grid; ``chunk_size`` grid points go through the model at once
-    (by default as many as keep about 4 million pixel values in flight).
+    (by default as many as keep about 4 million decoded pixel values in flight).
     """
     started = time.perf_counter()
-    chunk_size = chunk_size or max(16, 4_000_000 // (min(batch_size, x.shape[0]) * x[0].numel()))
+    images_per_row = 1 if c is None else min(batch_size, x.shape[0])  # decoder rows per grid point (see below)
+    chunk_size = chunk_size or max(16, 4_000_000 // (images_per_row * x[0].numel()))
     estimates, errors, used = [], [], []
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size]
@@ -142,7 +144,9 @@ def quadrature_log_evidence(
         coarse_total = fine_total.clone()
         for begin in range(0, grid.shape[0], chunk_size):
             points = grid[begin : begin + chunk_size].to(xb.device, torch.float32)
-            z = points[:, None, :].expand(points.shape[0], xb.shape[0], points.shape[1])
+            # Without a condition, p(x | z) depends on the image only through x: one decoder pass per grid point,
+            # broadcast over the images. A condition c makes the decoder's input differ per image.
+            z = points[:, None, :] if cb is None else points[:, None, :].expand(points.shape[0], xb.shape[0], points.shape[1])
             if prior_site["fn"].event_shape == ():
                 z = z[..., 0]
             log_joint = _log_joint(model, name, z, xb, cb)

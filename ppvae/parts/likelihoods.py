@@ -65,8 +65,27 @@ class IndependentBernoulli(dist.Independent):
         if torch.is_grad_enabled() and logits.requires_grad:
             logits, value = torch.broadcast_tensors(logits, value)
             return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(dims)
-        log_prob = (logits * value).sum(dims) - F.softplus(logits).sum(dims)
+        n = self.reinterpreted_batch_ndims
+        logits = _unexpanded(logits)  # a plate's expand() makes views; compute on the numbers that exist
+        if _spreads(logits.shape[:-n], value.shape[:-n]):  # one decoder output for many images (quadrature):
+            products = torch.einsum("...e,...e->...", logits.flatten(-n), value.flatten(-n))  # a matrix product
+        else:
+            products = (logits * value).sum(dims)
+        log_prob = products - F.softplus(logits).sum(dims)
         return log_prob.expand(self.batch_shape) if log_prob.shape != self.batch_shape else log_prob
+
+
+def _unexpanded(t: torch.Tensor) -> torch.Tensor:
+    """``t`` without the broadcast dims of an ``expand`` (stride 0): size 1 there, the same values."""
+    for dim, (size, stride) in enumerate(zip(t.shape, t.stride())):
+        if stride == 0 and size > 1:
+            t = t.narrow(dim, 0, 1)
+    return t
+
+
+def _spreads(small: torch.Size, large: torch.Size) -> bool:
+    """True if broadcasting stretches a size-1 dim of ``small`` over a longer dim of ``large``."""
+    return any(a == 1 and b > 1 for a, b in zip(reversed(small), reversed(large)))
 
 
 @LIKELIHOODS.register("bernoulli")
