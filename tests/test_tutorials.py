@@ -5,6 +5,7 @@ from pathlib import Path
 
 import matplotlib
 import pytest
+import torch
 
 TUTORIALS = sorted((Path(__file__).parent.parent / "tutorials").glob("*.ipynb"))
 FAST_SETTINGS = "EPOCHS = 1\nTRAIN_LIMIT = 2000\nNUM_SAMPLES = 20\nEVIDENCE_IMAGES = 100\n"
@@ -25,7 +26,9 @@ def test_tutorial_runs(path, tmp_path, monkeypatch, fashion):
 
 
 def check_01(ns, runs):
-    assert (runs / "tutorial-vae" / "spec.json").exists()
+    assert (runs / "tutorial-vae" / "spec.json").exists() and (runs / "tutorial-1" / "scatter.png").exists()
+    assert ns["gradient"].norm() > 0 and not ns["q"].sample().requires_grad  # the reparameterisation trick
+    assert torch.allclose(ns["kl_by_hand"].double(), ns["kl_ppvae"], atol=1e-4)  # the closed-form KL
 
 
 def check_02(ns, runs):
