@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -45,8 +46,16 @@ def data_source(args: argparse.Namespace, table: dict | None = None) -> dict:
     unknown = sorted(set(table) - {"dataset", "data", "root", "limit", "test_limit", "dequantize"})
     if unknown:
         raise ValueError(f"unknown [data] keys {unknown}; known: dataset, data, root, limit, test_limit, dequantize")
+    for key in ("limit", "test_limit"):
+        _check_count(f"--{key.replace('_', '-')}", table.get(key))
     return {**source, "limit": table.get("limit"), "test_limit": table.get("test_limit"),
             "dequantize": bool(table.get("dequantize", False))}  # fmt: skip
+
+
+def _check_count(flag: str, value: object) -> None:
+    """A count the user gave (a limit, a number of images, a batch size): a positive integer, or absent."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{flag} must be a positive whole number, got {value!r}")
 
 
 def load_data(source: dict, split: str, dequantized: bool = True) -> ImageDataset:
@@ -57,7 +66,7 @@ def load_data(source: dict, split: str, dequantized: bool = True) -> ImageDatase
     else:
         data = ppvae.data.load(source["dataset"], split=split, root=source.get("root"))
     limit = source.get("limit") if split == "train" else source.get("test_limit")
-    data = data.subset(limit) if limit else data
+    data = data.subset(limit) if limit is not None else data
     if dequantized and source.get("dequantize"):
         data = ppvae.data.dequantize(data, seed=0 if split == "train" else 1)
     return data
@@ -168,12 +177,15 @@ def _run_test_data(args: argparse.Namespace, spec: dict, dequantized: bool = Tru
     source = data_source_of(spec)
     if source is None:
         raise ValueError(f"{args.run} does not record its data; pass --dataset or --data")
+    _check_count("--test-limit", args.test_limit)
     if args.test_limit:
         source = {**source, "test_limit": args.test_limit}
     return load_data(source, "test", dequantized)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
+    _check_count("--batch-size", args.batch_size)
+    _check_count("--num-samples", args.num_samples)
     spec = read_spec(args.run)
     model = ppvae.load(args.run, device=args.device)
     test = _run_test_data(args, spec)
@@ -183,7 +195,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     scores["seconds"] = time.perf_counter() - started
     print(f"{model!r} on {test}\n")
     print(evaluation_table(scores, model.x_dim, None if model.binary_likelihood else 256))
-    write_text_atomic(Path(args.run) / "evaluation.json", json.dumps(scores, indent=2) + "\n")
+    write_text_atomic(Path(args.run) / "evaluation.json", strict_json(scores) + "\n")
     return scores
 
 
@@ -204,7 +216,14 @@ def cmd_compare(args: argparse.Namespace) -> Comparison:
     return comparison
 
 
+def strict_json(values: dict) -> str:
+    """JSON that every parser reads: a non-finite number (a standard error of one image) becomes null."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
+    return json.dumps(clean, indent=2, allow_nan=False)
+
+
 def cmd_sample(args: argparse.Namespace) -> str:
+    _check_count("-n", args.n)
     model = ppvae.load(args.run, device=args.device)
     out = Path(args.out or Path(args.run) / "samples.png")
     if args.label is not None and not model.conditional:

@@ -104,3 +104,20 @@ def test_factor_analysis_run_and_compare(tmp_path, capsys):
     rows = json.loads((out / "comparison.json").read_text())
     assert [r["model"] for r in rows] == ["fa", "vae"] and rows[0]["method"] == "exact"
     assert (out / "latent.png").exists() and (out / "comparison.md").read_text().startswith("# Comparison")
+
+
+def test_counts_are_checked_and_evaluation_json_is_strict(tmp_path, capsys):
+    images = tmp_path / "images.npy"
+    np.save(images, (np.random.default_rng(0).random((40, 1, 8, 8)) > 0.5).astype(np.float32))
+    for flags in (["--limit", "0"], ["--limit", "-5"], ["--test-limit", "0"]):
+        assert main(["train", "--data", str(images), *flags, "--out", str(tmp_path / "never")]) == 2
+        assert "must be a positive whole number" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+    run = tmp_path / "run"
+    main(["train", "--data", str(images), "--z-dim", "2", "--hidden", "8", "--epochs", "1", "--out", str(run), "--quiet"])
+    assert main(["sample", str(run), "-n", "0"]) == 2
+    assert main(["evaluate", str(run), "--batch-size", "0"]) == 2
+    assert "--batch-size must be a positive whole number" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--test-limit", "1", "--quiet"]) == 0  # one image: its standard errors are NaN
+    text = (run / "evaluation.json").read_text()
+    assert "NaN" not in text and json.loads(text)["elbo_se"] is None
