@@ -136,3 +136,18 @@ def test_bernoulli_log_prob_and_gradient_equal_pyros():
     assert torch.allclose(ours_grad, theirs_grad, atol=1e-6)  # x - sigmoid(logits), in [-1, 1]
     with torch.no_grad():  # the formula used without gradients gives the same values
         assert torch.allclose(ours.log_prob(x), theirs_value, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["normal", "laplace"])
+def test_a_sigmoid_mean_keeps_location_scale_likelihoods_in_the_unit_interval(name):
+    from ppvae.parts import LIKELIHOODS
+
+    bounded = LIKELIHOODS.build({"name": name, "scale": 0.1, "mean": "sigmoid"}, x_shape=(1, 2, 2))
+    plain = LIKELIHOODS.build({"name": name, "scale": 0.1}, x_shape=(1, 2, 2))
+    h = torch.tensor([[-8.0, -1.0, 0.0, 9.0]])
+    assert torch.allclose(bounded(h).mean.flatten(), torch.sigmoid(h).flatten())
+    assert torch.equal(plain(h).mean.flatten(), h.flatten())
+    with pytest.raises(ValueError, match="mean must be one of"):
+        LIKELIHOODS.build({"name": name, "mean": "tanh"}, x_shape=(1, 2, 2))
+    with pytest.raises(ValueError, match="min_scale must be positive"):
+        LIKELIHOODS.build({"name": name, "min_scale": 0}, x_shape=(1, 2, 2))

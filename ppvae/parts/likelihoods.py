@@ -109,7 +109,8 @@ class Bernoulli(Likelihood):
 
 class LocationScaleLikelihood(Likelihood):
     """A location-scale family per pixel around the decoder's output; ``scale``: a fixed number,
-    "learned" (one for all pixels), "per_pixel" (one per pixel) or "decoder" (the decoder outputs it).
+    "learned" (one for all pixels), "per_pixel" (one per pixel) or "decoder" (the decoder outputs it),
+    never below ``min_scale``; ``mean="sigmoid"`` keeps the mean in [0, 1], for pixels that live there.
 
     A learned scale starts at the training data's spread (see ``initialize``).
     """
@@ -117,10 +118,18 @@ class LocationScaleLikelihood(Likelihood):
     SCALES = ("learned", "per_pixel", "decoder")
     family: type[dist.Distribution]
 
-    def __init__(self, x_shape: tuple[int, ...], scale: float | str = "per_pixel", min_scale: float = 1e-3):
+    MEANS = ("identity", "sigmoid")
+
+    def __init__(self, x_shape: tuple[int, ...], scale: float | str = "per_pixel", min_scale: float = 1e-3,
+                 mean: str = "identity"):  # fmt: skip
         super().__init__(x_shape)
         if isinstance(scale, str) and scale not in self.SCALES:
             raise ValueError(f"scale must be a positive number or one of {self.SCALES}, got {scale!r}")
+        if mean not in self.MEANS:
+            raise ValueError(f"mean must be one of {self.MEANS}, got {mean!r}")
+        if not float(min_scale) > 0:
+            raise ValueError(f"min_scale must be positive, got {min_scale}")
+        self.mean_map = mean
         if not isinstance(scale, str) and not float(scale) > 0:
             raise ValueError(f"a fixed scale must be positive, got {scale}")
         self.scale_mode = scale
@@ -141,6 +150,8 @@ class LocationScaleLikelihood(Likelihood):
 
     def forward(self, h: torch.Tensor) -> dist.Distribution:
         loc = h[..., : self.x_dim]
+        if self.mean_map == "sigmoid":  # for pixels in [0, 1]: the mean cannot leave the range the data lives in
+            loc = torch.sigmoid(loc)
         scale = self.scale(h).expand(loc.shape)
         return self.family(self._images(loc), self._images(scale)).to_event(len(self.x_shape))
 
