@@ -101,6 +101,12 @@ def _run_and_save(fabric: Fabric, quiet: QuietEngineLogs, path: str, function: C
     result = function(fabric, *args)
     if fabric.is_global_zero:
         torch.save(result, path)
+    # An orderly end: every rank waits for the others, then tears its process group down. Left to the
+    # interpreter's exit, a rank that finished first could destroy gloo's threads while they still ran
+    # ("terminate called without an active exception", SIGABRT), seen once in CI.
+    fabric.barrier()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def launch(fabric: Fabric, function: Callable[..., Any], *args: Any) -> Any:
