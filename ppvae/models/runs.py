@@ -122,8 +122,13 @@ def save_figures(model: "LatentVariableModel", directory: Path) -> list[Path]:
 
 def write_run(model: "LatentVariableModel", directory: Path, weights: dict[str, torch.Tensor] | None = None,
               checkpoint: dict[str, Any] | None = None, figures: bool = False) -> Path:  # fmt: skip
-    """Write a run folder: checkpoint, weights, metrics, spec (in that order), then figures."""
+    """Write a run folder: spec, checkpoint, weights, metrics (in that order), then figures.
+
+    The spec comes first because nothing can resume without it: a kill at any moment after the first
+    epoch's checkpoint leaves a folder that ``resume=True`` continues.
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(directory / SPEC, json.dumps(spec_of(model), indent=2) + "\n")
     if checkpoint is not None:
         save_torch_atomic(checkpoint, directory / CHECKPOINT)
     if weights is None:
@@ -131,7 +136,6 @@ def write_run(model: "LatentVariableModel", directory: Path, weights: dict[str, 
     save_torch_atomic({"state_dict": weights, "preview": model.preview, "preview_y": model.preview_y,
                        "snapshots": model.snapshots, "snapshot_labels": model.snapshot_labels}, directory / WEIGHTS)  # fmt: skip
     write_text_atomic(directory / METRICS, metrics_text(model.history))
-    write_text_atomic(directory / SPEC, json.dumps(spec_of(model), indent=2) + "\n")
     if figures:
         save_figures(model, directory)
     return directory
