@@ -22,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-from ppvae.data import Data, ImageDataset, as_images
+from ppvae.data import Data, ImageDataset
 from ppvae.models import LatentVariableModel
 
 ACTIVE_THRESHOLD = 0.01
@@ -39,12 +39,12 @@ def encodings(model: LatentVariableModel, data: Data, y: torch.Tensor | None = N
     dataset's) for a conditional model."""
     if not model.has_latent:
         raise ValueError(f"{type(model).__name__} has no latent variables")
-    x = as_images(data, model.x_shape)
+    x = model.prepare(data)  # once: batch by batch, each batch would draw the same binarisation noise
     labels = _labels(data, y) if model.conditional else None
     means, scales = [], []
     for i in range(0, x.shape[0], batch_size):
         batch_labels = None if labels is None else labels[i : i + batch_size]
-        loc, scale = model.encode(x[i : i + batch_size], batch_labels, return_scale=True)
+        loc, scale = model.encode(x[i : i + batch_size], batch_labels, return_scale=True, binarize=None)
         means.append(loc.cpu())
         scales.append(scale.cpu())
     return torch.cat(means), torch.cat(scales)

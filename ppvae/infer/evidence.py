@@ -47,6 +47,16 @@ def _site_log_prob(site: dict, shape: torch.Size) -> torch.Tensor:
         ) from None
 
 
+def in_particles(fn: Callable, num_samples: int) -> Callable:
+    """``fn`` run inside a plate of ``num_samples`` particles at dim -2: K draws per example at once."""
+
+    def vectorised(*args, **kwargs):
+        with pyro.plate(PARTICLE_PLATE, num_samples, dim=-2):
+            return fn(*args, **kwargs)
+
+    return vectorised
+
+
 def log_importance_weights(
     model: Callable, guide: Callable | None, *args, num_samples: int, **kwargs
 ) -> torch.Tensor:
@@ -55,20 +65,12 @@ def log_importance_weights(
     ``guide=None`` samples z from the model's prior and weighs by the observed sites alone.
     Both programs must put their sites in a plate named ``"data"`` at dim -1.
     """
-
-    def particles(fn: Callable) -> Callable:
-        def vectorised(*a, **k):
-            with pyro.plate(PARTICLE_PLATE, num_samples, dim=-2):
-                return fn(*a, **k)
-
-        return vectorised
-
     if guide is None:
-        model_trace = poutine.trace(particles(model)).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(in_particles(model, num_samples)).get_trace(*args, **kwargs)
         guide_trace = None
     else:
-        guide_trace = poutine.trace(particles(guide)).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(particles(model), trace=guide_trace)).get_trace(*args, **kwargs)
+        guide_trace = poutine.trace(in_particles(guide, num_samples)).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(in_particles(model, num_samples), trace=guide_trace)).get_trace(*args, **kwargs)
     sites = [s for s in model_trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
     outside = [s["name"] for s in sites if not any(f.name == "data" for f in s["cond_indep_stack"])]
     if outside or not sites:
@@ -96,23 +98,16 @@ def defensive_log_weights(model: Callable, guide: Callable, *args, num_samples: 
     prior, then weighed by p(x, z) / [(1 - a) q(z | x) + a p(z)].
     """
 
-    def particles(fn: Callable) -> Callable:
-        def vectorised(*a, **k):
-            with pyro.plate(PARTICLE_PLATE, num_samples, dim=-2):
-                return fn(*a, **k)
-
-        return vectorised
-
-    guide_trace = poutine.trace(particles(guide)).get_trace(*args, **kwargs)
+    guide_trace = poutine.trace(in_particles(guide, num_samples)).get_trace(*args, **kwargs)
     latent = [s for s in guide_trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
     if len(latent) != 1:
         raise ValueError(f"the defensive proposal needs one latent site; the guide has {[s['name'] for s in latent]}")
     name, q = latent[0]["name"], latent[0]["fn"]
-    prior_trace = poutine.trace(particles(model)).get_trace(*args, **kwargs)
+    prior_trace = poutine.trace(in_particles(model, num_samples)).get_trace(*args, **kwargs)
     z_q, z_p = guide_trace.nodes[name]["value"], prior_trace.nodes[name]["value"]
     from_prior = torch.rand(z_q.shape[:2], device=z_q.device) < prior_share
     z = torch.where(from_prior.reshape(from_prior.shape + (1,) * (z_q.dim() - 2)), z_p, z_q)
-    model_trace = poutine.trace(poutine.condition(particles(model), data={name: z})).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.condition(in_particles(model, num_samples), data={name: z})).get_trace(*args, **kwargs)
     shape = torch.Size(z_q.shape[:2])
     log_joint = torch.zeros(shape, device=z.device)
     for site in model_trace.nodes.values():

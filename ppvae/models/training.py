@@ -167,7 +167,7 @@ class EpochEnd:
         stop = False
         if record["epoch"] in (options["snapshot_epochs"] or ()):
             c = None if job.test_c is None else job.test_c[:SNAPSHOT]
-            model.snapshots[record["epoch"]] = model.encode(job.test[:SNAPSHOT], c).cpu()
+            model.snapshots[record["epoch"]] = model.encode(job.test[:SNAPSHOT], c, binarize=None).cpu()  # prepared
         if job.validation is not None:
             record.update({f"val_{k}": v for k, v in self.scores(job.validation, job.validation_c).items()})
             if not job.best or record["val_elbo"] > job.best["score"]:
