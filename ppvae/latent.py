@@ -159,6 +159,18 @@ def mmd_test(x: Data, y: Data, bandwidth: float | None = None, permutations: int
     return MMDTest(observed, bandwidth, p_value, permutations)
 
 
+def nearest_distance(images: Data, reference: Data, batch_size: int = 250) -> torch.Tensor:
+    """Euclidean pixel distance from each image to its nearest neighbour in ``reference`` (N,).
+
+    A check on samples that a kernel MMD can miss: speckled samples sit far from every real image, while
+    held-out real images give the distance a good sample should have. Images are clipped to [0, 1] first.
+    """
+    a, ref = _flat(images).clamp(0, 1), _flat(reference)
+    if a.shape[0] == 0 or ref.shape[0] == 0 or a.shape[1] != ref.shape[1]:
+        raise ValueError(f"nearest_distance needs images and a reference of one size, got {tuple(a.shape)} and {tuple(ref.shape)}")
+    return torch.cat([torch.cdist(part, ref).min(1).values for part in a.split(batch_size)])
+
+
 # -- anomaly scores --------------------------------------------------------------------------------------
 
 

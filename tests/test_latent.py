@@ -11,7 +11,7 @@ from PIL import Image
 import ppvae
 from conftest import bars as three_kinds
 from ppvae.cli import main
-from ppvae.latent import auroc, knn_accuracy, mmd, mmd_test, project
+from ppvae.latent import auroc, knn_accuracy, mmd, mmd_test, nearest_distance, project
 
 SMALL_NET = {"name": "mlp", "hidden": [32]}
 
@@ -47,6 +47,17 @@ def test_mmd_is_the_unbiased_estimate_and_the_permutation_test_tells_samples_apa
     same, different = mmd_test(first, second, permutations=100), mmd_test(first, noise, permutations=100)
     assert abs(same.mmd2) < 0.01 * different.mmd2 and same.p_value > 0.01
     assert different.p_value < 0.01
+
+
+def test_nearest_distance_finds_the_closest_reference_image_and_sets_noise_apart(fashion):
+    reference = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    images = torch.tensor([[0.1, 0.0], [2.0, 2.0], [0.0, 0.7]])  # the second is clipped to (1, 1) first
+    assert torch.allclose(nearest_distance(images, reference, batch_size=2), torch.tensor([0.1, 0.0, 0.3]).double())
+    _, test = fashion
+    held_out, noise = nearest_distance(test.x[400:500], test.x[:400]), nearest_distance(torch.rand(100, 1, 28, 28), test.x[:400])
+    assert held_out.median() < 0.5 * noise.median()
+    with pytest.raises(ValueError, match="one size"):
+        nearest_distance(torch.rand(3, 5), torch.rand(3, 4))
 
 
 def test_auroc_is_the_probability_that_an_anomaly_scores_lower():

@@ -42,7 +42,9 @@ def check_03(ns, runs):
 
 
 def check_04(ns, runs):
-    assert len(ns["comparison"].rows) == 4 and (runs / "latent-2d" / "latent.png").exists()
+    assert len(ns["comparison"].rows) == 5 and (runs / "latent-2d" / "latent.png").exists()
+    assert ns["outside"]["sigmoid mean, scale >= 0.1"] == 0  # the sigmoid mean keeps samples in [0, 1]
+    assert ns["small_scale"]["sigmoid mean, scale >= 0.1"] == 0 and min(ns["distance"].values()) > 0 and ns["pixel_vae"].likelihood.scale().min() >= 0.1
 
 
 def check_05(ns, runs):
