@@ -257,3 +257,70 @@ def test_the_defensive_proposal_estimates_the_same_evidence():
     truth = ppvae.log_evidence(model, x[:30], method="quadrature", progress=False)
     estimate = ppvae.log_evidence(model, x[:30], num_samples=2000, proposal="defensive", progress=False)
     assert (estimate - truth).abs().mean() < 0.1
+
+
+# -- annealed importance sampling and bidirectional Monte Carlo ------------------------------------------------
+
+
+def test_ais_from_the_prior_anneals_to_factor_analysis_closed_form():
+    train, test = fa_data(600, d=6, k=2, test_size=20)
+    fa = ppvae.FactorAnalysis(x_shape=(6,), z_dim=2)
+    fa.fit(train, progress=False)
+    exact = fa.exact_log_evidence(fa.prepare(test)).double()
+    estimate = ppvae.log_evidence(fa, test, method="ais", proposal="prior", chains=64, steps=300, diagnostics=True,
+                                  progress=False)  # fmt: skip
+    error = estimate.log_evidence - exact
+    assert abs(error.mean()) < 0.05 and error.abs().mean() < 0.1
+    assert (error.abs() < 4 * estimate.standard_error + 0.02).all()  # its own error bar covers the truth
+    assert 0.5 < estimate.acceptance.mean() < 0.95  # the step size adapted toward 0.65
+    one_step = ppvae.log_evidence(fa, test, method="ais", proposal="prior", chains=16, steps=1, leapfrog_steps=1,
+                                  progress=False)  # fmt: skip
+    assert (one_step - exact).abs().mean() > 5 * error.abs().mean()  # one step is importance sampling from the prior
+
+
+@pytest.mark.slow
+def test_ais_closes_the_gap_importance_sampling_leaves_on_a_multimodal_posterior(fashion):
+    train, test = fashion
+    model = ppvae.VAE(x_shape=train.shape, z_dim=2)
+    model.fit(train.subset(6000), epochs=2, progress=False)
+    images = test.subset(20)
+    exact = ppvae.log_evidence(model, images, method="quadrature", progress=False)
+    importance = ppvae.log_evidence(model, images, num_samples=1000, progress=False) - exact
+    estimate = ppvae.log_evidence(model, images, method="ais", steps=100, diagnostics=True, progress=False)
+    annealed = estimate.log_evidence - exact
+    assert importance.mean() < -0.5  # q(z | x) misses posterior mass that more samples do not find
+    assert abs(annealed.mean()) < 0.1 and annealed.abs().mean() < 0.25  # AIS: within 0.1 nats on average
+    assert (annealed.abs() < 4 * estimate.standard_error + 0.05).all()  # and its error bar says how far, per image
+
+
+def test_bdmc_sandwiches_the_exact_evidence_of_simulated_images():
+    model = ppvae.VAE(x_shape=(1, 8, 8), z_dim=2, network={"name": "mlp", "hidden": [32]})
+    model.fit(bars(300).x, epochs=3, batch_size=50, lr=3e-3, progress=False)
+    images, estimate = ppvae.bdmc(model, num_images=20, steps=200, progress=False)
+    assert images.shape == (20, 1, 8, 8) and set(images.unique().tolist()) <= {0.0, 1.0}  # drawn from the Bernoulli
+    exact = ppvae.log_evidence(model, images, method="quadrature", binarize=None, progress=False)
+    lower, upper = estimate.log_evidence, estimate.upper
+    assert (lower - exact).mean() < 0.02 and (upper - exact).mean() > -0.02  # bounds on average, from either side
+    assert (upper - lower).mean() < 0.1  # and close: AIS with these settings is accurate on this model
+
+
+def test_ais_refuses_what_it_cannot_do():
+    model = ppvae.VAE(x_shape=(1, 8, 8), z_dim=2, network={"name": "mlp", "hidden": [8]})
+    x = torch.zeros(2, 1, 8, 8)
+    for options, message in ((dict(chains=0), "chains must be"), (dict(steps=2.5), "steps must be"),
+                             (dict(proposal="defensive"), "AIS starts from")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            ppvae.log_evidence(model, x, method="ais", progress=False, **options)
+    autoencoder = ppvae.VAE(x_shape=(1, 8, 8), z_dim=2, guide="delta", network={"name": "mlp", "hidden": [8]})
+    with pytest.raises(ValueError, match="point mass"):
+        ppvae.log_evidence(autoencoder, x, method="ais", progress=False)
+    assert ppvae.log_evidence(autoencoder, x, method="ais", proposal="prior", steps=5, progress=False).shape == (2,)
+
+
+def test_ais_conditions_on_the_label_like_quadrature():
+    cvae = ppvae.CVAE(x_shape=(1, 8, 8), num_classes=3, z_dim=2, network={"name": "mlp", "hidden": [16]})
+    data = bars(150)
+    cvae.fit(data, epochs=3, batch_size=50, lr=3e-3, progress=False)
+    exact = ppvae.log_evidence(cvae, data.subset(10), method="quadrature", progress=False)  # log p(x | y)
+    annealed = ppvae.log_evidence(cvae, data.subset(10), method="ais", steps=200, progress=False)
+    assert (annealed - exact).abs().mean() < 0.05

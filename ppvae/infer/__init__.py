@@ -1,9 +1,10 @@
 """Inference on any Pyro model/guide pair: objectives, the training loop, per-example ELBO terms,
-importance-sampled and quadrature evidence.
+importance-sampled, quadrature and annealed-importance-sampled evidence.
 
 Nothing here knows what a VAE is; the models layer drives it.
 """
 
+from ppvae.infer.ais import AISEstimate, ais_log_evidence, bidirectional, simulate
 from ppvae.infer.batches import LoaderBatches, TensorBatches, shard_order
 from ppvae.infer.evidence import EvidenceEstimate, estimate_log_evidence, log_importance_weights
 from ppvae.infer.launch import ACCELERATORS, PRECISIONS, STRATEGIES, launch, make_fabric
@@ -15,8 +16,8 @@ from ppvae.infer.random import derive_seed, seeded
 from ppvae.infer.svi import make_adam
 
 __all__ = [
-    "ACCELERATORS", "IWAE", "OBJECTIVES", "PRECISIONS", "STRATEGIES", "EvidenceEstimate", "KLWeight", "LoaderBatches",
-    "LoopResult", "ObjectiveModule", "QuadratureEstimate", "TensorBatches", "TrainingLoop", "derive_seed", "elbo_terms",
+    "ACCELERATORS", "AISEstimate", "IWAE", "OBJECTIVES", "PRECISIONS", "STRATEGIES", "EvidenceEstimate", "KLWeight", "LoaderBatches",
+    "LoopResult", "ObjectiveModule", "QuadratureEstimate", "TensorBatches", "TrainingLoop", "ais_log_evidence", "bidirectional", "derive_seed", "elbo_terms",
     "estimate_log_evidence", "launch", "log_importance_weights", "make_adam", "make_elbo", "make_fabric", "quadrature_log_evidence", "seeded",
-    "shard_order", "validate_programs",
+    "shard_order", "simulate", "validate_programs",
 ]  # fmt: skip

@@ -24,12 +24,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import pyro
-import pyro.poutine as poutine
 import torch
-from pyro.poutine.util import site_is_subsample
 
-GRID_PLATE = "quadrature_grid"
+from ppvae.infer.traces import latent_site, log_joint_parts
+
 MAX_DIM = 2
 
 
@@ -43,22 +41,6 @@ class QuadratureEstimate:
     spacing: float
     bounds: list[tuple[float, float]]
     seconds: float = 0.0
-
-
-def _latent_site(model: Callable, guide: Callable, x: torch.Tensor, c: torch.Tensor | None) -> tuple[str, dict, dict]:
-    """The one latent site's name and its model and guide sites (one trace each, on the batch)."""
-    guide_trace = poutine.trace(guide).get_trace(x, c)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, c)
-    latent = [s for s in model_trace.nodes.values()
-              if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]  # fmt: skip
-    if len(latent) != 1:
-        raise ValueError(f"quadrature needs exactly one latent site, the model has {[s['name'] for s in latent]}")
-    site = latent[0]
-    dim = site["fn"].event_shape.numel() if site["fn"].event_shape else 1
-    if len(site["fn"].event_shape) > 1 or dim > MAX_DIM:
-        raise ValueError(f"quadrature integrates over at most {MAX_DIM} latent dimensions; site {site['name']!r} has "
-                         f"{dim}: use importance sampling or AIS")  # fmt: skip
-    return site["name"], site, guide_trace.nodes[site["name"]]
 
 
 def _moments(fn) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,22 +75,6 @@ def grid_for(prior_site: dict, guide_site: dict, prior_width: float, posterior_w
     return axes, spacing
 
 
-def _log_joint(model: Callable, site_name: str, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-    """log p(x_i, z_g) for grid points z (G, N, d), or (G, 1, d) shared by the images: every site's log-prob, (G, N)."""
-
-    def gridded(*args):
-        with pyro.plate(GRID_PLATE, z.shape[0], dim=-2):
-            return model(*args)
-
-    trace = poutine.trace(poutine.condition(gridded, data={site_name: z})).get_trace(x, c)
-    shape = (z.shape[0], x.shape[0])
-    total = torch.zeros(shape, dtype=torch.float64, device=x.device)
-    for site in trace.nodes.values():
-        if site["type"] == "sample" and not site_is_subsample(site):
-            total = total + site["fn"].log_prob(site["value"]).double().expand(shape)
-    return total
-
-
 @torch.no_grad()
 def quadrature_log_evidence(
     model: Callable,
@@ -135,7 +101,7 @@ def quadrature_log_evidence(
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size]
         cb = None if c is None else c[start : start + batch_size]
-        name, prior_site, guide_site = _latent_site(model, guide, xb, cb)
+        name, prior_site, guide_site = latent_site(model, guide, xb, cb, max_dim=MAX_DIM, purpose="quadrature")
         axes, spacing = grid_for(prior_site, guide_site, prior_width, posterior_width, points_per_scale, max_points)
         grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))  # (G, d)
         coarse = torch.stack(torch.meshgrid(*[torch.arange(a.numel()) % 2 == 0 for a in axes], indexing="ij"),
@@ -149,7 +115,7 @@ def quadrature_log_evidence(
             z = points[:, None, :] if cb is None else points[:, None, :].expand(points.shape[0], xb.shape[0], points.shape[1])
             if prior_site["fn"].event_shape == ():
                 z = z[..., 0]
-            log_joint = _log_joint(model, name, z, xb, cb)
+            log_joint = sum(log_joint_parts(model, name, z, xb, cb)).double()
             fine_total = torch.logaddexp(fine_total, torch.logsumexp(log_joint, 0))
             keep = coarse[begin : begin + chunk_size].to(xb.device)
             if keep.any():

@@ -3,7 +3,7 @@
 from ppvae.models.base import LatentVariableModel
 from ppvae.models.completion import CompletionNetwork, CompletionVAE, completion_rows, completion_scores
 from ppvae.models.cvae import CVAE
-from ppvae.models.evidence import bits_per_dim, log_evidence
+from ppvae.models.evidence import bdmc, bits_per_dim, log_evidence
 from ppvae.models.factor_analysis import FactorAnalysis
 from ppvae.models.runs import load
 from ppvae.models.training import TrainingDiverged
@@ -13,4 +13,4 @@ MODELS: dict[str, type[LatentVariableModel]] = {"VAE": VAE, "CVAE": CVAE, "Facto
                                                "CompletionVAE": CompletionVAE, "CompletionNetwork": CompletionNetwork}
 
 __all__ = ["CVAE", "CompletionNetwork", "CompletionVAE", "MODELS", "FactorAnalysis", "VAE", "LatentVariableModel", "TrainingDiverged", "bits_per_dim", "completion_rows",
-           "completion_scores", "load", "log_evidence"]  # fmt: skip
+           "completion_scores", "load", "log_evidence", "bdmc"]  # fmt: skip

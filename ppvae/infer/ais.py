@@ -1,0 +1,257 @@
+"""Annealed importance sampling (Neal, 2001) of log p(x) per example, with Hamiltonian Monte Carlo moves.
+
+Chains start from a normalised distribution p0 (the prior, or the guide's q(z | x)) and
+move through the tempered densities
+
+    f_t(z) = p0(z)^(1 - b_t) p(x, z)^(b_t),       0 = b_0 < b_1 < ... < b_T = 1,
+
+collecting log w = sum_t (b_t - b_(t-1)) [log p(x, z_(t-1)) - log p0(z_(t-1))]. The mean
+of w over chains is unbiased for p(x), so its log is a stochastic lower bound that tightens
+as T grows; unlike importance sampling it does not need a proposal that covers the posterior,
+because the chains walk there. Each move is HMC (identity mass, ``leapfrog_steps`` steps)
+leaving f_t invariant; the step size is one per image, nudged after every move toward an
+acceptance rate of 0.65 as Wu et al. (2017) do for decoder-based models. Everything is
+vectorised over images and chains: one model evaluation per leapfrog step per batch.
+
+Run backwards from an exact posterior sample (which data simulated from the model provide:
+x ~ p(x | z), z ~ p(z)), the same procedure gives an unbiased estimate of 1 / p(x), hence a
+stochastic upper bound; the two bounds sandwich the truth (bidirectional Monte Carlo,
+Grosse et al., 2015).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import pyro.poutine as poutine
+import torch
+
+from ppvae.infer.traces import latent_site, log_joint_parts
+
+STARTS = ("prior", "guide")
+TARGET_ACCEPTANCE = 0.65
+STEP_SIZE_RANGE = (1e-4, 2.0)
+
+
+def sigmoid_schedule(steps: int, sharpness: float = 4.0) -> torch.Tensor:
+    """Inverse temperatures b_0 = 0 < ... < b_steps = 1, dense at both ends (Grosse et al., 2015)."""
+    if steps < 1:
+        raise ValueError(f"AIS needs at least 1 step, got {steps}")
+    s = torch.sigmoid(sharpness * torch.linspace(-1, 1, steps + 1, dtype=torch.float64))
+    return (s - s[0]) / (s[-1] - s[0])
+
+
+@dataclass
+class AISEstimate:
+    """Per-example results, float64 on the CPU, shape (N,) unless noted.
+
+    ``standard_error`` is the delta-method standard error of log p(x) from the spread of the chains'
+    weights; ``upper`` (from reverse chains, where the data were simulated) a stochastic upper bound.
+    """
+
+    log_evidence: torch.Tensor
+    standard_error: torch.Tensor
+    log_weights: torch.Tensor  # (chains, N)
+    acceptance: torch.Tensor  # mean HMC acceptance rate over moves and chains
+    step_size: torch.Tensor  # each image's final step size
+    chains: int
+    steps: int
+    leapfrog_steps: int
+    start: str
+    seconds: float = 0.0
+    upper: torch.Tensor | None = None
+
+
+def log_mean_exp(log_weights: torch.Tensor) -> torch.Tensor:
+    """log of the mean of exp over dim 0, (K, N) -> (N,)."""
+    return torch.logsumexp(log_weights, 0) - math.log(log_weights.shape[0])
+
+
+def log_standard_error(log_weights: torch.Tensor) -> torch.Tensor:
+    """Delta-method standard error of log mean(w): std(w) / (sqrt(K) mean(w)), from log weights (K, N)."""
+    w = (log_weights - log_weights.max(0).values).exp()
+    k = log_weights.shape[0]
+    if k < 2:
+        return torch.full((log_weights.shape[1],), float("nan"), dtype=log_weights.dtype)
+    return w.std(0) / (math.sqrt(k) * w.mean(0))
+
+
+class TemperedPosterior:
+    """The densities along the path for one batch: log p0, log p(x, z) and their gradients in z."""
+
+    def __init__(self, model: Callable, site_name: str, start_fn, x: torch.Tensor, c: torch.Tensor | None,
+                 start: str, scalar_event: bool):  # fmt: skip
+        self.model, self.site_name, self.start_fn = model, site_name, start_fn
+        self.x, self.c, self.start, self.scalar_event = x, c, start, scalar_event
+
+    def _as_site(self, z: torch.Tensor) -> torch.Tensor:
+        return z[..., 0] if self.scalar_event else z
+
+    def evaluate(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """log p0(z), log p(x, z) (chains, N) and their gradients (chains, N, d) at ``z``."""
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            log_prior, log_likelihood = log_joint_parts(self.model, self.site_name, self._as_site(z), self.x, self.c)
+            log_joint = log_prior + log_likelihood
+            log_start = log_prior if self.start == "prior" else self.start_fn.log_prob(self._as_site(z))
+            grad_start = torch.autograd.grad(log_start.sum(), z, retain_graph=True)[0]
+            grad_joint = torch.autograd.grad(log_joint.sum(), z)[0]
+        return log_start.detach(), log_joint.detach(), grad_start, grad_joint
+
+
+def _combine(beta: float, start: torch.Tensor, joint: torch.Tensor) -> torch.Tensor:
+    return (1 - beta) * start + beta * joint
+
+
+def _hmc_move(path: TemperedPosterior, z, state, beta: float, step_size: torch.Tensor, leapfrog_steps: int):
+    """One HMC move leaving f_beta invariant; returns the new z, its state and which chains accepted."""
+    log_start, log_joint, grad_start, grad_joint = state
+    eps = step_size[None, :, None]  # one step size per image, shared by its chains
+    momentum = torch.randn_like(z)
+    energy = -_combine(beta, log_start, log_joint) + 0.5 * momentum.square().sum(-1)
+    z_new, p = z, momentum + 0.5 * eps * _combine(beta, grad_start, grad_joint)
+    for step in range(leapfrog_steps):
+        z_new = z_new + eps * p
+        new_state = path.evaluate(z_new)
+        grad = _combine(beta, new_state[2], new_state[3])
+        p = p + (eps if step < leapfrog_steps - 1 else 0.5 * eps) * grad
+    new_energy = -_combine(beta, new_state[0], new_state[1]) + 0.5 * p.square().sum(-1)
+    log_accept = torch.nan_to_num(energy - new_energy, nan=-math.inf)
+    accepted = torch.rand_like(log_accept).log() < log_accept  # (chains, N)
+    keep = accepted[..., None]
+    z = torch.where(keep, z_new, z)
+    state = tuple(torch.where(keep if new.dim() == 3 else accepted, new, old) for new, old in zip(new_state, state))
+    return z, state, accepted
+
+
+def anneal(path: TemperedPosterior, z: torch.Tensor, betas: torch.Tensor, step_size: torch.Tensor,
+           leapfrog_steps: int, progress: Callable[[int], None] | None = None):  # fmt: skip
+    """Run the chains ``z`` (chains, N, d) along ``betas``; log weights (chains, N) in float64, the mean
+    acceptance rate per image, and the adapted step sizes. Reversed ``betas`` give the reverse chain."""
+    state = path.evaluate(z)
+    log_weights = torch.zeros(z.shape[:2], dtype=torch.float64, device=z.device)
+    accepted_total = torch.zeros(z.shape[1], dtype=torch.float64, device=z.device)
+    for t in range(1, betas.shape[0]):
+        delta = float(betas[t] - betas[t - 1])
+        log_weights += delta * (state[1] - state[0]).double()
+        z, state, accepted = _hmc_move(path, z, state, float(betas[t]), step_size, leapfrog_steps)
+        rate = accepted.double().mean(0)
+        accepted_total += rate
+        step_size = (step_size * torch.where(rate > TARGET_ACCEPTANCE, 1.02, 0.98)).clamp(*STEP_SIZE_RANGE)
+        if progress is not None:
+            progress(1)
+    return log_weights, accepted_total / (betas.shape[0] - 1), step_size
+
+
+def _start(model: Callable, guide: Callable, x: torch.Tensor, c: torch.Tensor | None, start: str):
+    if start not in STARTS:
+        raise ValueError(f"AIS starts from one of {STARTS}, got {start!r}")
+    name, prior_site, guide_site = latent_site(model, guide, x, c, purpose="AIS")
+    fn = prior_site["fn"] if start == "prior" else guide_site["fn"]
+    return name, fn, prior_site["fn"].event_shape == ()
+
+
+def initial_step_size(start_fn, n: int, scalar: bool, device) -> torch.Tensor:
+    """Half the start distribution's mean standard deviation per image (N,): the scale the first moves see.
+    The adaptation then follows the tempered posterior as it narrows."""
+    try:
+        std = start_fn.stddev
+    except NotImplementedError:
+        std = start_fn.sample((200,)).std(0)
+    std = torch.nan_to_num(std, nan=1.0, posinf=1.0).expand(start_fn.batch_shape + start_fn.event_shape)
+    per_image = std if scalar else std.reshape(n, -1).mean(-1)
+    return (0.5 * per_image).clamp(*STEP_SIZE_RANGE).to(device)
+
+
+@torch.no_grad()
+def ais_log_evidence(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    c: torch.Tensor | None = None,
+    chains: int = 16,
+    steps: int = 500,
+    leapfrog_steps: int = 10,
+    start: str = "prior",
+    step_size: float | None = None,
+    batch_size: int = 100,
+    progress: Callable[[int], None] | None = None,
+) -> AISEstimate:
+    """log p(x_i) for each row of ``x`` (condition ``c``) by AIS with ``chains`` chains per image and ``steps``
+    intermediate distributions; ``progress`` is called with 1 after each step of each batch. The HMC step
+    size starts at ``step_size`` or, left unset, at half the start distribution's scale, then adapts."""
+    if chains < 1 or leapfrog_steps < 1 or batch_size < 1:
+        raise ValueError(f"chains, leapfrog_steps and batch_size must be >= 1, got {chains}, {leapfrog_steps}, {batch_size}")
+    started = time.perf_counter()
+    betas = sigmoid_schedule(steps)
+    results = []
+    for begin in range(0, x.shape[0], batch_size):
+        xb = x[begin : begin + batch_size]
+        cb = None if c is None else c[begin : begin + batch_size]
+        name, start_fn, scalar = _start(model, guide, xb, cb, start)
+        z = start_fn.sample((chains,))
+        z = z[..., None] if scalar else z
+        path = TemperedPosterior(model, name, start_fn, xb, cb, start, scalar)
+        eps = initial_step_size(start_fn, xb.shape[0], scalar, xb.device) if step_size is None else \
+            torch.full((xb.shape[0],), step_size, device=xb.device)  # fmt: skip
+        results.append(anneal(path, z, betas, eps, leapfrog_steps, progress))
+    log_weights = torch.cat([r[0] for r in results], 1).cpu()
+    return AISEstimate(
+        log_evidence=log_mean_exp(log_weights),
+        standard_error=log_standard_error(log_weights),
+        log_weights=log_weights,
+        acceptance=torch.cat([r[1] for r in results]).cpu(),
+        step_size=torch.cat([r[2] for r in results]).double().cpu(),
+        chains=chains, steps=steps, leapfrog_steps=leapfrog_steps, start=start,
+        seconds=time.perf_counter() - started,
+    )  # fmt: skip
+
+
+def simulate(model: Callable, guide: Callable, x_like: torch.Tensor, c: torch.Tensor | None = None):
+    """Draw (z, x) from the model's joint, as many as rows of ``x_like`` (whose values are ignored): each z is
+    an exact sample of p(z | x) for its x, the start of a reverse chain."""
+    guide_trace = poutine.trace(guide).get_trace(x_like, c)
+    observed = [n for n, s in poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x_like, c).nodes.items()
+                if s["type"] == "sample" and s["is_observed"]]  # fmt: skip
+    if len(observed) != 1:
+        raise ValueError(f"simulating data needs one observed site, the model has {observed}")
+    name, _, _ = latent_site(model, guide, x_like, c, purpose="simulation")
+    trace = poutine.trace(poutine.uncondition(model)).get_trace(x_like, c)
+    x = trace.nodes[observed[0]]["value"].reshape(x_like.shape).to(x_like.dtype)
+    return trace.nodes[name]["value"], x
+
+
+@torch.no_grad()
+def bidirectional(
+    model: Callable,
+    guide: Callable,
+    z: torch.Tensor,
+    x: torch.Tensor,
+    c: torch.Tensor | None = None,
+    chains: int = 16,
+    steps: int = 500,
+    leapfrog_steps: int = 10,
+    start: str = "prior",
+    step_size: float | None = None,
+    batch_size: int = 100,
+    progress: Callable[[int], None] | None = None,
+) -> AISEstimate:
+    """Forward AIS (a stochastic lower bound) and reverse AIS from the exact posterior samples ``z`` (an upper
+    bound, in ``upper``) of log p(x) for data ``x`` simulated with them (see :func:`simulate`)."""
+    forward = ais_log_evidence(model, guide, x, c, chains, steps, leapfrog_steps, start, step_size, batch_size, progress)
+    betas = sigmoid_schedule(steps).flip(0)
+    reverse = []
+    for begin in range(0, x.shape[0], batch_size):
+        xb, zb = x[begin : begin + batch_size], z[begin : begin + batch_size]
+        cb = None if c is None else c[begin : begin + batch_size]
+        name, start_fn, scalar = _start(model, guide, xb, cb, start)
+        zb = zb[:, None] if scalar else zb
+        zb = zb.expand(chains, *zb.shape).clone()  # every chain starts at the image's exact posterior sample
+        path = TemperedPosterior(model, name, start_fn, xb, cb, start, scalar)
+        eps = forward.step_size[begin : begin + batch_size].float().to(xb.device)
+        reverse.append(anneal(path, zb, betas, eps, leapfrog_steps, progress)[0])
+    forward.upper = -log_mean_exp(torch.cat(reverse, 1).cpu())  # reverse weights estimate 1 / p(x)
+    return forward
