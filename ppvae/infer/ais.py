@@ -225,33 +225,23 @@ def simulate(model: Callable, guide: Callable, x_like: torch.Tensor, c: torch.Te
 
 
 @torch.no_grad()
-def bidirectional(
-    model: Callable,
-    guide: Callable,
-    z: torch.Tensor,
-    x: torch.Tensor,
-    c: torch.Tensor | None = None,
-    chains: int = 16,
-    steps: int = 500,
-    leapfrog_steps: int = 10,
-    start: str = "prior",
-    step_size: float | None = None,
-    batch_size: int = 100,
-    progress: Callable[[int], None] | None = None,
-) -> AISEstimate:
+def bidirectional(model: Callable, guide: Callable, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None = None,
+                  **options) -> AISEstimate:  # fmt: skip
     """Forward AIS (a stochastic lower bound) and reverse AIS from the exact posterior samples ``z`` (an upper
-    bound, in ``upper``) of log p(x) for data ``x`` simulated with them (see :func:`simulate`)."""
-    forward = ais_log_evidence(model, guide, x, c, chains, steps, leapfrog_steps, start, step_size, batch_size, progress)
-    betas = sigmoid_schedule(steps).flip(0)
+    bound, in ``upper``) of log p(x) for data ``x`` simulated with them (see :func:`simulate`). ``options`` are
+    :func:`ais_log_evidence`'s; the reverse chains take the forward chains' settings and final step sizes."""
+    forward = ais_log_evidence(model, guide, x, c, **options)
+    chains, batch_size = forward.chains, options.get("batch_size", 100)
+    betas = sigmoid_schedule(forward.steps).flip(0)
     reverse = []
     for begin in range(0, x.shape[0], batch_size):
         xb, zb = x[begin : begin + batch_size], z[begin : begin + batch_size]
         cb = None if c is None else c[begin : begin + batch_size]
-        name, start_fn, scalar = _start(model, guide, xb, cb, start)
+        name, start_fn, scalar = _start(model, guide, xb, cb, forward.start)
         zb = zb[:, None] if scalar else zb
         zb = zb.expand(chains, *zb.shape).clone()  # every chain starts at the image's exact posterior sample
-        path = TemperedPosterior(model, name, start_fn, xb, cb, start, scalar)
+        path = TemperedPosterior(model, name, start_fn, xb, cb, forward.start, scalar)
         eps = forward.step_size[begin : begin + batch_size].float().to(xb.device)
-        reverse.append(anneal(path, zb, betas, eps, leapfrog_steps, progress)[0])
+        reverse.append(anneal(path, zb, betas, eps, forward.leapfrog_steps, options.get("progress"))[0])
     forward.upper = -log_mean_exp(torch.cat(reverse, 1).cpu())  # reverse weights estimate 1 / p(x)
     return forward
