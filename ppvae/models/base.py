@@ -340,6 +340,10 @@ class LatentVariableModel(nn.Module):
         0.7, where the estimate is not to be trusted. A model with a closed-form evidence adds
         ``log_px_exact``.
         """
+        broken = [name for name, value in self.state_dict().items() if value.is_floating_point() and not value.isfinite().all()]
+        if broken:
+            raise ValueError(f"the model's weights hold NaN or infinite values ({broken[0]}{' and others' if len(broken) > 1 else ''}): "
+                             "there is nothing to evaluate; a diverged run keeps its last good weights in weights.pt")  # fmt: skip
         terms = self.elbo_terms(data, y, batch_size=batch_size, binarize=binarize, seed=seed)
         if num_samples:
             estimate = self.log_evidence(data, num_samples, y, binarize=binarize, seed=seed, progress=progress,

@@ -16,6 +16,7 @@ the spec. ``.pt`` files hold only tensors and plain containers:
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import math
@@ -91,9 +92,18 @@ def metrics_text(history: list[dict[str, Any]]) -> str:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The whole records of a metrics.jsonl; a torn line (a kill mid-write, by an older version) is skipped."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 # -- writing a run ----------------------------------------------------------------------------------
@@ -150,10 +160,66 @@ def save_run(model: "LatentVariableModel", directory: str | Path, figures: bool 
 
 
 def read_spec(directory: str | Path) -> dict[str, Any]:
+    """A run folder's spec, checked (see :func:`validate_spec`)."""
     path = Path(directory) / SPEC
     if not path.exists():
         raise FileNotFoundError(f"{directory} is not a ppvae run folder: it has no {SPEC}")
-    return json.loads(path.read_text())
+    try:
+        spec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
+    return validate_spec(spec, path)
+
+
+def _type_fits(value: Any, default: Any) -> bool:
+    """Whether a spec value has the type of the constructor's default (a part spec: a name or a dict)."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (tuple, list)):
+        return isinstance(value, (tuple, list))
+    if isinstance(default, str):
+        return isinstance(value, (str, dict))
+    return True
+
+
+def validate_spec(spec: Any, where: str | Path = "the spec") -> dict[str, Any]:
+    """``spec`` if it describes a model this version can build; otherwise one error naming ``where`` and the field.
+
+    Every constructor argument must be there with the right type: a missing field is an error, never a
+    silent default (a spec without its prior would load as another model).
+    """
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: a spec is a JSON object, got {type(spec).__name__}")
+    version = spec.get("format", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{where}: field 'format' must be a positive whole number, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{where} has format {version}, written by a newer ppvae; this version reads formats up to "
+                         f"{FORMAT_VERSION}: upgrade ppvae")  # fmt: skip
+    cls = model_class(spec.get("model"), str(where))
+    config = spec.get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{where}: field 'config' must be an object of {cls.__name__}'s arguments, got {config!r}")
+    parameters = {name: p for name, p in inspect.signature(cls.__init__).parameters.items()
+                  if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}  # fmt: skip
+    unknown = sorted(set(config) - set(parameters))
+    if unknown:
+        raise ValueError(f"{where}: unknown field 'config.{unknown[0]}' for {cls.__name__}; it takes "
+                         f"{', '.join(parameters)}")  # fmt: skip
+    for name, parameter in parameters.items():
+        if name not in config:
+            raise ValueError(f"{where}: field 'config.{name}' is missing")
+        if not _type_fits(config[name], parameter.default):
+            raise ValueError(f"{where}: field 'config.{name}' has the wrong type: {config[name]!r} "
+                             f"(like the default, {parameter.default!r})")  # fmt: skip
+    for name in ("fit", "data"):
+        if spec.get(name) is not None and not isinstance(spec[name], dict):
+            raise ValueError(f"{where}: field {name!r} must be an object, got {spec[name]!r}")
+    return spec
 
 
 def read_checkpoint(directory: str | Path) -> dict[str, Any] | None:
@@ -171,8 +237,26 @@ def data_source_of(spec: dict[str, Any]) -> dict[str, Any] | None:
 
 def build(spec: dict[str, Any], directory: str | Path = "the spec") -> "LatentVariableModel":
     """The untrained model a spec describes."""
-    cls = model_class(spec.get("model"), f"{directory}/{SPEC}")
-    return cls(**spec["config"])
+    where = f"{directory}/{SPEC}"
+    validate_spec(spec, where)
+    try:
+        return model_class(spec["model"], where)(**spec["config"])
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+def read_weights(path: Path) -> dict[str, Any]:
+    """A weights.pt, or an error saying it is damaged (truncated, corrupt, or not ppvae's)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path.parent} has a spec but no {path.name}: the run never finished an epoch") from None
+    except Exception as error:  # torch raises several kinds for a damaged zip or pickle
+        raise ValueError(f"{path} is damaged or not a ppvae weights file ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''})") from None  # fmt: skip
+    if not isinstance(saved, dict) or not isinstance(saved.get("state_dict"), dict):
+        raise ValueError(f"{path} is not a ppvae weights file: it holds no state_dict")
+    return saved
 
 
 def load(directory: str | Path, device: str | torch.device = "cpu") -> "LatentVariableModel":
@@ -180,8 +264,12 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> "LatentVa
     directory = Path(directory)
     spec = read_spec(directory)
     model = build(spec, directory)
-    saved = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
-    model.load_state_dict(saved["state_dict"])
+    saved = read_weights(directory / WEIGHTS)
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except RuntimeError as error:
+        raise ValueError(f"{directory / WEIGHTS} does not fit the model {directory / SPEC} describes: "
+                         f"{str(error).splitlines()[0]} ...") from None  # fmt: skip
     model.preview, model.preview_y = saved.get("preview"), saved.get("preview_y")
     model.snapshots, model.snapshot_labels = dict(saved.get("snapshots") or {}), saved.get("snapshot_labels")
     model.fit_config = spec.get("fit", {})
