@@ -4,7 +4,7 @@ The setting of the evidence issue: a z_dim=2 VAE (MLP, Bernoulli) trained 2 epoc
 6,000 Fashion-MNIST images, scored on 40 statically binarised test images. The exact
 log p(x) comes from dense quadrature (with its refinement error); against it, importance
 sampling with the guide and the defensive mixture at several K, and annealed importance
-sampling at several numbers of steps: mean error (estimate minus exact; negative is below),
+sampling from the guide at several numbers of steps (from the prior at the first two): mean error (estimate minus exact; negative is below),
 the worst three images, the share of images whose Pareto k-hat exceeds 0.7 (IS), and the
 seconds each took.
 
@@ -51,7 +51,7 @@ def main() -> None:
             print(f"| {name} | {k} | {error.mean():+.3f} | {', '.join(f'{w:+.2f}' for w in worst)} | {flagged:.0%} "
                   f"| {seconds:.1f} |", flush=True)  # fmt: skip
     for start in ("guide", "prior"):
-        for steps in args.ais_steps:
+        for steps in args.ais_steps if start == "guide" else args.ais_steps[:2]:  # from the prior: slower to converge
             estimate = ppvae.log_evidence(model, test, method="ais", proposal=start, chains=args.chains, steps=steps,
                                           diagnostics=True, progress=False)  # fmt: skip
             error = estimate.log_evidence - exact.log_evidence

@@ -274,8 +274,11 @@ def cmd_parts(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> Path:
     """Train the default VAE on Fashion-MNIST, estimate its evidence, compare it with factor analysis, report."""
+    for flag in ("num_samples", "evidence_images", "ais_images", "ais_steps"):
+        _check_count(f"--{flag.replace('_', '-')}", getattr(args, flag))
     return run_demo(args.out, epochs=args.epochs, limit=args.limit, root=args.root, seed=args.seed, device=args.device,
-                    num_samples=args.num_samples, evidence_images=args.evidence_images, progress=not args.quiet)  # fmt: skip
+                    num_samples=args.num_samples, evidence_images=args.evidence_images, ais_images=args.ais_images,
+                    ais_steps=args.ais_steps, progress=not args.quiet)  # fmt: skip
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -419,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="train on the first N images only")
     p.add_argument("--num-samples", type=int, default=1000, metavar="K", help="importance samples for log p(x)")
     p.add_argument("--evidence-images", type=int, default=2000, metavar="N", help="test images scored by log p(x)")
+    p.add_argument("--ais-images", type=int, default=100, metavar="N", help="test images scored by AIS (and simulated for BDMC)")
+    p.add_argument("--ais-steps", type=int, default=100, metavar="T", help="AIS intermediate distributions")
     p.add_argument("--root", help="folder holding Fashion-MNIST's IDX files")
     add_run_options(p)
     p.set_defaults(func=cmd_demo)

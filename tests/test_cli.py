@@ -54,8 +54,11 @@ def test_parts_lists_the_registry(capsys):
 def test_demo_writes_the_report_with_the_comparison(tmp_path, fashion):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--limit", "1500", "--epochs", "1", "--num-samples", "20",
-                 "--evidence-images", "200", "--quiet"]) == 0  # fmt: skip
+                 "--evidence-images", "200", "--ais-images", "10", "--ais-steps", "20", "--quiet"]) == 0  # fmt: skip
     report = (out / "report.md").read_text()
+    annealed = json.loads((out / "evaluation.json").read_text())["ais"]
+    assert annealed["bdmc_lower"] < annealed["bdmc_upper"] + 0.5 and annealed["ais_gain"] > -1  # 20 steps: loose
+    assert "AIS, 16 chains x 20 steps" in report
     assert "log p(x), importance sampled (K = 20)" in report and "## Against factor analysis" in report
     rows = json.loads((out / "comparison" / "comparison.json").read_text())
     kinds = {r["model"]: (r["data"], r["method"]) for r in rows}
