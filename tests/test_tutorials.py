@@ -35,6 +35,7 @@ def check_02(ns, runs):
     assert ns["by_guide"][-1] > ns["by_prior"][-1]  # the guide is the better proposal
     assert ns["exact_flat"].error.max() < 0.01  # the quadrature is exact to its refinement
     assert ns["errors"]["guide", 100].mean() < 0.05  # importance sampling sits below it on average
+    assert len(ns["errors"]["ais", 10]) == 40 and torch.isfinite(ns["gap"]).all() and len(ns["simulated"]) == 10
 
 
 def check_03(ns, runs):
