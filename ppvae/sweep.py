@@ -30,7 +30,7 @@ from ppvae.specs import build_model
 SWEPT = ("beta", "z_dim")
 COLUMNS = {  # key: (heading, format)
     "elbo": ("test ELBO", "{:.2f}"), "reconstruction": ("reconstruction", "{:.2f}"), "kl": ("KL", "{:.3f}"),
-    "log_px": ("log p(x)", "{:.2f}"), "active_units": ("active units", "{}"), "knn_accuracy": ("k-NN accuracy", "{:.3f}"),
+    "log_px": ("log p(x)", "{:.2f}"), "khat_unreliable": ("k-hat > 0.7", "{:.0%}"), "active_units": ("active units", "{}"), "knn_accuracy": ("k-NN accuracy", "{:.3f}"),
     "mean_variance": ("Var of means (mean over dims)", "{:.3g}"), "fit_seconds": ("fit (s)", "{:.0f}"),
 }  # fmt: skip
 
@@ -58,7 +58,9 @@ class Sweep:
         notes = [f"Nats per test image over {first['n']} images.",
                  f"Active units: dimensions with Var_x E[z_d | x] > {latent.ACTIVE_THRESHOLD}."]  # fmt: skip
         if "log_px" in keys:
-            notes.insert(1, f"log p(x): importance sampling with K={first['num_samples']}.")
+            notes.insert(1, f"log p(x): importance sampling with K={first['num_samples']} on the first "
+                            f"{first['evidence_images']} images; k-hat > 0.7: the share of those whose estimate is "
+                            "unreliable (Pareto k-hat), where it is likely too low.")  # fmt: skip
         if "knn_accuracy" in keys:
             notes.append(f"k-NN accuracy: the {first['k']} nearest training codes vote.")
         return "\n".join(lines + ["", " ".join(notes)])
@@ -120,9 +122,10 @@ def sweep(
         scores = instance.evaluate(test, seed=seed)
         row.update(n=scores["n"], elbo=scores["elbo"], reconstruction=scores["reconstruction"], kl=scores["kl"])
         if num_samples:
-            row["log_px"] = instance.log_evidence(test.subset(evidence_images), num_samples, seed=seed,
-                                                  progress=progress).mean().item()  # fmt: skip
-            row["num_samples"] = num_samples
+            scored = test.subset(evidence_images)
+            estimate = instance.log_evidence(scored, num_samples, seed=seed, diagnostics=True, progress=progress)
+            row.update(log_px=estimate.log_evidence.mean().item(), num_samples=num_samples, evidence_images=len(scored),
+                       khat_unreliable=(estimate.pareto_k > 0.7).double().mean().item())  # fmt: skip
         x_test = instance.prepare(test, seed=seed)
         labels = test.y if instance.conditional else None
         units = latent.active_units(instance, x_test, labels)

@@ -93,7 +93,8 @@ def test_a_beta_sweep_switches_units_off_and_writes_its_table_and_figures(tmp_pa
     assert low["knn_accuracy"] > 0.9  # three kinds, easily told apart in z at beta=1
     assert low["log_px"] >= low["elbo"] - 1
     table = (tmp_path / "beta" / "sweep.md").read_text()
-    assert table.startswith("| beta | test ELBO") and "active units" in table
+    assert table.startswith("| beta | test ELBO") and "active units" in table and "k-hat > 0.7" in table
+    assert 0 <= low["khat_unreliable"] <= 1 and low["evidence_images"] == 150
     assert json.loads((tmp_path / "beta" / "sweep.json").read_text())["rows"][1]["value"] == 30
     for name in ("samples", "variance", "latent"):
         with Image.open(result.figures[name]) as image:
