@@ -29,7 +29,7 @@ from typing import Callable
 import pyro.poutine as poutine
 import torch
 
-from ppvae.infer.traces import latent_site, log_joint_parts
+from ppvae.infer.traces import latent_site, log_joint_parts, spread
 
 STARTS = ("prior", "guide")
 TARGET_ACCEPTANCE = 0.65
@@ -157,11 +157,7 @@ def _start(model: Callable, guide: Callable, x: torch.Tensor, c: torch.Tensor | 
 def initial_step_size(start_fn, n: int, scalar: bool, device) -> torch.Tensor:
     """Half the start distribution's mean standard deviation per image (N,): the scale the first moves see.
     The adaptation then follows the tempered posterior as it narrows."""
-    try:
-        std = start_fn.stddev
-    except NotImplementedError:
-        std = start_fn.sample((200,)).std(0)
-    std = torch.nan_to_num(std, nan=1.0, posinf=1.0).expand(start_fn.batch_shape + start_fn.event_shape)
+    std = spread(start_fn, non_finite=1.0)[1].expand(start_fn.batch_shape + start_fn.event_shape)
     per_image = std if scalar else std.reshape(n, -1).mean(-1)
     return (0.5 * per_image).clamp(*STEP_SIZE_RANGE).to(device)
 

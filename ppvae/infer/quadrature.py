@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from ppvae.infer.traces import latent_site, log_joint_parts
+from ppvae.infer.traces import latent_site, log_joint_parts, spread
 
 MAX_DIM = 2
 
@@ -44,13 +44,8 @@ class QuadratureEstimate:
 
 
 def _moments(fn) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation of a distribution, (..., d); a wide guess where torch has none."""
-    try:
-        mean, std = fn.mean, fn.stddev
-    except NotImplementedError:
-        draws = fn.sample((2000,))
-        mean, std = draws.mean(0), draws.std(0)
-    std = torch.where(torch.isfinite(std), std, torch.full_like(std, 10.0))  # Student-t with df <= 2: no variance
+    """Mean and standard deviation of a distribution, (..., d); a wide guess where the variance is infinite."""
+    mean, std = spread(fn, non_finite=10.0)
     return mean.reshape(-1, mean.shape[-1]) if mean.dim() else mean, std.reshape(-1, std.shape[-1]) if std.dim() else std
 
 

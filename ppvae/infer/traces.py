@@ -40,6 +40,18 @@ def latent_site(model: Callable, guide: Callable, x: torch.Tensor, c: torch.Tens
     return site["name"], site, guide_trace.nodes[site["name"]]
 
 
+def spread(fn, non_finite: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of a distribution (its batch and event shape), estimated from draws where
+    torch has no formula; ``non_finite`` stands in for a standard deviation that is infinite or undefined
+    (a Student-t with df <= 2)."""
+    try:
+        mean, std = fn.mean, fn.stddev
+    except NotImplementedError:
+        draws = fn.sample((2000,))
+        mean, std = draws.mean(0), draws.std(0)
+    return mean, torch.where(torch.isfinite(std), std, torch.full_like(std, non_finite))
+
+
 def log_joint_parts(model: Callable, site_name: str, z: torch.Tensor, x: torch.Tensor,
                     c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """log p(z) and log p(x | z) at values ``z`` (P, N, d), or (P, 1, d) shared by the images, each (P, N).

@@ -9,7 +9,8 @@ in training), picks chunk sizes from a memory budget, and shows a progress bar.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
 
 import pyro
 import torch
@@ -25,6 +26,23 @@ METHODS = ("is", "quadrature", "ais")
 
 if TYPE_CHECKING:
     from ppvae.models.base import LatentVariableModel
+
+
+@contextmanager
+def _scoring(model: "LatentVariableModel", data: Data | None = None, y=None, binarize=None,
+             seed: int | None = 0) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None]]:  # fmt: skip
+    """The model in eval mode (restored afterwards, errors included), with ``data`` prepared as it is scored:
+    the images and their conditions."""
+    was_training = model.training
+    model.eval()
+    try:
+        if data is None:
+            yield None, None
+        else:
+            x = model.prepare(data, binarize, seed if seed is not None else 0)
+            yield x, model.conditions(data, y, x)
+    finally:
+        model.train(was_training)
 
 
 def log_evidence(
@@ -81,22 +99,18 @@ def log_evidence(
     if proposal != "prior" and model.point_mass_guide:
         raise ValueError("the guide is a point mass (guide='delta'), which has no density to weigh samples by; "
                          "use proposal='prior' or a guide with spread")  # fmt: skip
-    was_training = model.training
-    model.eval()
-    x = model.prepare(data, binarize, seed if seed is not None else 0)
-    c = model.conditions(data, y, x)
-    if memory_mb is None:
-        memory_mb = 64 if x.device.type == "cpu" else 1024
-    rows = rows_per_pass(memory_mb, model.x_dim)
-    chunk_size = chunk_size or min(num_samples, rows)
-    batch_size = batch_size or max(1, min(x.shape[0], rows // chunk_size))
-    bar = tqdm(total=x.shape[0], desc=f"log p(x), K={num_samples}", unit="image", disable=not progress, leave=False)
-    with seeded(seed, x.device), bar, pyro.validation_enabled(False):
-        estimate = estimate_log_evidence(
-            model.model, model.guide, x, c, num_samples=num_samples, batch_size=batch_size, chunk_size=chunk_size,
-            diagnostics=diagnostics and pareto_k, progress=bar.update, proposal=proposal,
-        )  # fmt: skip
-    model.train(was_training)
+    with _scoring(model, data, y, binarize, seed) as (x, c):
+        if memory_mb is None:
+            memory_mb = 64 if x.device.type == "cpu" else 1024
+        rows = rows_per_pass(memory_mb, model.x_dim)
+        chunk_size = chunk_size or min(num_samples, rows)
+        batch_size = batch_size or max(1, min(x.shape[0], rows // chunk_size))
+        bar = tqdm(total=x.shape[0], desc=f"log p(x), K={num_samples}", unit="image", disable=not progress, leave=False)
+        with seeded(seed, x.device), bar, pyro.validation_enabled(False):
+            estimate = estimate_log_evidence(
+                model.model, model.guide, x, c, num_samples=num_samples, batch_size=batch_size, chunk_size=chunk_size,
+                diagnostics=diagnostics and pareto_k, progress=bar.update, proposal=proposal,
+            )  # fmt: skip
     return estimate if diagnostics else estimate.log_evidence
 
 
@@ -105,15 +119,11 @@ def _quadrature(model: "LatentVariableModel", data: Data, y, batch_size: int | N
     if not model.has_latent or model.z_dim > 2:
         raise ValueError(f"quadrature integrates over 1 or 2 latent dimensions; this model has "
                          f"{model.z_dim}: use method='is'")  # fmt: skip
-    was_training = model.training
-    model.eval()
-    x = model.prepare(data, binarize, seed if seed is not None else 0)
-    c = model.conditions(data, y, x)
-    bar = tqdm(total=x.shape[0], desc="log p(x), quadrature", unit="image", disable=not progress, leave=False)
-    with bar, pyro.validation_enabled(False):
-        estimate = quadrature_log_evidence(model.model, model.guide, x, c, batch_size=batch_size or 20,
-                                           progress=bar.update)  # fmt: skip
-    model.train(was_training)
+    with _scoring(model, data, y, binarize, seed) as (x, c):
+        bar = tqdm(total=x.shape[0], desc="log p(x), quadrature", unit="image", disable=not progress, leave=False)
+        with bar, pyro.validation_enabled(False):
+            estimate = quadrature_log_evidence(model.model, model.guide, x, c, batch_size=batch_size or 20,
+                                               progress=bar.update)  # fmt: skip
     return estimate if diagnostics else estimate.log_evidence
 
 
@@ -132,19 +142,15 @@ def _check_ais(model: "LatentVariableModel", start: str, chains: int, steps: int
 def _ais(model: "LatentVariableModel", data: Data, y, start: str, chains: int, steps: int, leapfrog_steps: int,
          batch_size: int | None, binarize, seed: int | None, progress: bool) -> AISEstimate:  # fmt: skip
     _check_ais(model, start, chains, steps, leapfrog_steps)
-    was_training = model.training
-    model.eval()
-    x = model.prepare(data, binarize, seed if seed is not None else 0)
-    c = model.conditions(data, y, x)
-    batch_size = batch_size or max(1, rows_per_pass(64 if x.device.type == "cpu" else 1024, model.x_dim) // chains)
-    batches = math.ceil(x.shape[0] / batch_size)
-    bar = tqdm(total=batches * steps, desc=f"log p(x), AIS {chains}x{steps}", unit="step", disable=not progress, leave=False)
-    with seeded(seed, x.device), bar, pyro.validation_enabled(False):
-        estimate = ais_log_evidence(model.model, model.guide, x, c, chains=chains, steps=steps,
+    with _scoring(model, data, y, binarize, seed) as (x, c):
+        batch_size = batch_size or max(1, rows_per_pass(64 if x.device.type == "cpu" else 1024, model.x_dim) // chains)
+        batches = math.ceil(x.shape[0] / batch_size)
+        bar = tqdm(total=batches * steps, desc=f"log p(x), AIS {chains}x{steps}", unit="step", disable=not progress,
+                   leave=False)  # fmt: skip
+        with seeded(seed, x.device), bar, pyro.validation_enabled(False):
+            return ais_log_evidence(model.model, model.guide, x, c, chains=chains, steps=steps,
                                     leapfrog_steps=leapfrog_steps, start=start, batch_size=batch_size,
                                     progress=bar.update)  # fmt: skip
-    model.train(was_training)
-    return estimate
 
 
 def bdmc(model: "LatentVariableModel", num_images: int = 100, y: torch.Tensor | None = None, chains: int = 16,
@@ -158,17 +164,14 @@ def bdmc(model: "LatentVariableModel", num_images: int = 100, y: torch.Tensor | 
     and so, presumably, on real images near it.
     """
     _check_ais(model, proposal, chains, steps, leapfrog_steps)
-    was_training = model.training
-    model.eval()
     like = torch.zeros(num_images, *model.x_shape, device=model.device)
     c = model.condition(model.sample_labels(num_images, y).to(model.device)) if model.conditional else None
     bar = tqdm(total=2 * steps, desc=f"BDMC, AIS {chains}x{steps} both ways", unit="step", disable=not progress, leave=False)
-    with seeded(seed, model.device), bar, pyro.validation_enabled(False):
+    with _scoring(model), seeded(seed, model.device), bar, pyro.validation_enabled(False):
         z, x = simulate(model.model, model.guide, like, c)
         estimate = bidirectional(model.model, model.guide, z, x, c, chains=chains, steps=steps,
                                  leapfrog_steps=leapfrog_steps, start=proposal, batch_size=num_images,
                                  progress=bar.update)  # fmt: skip
-    model.train(was_training)
     return x, estimate
 
 
