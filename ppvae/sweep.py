@@ -25,6 +25,7 @@ import torch
 from ppvae import latent, viz
 from ppvae.data import ImageDataset
 from ppvae.models import LatentVariableModel
+from ppvae.models.evidence import KHAT_UNRELIABLE
 from ppvae.specs import build_model
 
 SWEPT = ("beta", "z_dim")
@@ -125,7 +126,7 @@ def sweep(
             scored = test.subset(evidence_images)
             estimate = instance.log_evidence(scored, num_samples, seed=seed, diagnostics=True, progress=progress)
             row.update(log_px=estimate.log_evidence.mean().item(), num_samples=num_samples, evidence_images=len(scored),
-                       khat_unreliable=(estimate.pareto_k > 0.7).double().mean().item())  # fmt: skip
+                       khat_unreliable=(estimate.pareto_k > KHAT_UNRELIABLE).double().mean().item())  # fmt: skip
         x_test = instance.prepare(test, seed=seed)
         labels = test.y if instance.conditional else None
         units = latent.active_units(instance, x_test, labels)

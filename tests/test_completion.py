@@ -80,6 +80,7 @@ def test_the_cvae_draws_either_kind_where_the_network_can_only_blur():
     # one quadrant leaves the kind undecided: the network pays about log 2 on each of 32 pixels, the CVAE about once
     assert cvae_scores[1]["nll"] < network_scores[1]["nll"] - 10  # measured: 10.3 against 25.8 nats
     assert network_scores[1]["nll"] == pytest.approx(network_scores[1]["elbo_nll"])  # no latent: exact
+    assert "khat_unreliable" not in network_scores[1] and all(0 <= cvae_scores[k]["khat_unreliable"] <= 1 for k in (1, 2, 3))
     for k in (2, 3):  # the kind is visible: both models do about as well
         assert abs(cvae_scores[k]["nll"] - network_scores[k]["nll"]) < 2
 

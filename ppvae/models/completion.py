@@ -28,6 +28,7 @@ from ppvae import viz
 from ppvae.data import Data
 from ppvae.infer import seeded
 from ppvae.models.base import LatentVariableModel
+from ppvae.models.evidence import KHAT_UNRELIABLE
 from ppvae.models.runs import save_figure_atomic
 from ppvae.models.vae import VAE
 from ppvae.parts import LIKELIHOODS, MLP, normalize_spec, observed_where
@@ -281,17 +282,18 @@ def completion_scores(model: LatentVariableModel, data: Data, visible: Sequence[
 
     ``nll``: exact for the network (it has no latent variable), importance-sampled with K =
     ``num_samples`` for a CVAE; ``elbo_nll``: minus the ``particles``-particle ELBO, what Pyro's
-    tutorial tabulates (equal to ``nll`` for the network). Images are binarised as the model was scored.
+    tutorial tabulates (equal to ``nll`` for the network); for a CVAE ``khat_unreliable``, the share of
+    images whose importance-sampled estimate has Pareto k-hat > 0.7. Images are binarised as the model was scored.
     """
     scores = {}
     for k in visible:
         counts = torch.full((len(data),), int(k), dtype=torch.long)
         elbo = torch.stack([model.elbo_terms(data, counts, seed=seed + i)["elbo"] for i in range(particles)]).mean(0)
+        scores[int(k)] = {"nll": -elbo.mean().item(), "elbo_nll": -elbo.mean().item()}
         if model.has_latent:
-            nll = -model.log_evidence(data, num_samples, counts, seed=seed, progress=progress).mean().item()
-        else:
-            nll = -elbo.mean().item()
-        scores[int(k)] = {"nll": nll, "elbo_nll": -elbo.mean().item()}
+            estimate = model.log_evidence(data, num_samples, counts, seed=seed, diagnostics=True, progress=progress)
+            scores[int(k)].update(nll=-estimate.log_evidence.mean().item(),
+                                  khat_unreliable=(estimate.pareto_k > KHAT_UNRELIABLE).double().mean().item())
     return scores
 
 

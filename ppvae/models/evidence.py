@@ -184,7 +184,8 @@ def reliability_warning(share: float, z_dim: int | None = None) -> str | None:
     if not share > WARN_SHARE:
         return None
     remedy = "method='quadrature' computes it exactly for z_dim <= 2" if z_dim is not None and z_dim <= 2 else \
-        "more samples help little where q(z | x) misses a mode of the posterior"
+        ("more samples help little where q(z | x) misses a mode of the posterior; "
+         "method='ais' (annealed importance sampling) reaches it")
     return (f"warning: Pareto k-hat > {KHAT_UNRELIABLE} on {share:.0%} of the images: there the importance-sampled "
             f"log p(x) is unreliable (one run can land well off the true value, and on average it is too low: a "
             f"stochastic lower bound); {remedy}")
