@@ -38,7 +38,7 @@ def main() -> None:
     scores, seconds = {}, {}
     for name, model in models.items():
         started = time.perf_counter()
-        model.fit(train, epochs=args.epochs, test=test, seed=0, progress=False, out=out / name)
+        model.fit(train, epochs=args.epochs, test=test, seed=0, progress=False, out=out / name, overwrite=True)
         seconds[name] = time.perf_counter() - started
         started = time.perf_counter()
         scores[name] = ppvae.completion_scores(model, test, num_samples=args.num_samples, particles=10)

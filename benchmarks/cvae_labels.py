@@ -80,7 +80,7 @@ def main() -> None:
     for name, options in SETTINGS.items():
         model = ppvae.CVAE(x_shape=train.shape, num_classes=10, **options)
         started = time.perf_counter()
-        model.fit(train, epochs=args.epochs, test=test.subset(2000), seed=0, progress=False,
+        model.fit(train, epochs=args.epochs, test=test.subset(2000), seed=0, progress=False, overwrite=True,
                   out=Path(args.out) / name.replace(", ", "-").replace("=", "").replace(" ", "-"))  # fmt: skip
         seconds = time.perf_counter() - started
         samples = model.sample(1000, y=asked, seed=1)

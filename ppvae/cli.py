@@ -88,7 +88,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 # -- commands -------------------------------------------------------------------------------------
 
 FIT_DEFAULTS = ppvae.LatentVariableModel.fit_defaults()  # one source of truth: the signature of fit
-SET_BY_COMMAND = ("test", "out", "resume", "progress", "y")  # fit arguments the train command fills itself
+SET_BY_COMMAND = ("test", "out", "resume", "overwrite", "progress", "y")  # fit arguments the train command fills itself
 FIT_FLAGS = tuple(k for k in FIT_DEFAULTS if k not in SET_BY_COMMAND)
 RESUME_FLAGS = ("epochs", "accelerator", "devices", "strategy", "num_workers")  # what a resumed run may change
 
@@ -121,7 +121,8 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict:
         model = build_model(model_spec, train.shape, train)
         model.data_source = source
     print(f"training on {train}\ntesting on {test}")
-    model.fit(train, test=test, out=args.out, resume=args.resume, progress=not args.quiet, **fit)
+    model.fit(train, test=test, out=args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+              **fit)  # fmt: skip
     last = model.history[-1]
     score = last.get("test_elbo", last.get("test_log_likelihood"))
     print(f"wrote {args.out}: {model!r}, test {'ELBO' if 'test_elbo' in last else 'log p(x)'} {score:.2f} nats "
@@ -142,6 +143,7 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str] = ()) -> "ppvae.Swe
     for key in ("beta", "z_dim"):  # the one held fixed goes to the model spec as a single value
         setattr(args, key, given[key][0] if key in given else None)
     model_spec, fit, source = run_spec(args, extra)
+    fit["overwrite"] = args.overwrite
     train, test = load_data(source, "train"), load_data(source, "test")
     name = model_spec.pop("name", "VAE")
     result = ppvae.sweep(train, test, **{parameter: values}, model=name, model_options=model_spec, fit_options=fit,
@@ -341,6 +343,7 @@ def add_training_arguments(p: argparse.ArgumentParser, swept: bool = False) -> N
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppvae", description="Variational autoencoders as Pyro programs.")
     parser.add_argument("--version", action="version", version=f"ppvae {ppvae.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser(
@@ -353,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, up to "
                    "--epochs in all")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (a folder that holds anything "
+                   "is refused without --resume or --overwrite)")  # fmt: skip
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser(
@@ -368,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how latent means of more than 2 dimensions are drawn in 2-D (tsne needs scikit-learn)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="folder for the table, the figures and a run folder per value")
+    p.add_argument("--overwrite", action="store_true", help="replace the run folders of an earlier sweep in --out")
     p.set_defaults(func=cmd_sweep)
 
     p = commands.add_parser("evaluate", help="test ELBO, its parts and (with --num-samples) log p(x) of a run, in nats")
@@ -427,10 +433,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="folder holding Fashion-MNIST's IDX files")
     add_run_options(p)
     p.set_defaults(func=cmd_demo)
+    for command in commands.choices.values():  # --debug before or after the command (SUPPRESS: the top level's default stands)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     return parser
 
 
+USER_ERRORS = (ppvae.data.DatasetNotFoundError, ValueError, OSError)
+"""What a user's mistake raises (a bad flag, file, folder or spec): one line and exit code 2."""
+
+
+def interrupted(args: argparse.Namespace) -> str:
+    """What a Ctrl-C leaves: for train, the run folder's last checkpoint and how to continue it."""
+    out = getattr(args, "out", None)
+    checkpoint = Path(out) / "checkpoint.pt" if args.command == "train" and out else None
+    if checkpoint is None or not checkpoint.exists():
+        return "interrupted"
+    return (f"interrupted; {out} keeps the checkpoint of the last finished epoch: continue with "
+            f"`ppvae train --out {out} --resume --epochs N`")  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. A user's mistake is one line on stderr and exit code 2 (``--debug`` shows the
+    traceback), Ctrl-C one line and 130; anything else is a bug, reported in one line with exit code 1."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     takes_part_flags = args.command in ("train", "sweep")
@@ -438,9 +462,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args, extra) if takes_part_flags else args.func(args)
-    except (ppvae.data.DatasetNotFoundError, FileNotFoundError, ValueError) as error:
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"ppvae {args.command}: {interrupted(args)}", file=sys.stderr)
+        return 130
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
         print(f"ppvae {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if args.debug:
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"ppvae {args.command}: unexpected error ({type(error).__name__}: {message}); run again with --debug "
+              "for the traceback, and please report it", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 

@@ -39,7 +39,7 @@ def run_demo(
     ais_steps: int = 100,
     progress: bool = True,
 ) -> Path:
-    """Train, evaluate and compare; returns the path of ``report.md``."""
+    """Train, evaluate and compare; returns the path of ``report.md``. An earlier demo's runs in ``out`` are replaced."""
     out = Path(out)
     train = ppvae.data.load(DATASET, split="train", root=root, limit=limit)
     test = ppvae.data.load(DATASET, split="test", root=root)
@@ -48,7 +48,7 @@ def run_demo(
     say = print if progress else (lambda *a, **k: None)
     say(f"ppvae demo: a VAE on {train}, {epochs} epochs; writing {out}/")
 
-    fit = dict(epochs=epochs, seed=seed, accelerator=device, progress=progress)
+    fit = dict(epochs=epochs, seed=seed, accelerator=device, progress=progress, overwrite=True)
     model = ppvae.VAE(x_shape=train.shape, z_dim=20)
     model.data_source = source
     model.fit(train, binarize="dynamic", test=test, out=out, **fit)
@@ -70,7 +70,7 @@ def run_demo(
     for name, (other, data) in others.items():
         other.data_source = {**source, "dequantize": data is dequantized}
         if isinstance(other, ppvae.FactorAnalysis):
-            other.fit(data, out=out / name, seed=seed, progress=progress)
+            other.fit(data, out=out / name, seed=seed, progress=progress, overwrite=True)
         else:
             other.fit(data, out=out / name, **fit)
     models = {"MLP VAE (demo)": model, "linear VAE": others["linear-vae"][0],

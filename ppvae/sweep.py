@@ -104,7 +104,8 @@ def sweep(
     ``beta`` or ``z_dim``, and score each on ``test``: its first ``evidence_images`` for log p(x) with K =
     ``num_samples`` (0 skips it), all of it for the rest. k-NN accuracy classifies the test images by the
     ``k`` nearest of the first ``knn_train`` training images in latent space. With ``out``, each model's
-    run folder is ``out/<parameter>-<value>``, beside sweep.md, sweep.json and the figures."""
+    run folder is ``out/<parameter>-<value>``, beside sweep.md, sweep.json and the figures; to run a sweep again
+    into the same ``out``, pass ``fit_options={"overwrite": True}``."""
     parameter, values = _values(beta, z_dim)
     out = Path(out) if out is not None else None
     fit_options = {"progress": progress, "seed": seed, **(fit_options or {})}

@@ -14,7 +14,7 @@ import torch
 from ppvae.data.binarize import BINARIZE_METHODS, binarize, check_binarize, fixed_binarization
 from ppvae.data.dataset import ImageDataset
 from ppvae.data.dequantize import dequantize
-from ppvae.data.files import as_image_tensor, load_path
+from ppvae.data.files import as_image_tensor, check_finite, load_path
 from ppvae.data.idx import read_idx, write_idx
 from ppvae.data.lazy import FolderImages, NpyImages
 from ppvae.data.sources import DATASET_NAMES, DATASETS, DatasetNotFoundError, default_root, load_named
@@ -77,6 +77,8 @@ def load(
 
 def _stack_dataset(data: torch.utils.data.Dataset) -> torch.Tensor:
     """Every image of a map-style dataset in one tensor (items are images or (image, label) pairs)."""
+    if len(data) == 0:
+        raise ValueError("no images (the dataset is empty)")
     loader = torch.utils.data.DataLoader(data, batch_size=1024, shuffle=False)
     return torch.cat([batch[0] if isinstance(batch, (tuple, list)) else batch for batch in loader])
 
@@ -89,6 +91,7 @@ def to_float_images(x: torch.Tensor, shape: tuple[int, ...] | None = None) -> to
         raise ValueError(f"images must be uint8 or floating point, got {x.dtype}")
     elif x.dtype != torch.float32:
         x = x.float()
+    check_finite(x)
     if x.dim() == 2:
         if shape is None or x.shape[1] != int(torch.Size(shape).numel()):
             raise ValueError(f"flat images of width {x.shape[1]} do not match the image shape {shape}")
@@ -109,6 +112,8 @@ def as_images(data: "Data", shape: tuple[int, ...] | None = None) -> torch.Tenso
     if not isinstance(x, torch.Tensor):
         x = as_image_tensor(x)
     x = to_float_images(x, shape)
+    if x.shape[0] == 0:
+        raise ValueError("no images (the data is empty)")
     if shape is not None and tuple(x.shape[1:]) != tuple(shape):
         raise ValueError(f"images of shape {tuple(x.shape[1:])} do not match the model's image shape {tuple(shape)}")
     return x

@@ -18,9 +18,21 @@ from ppvae.data.dataset import ImageDataset
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
 
 
+def check_finite(x: torch.Tensor, source: str | None = None) -> None:
+    """Refuse NaN and infinite pixels, which no likelihood can score (and binarisation would hide)."""
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1) if x.dim() > 1 else ~torch.isfinite(x)
+        raise ValueError(f"{source + ': ' if source else ''}{int(bad.sum())} of {len(bad)} images hold NaN or infinite pixels (the first at "
+                         f"index {int(bad.nonzero()[0])}); remove or repair them")  # fmt: skip
+
+
 def as_image_tensor(array, source: str = "array") -> torch.Tensor:
     """Turn an array of images into float32 (N, C, H, W) in [0, 1], or say what is wrong with it."""
-    x = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
+    if not isinstance(array, torch.Tensor):
+        array = np.asarray(array)
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"{source}: images must be numbers (uint8 or floating point), got an array of {array.dtype}")
+    x = torch.as_tensor(array)
     if x.dim() == 3:
         x = x.unsqueeze(1)
     elif x.dim() == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
@@ -32,6 +44,7 @@ def as_image_tensor(array, source: str = "array") -> torch.Tensor:
     if not x.is_floating_point():
         raise ValueError(f"{source}: images must be uint8 or floating point, got {x.dtype}")
     x = x.to(torch.float32).contiguous()
+    check_finite(x, source)
     if x.numel() and (x.min() < 0 or x.max() > 1):
         raise ValueError(
             f"{source}: float images must lie in [0, 1], found values in [{x.min():.3g}, {x.max():.3g}]; "
@@ -52,18 +65,26 @@ def _load_array(path: Path):
     return obj
 
 
-def _read_folder(path: Path) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
+def read_image_file(path: Path) -> torch.Tensor:
+    """One image file as uint8 (C, H, W), alpha dropped; a file that is not an image is a ValueError naming it."""
     from torchvision.io import ImageReadMode, decode_image
 
+    try:
+        image = decode_image(str(path), mode=ImageReadMode.UNCHANGED)
+    except RuntimeError:
+        raise ValueError(f"{path}: not an image torchvision can decode (jpeg, png, webp or gif), or a damaged one; "
+                         "remove it from the folder") from None  # fmt: skip
+    return image[:3] if image.shape[0] == 4 else image
+
+
+def _read_folder(path: Path) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found in this folder")
     classes = sorted({p.parent.relative_to(path).as_posix() for p in files} - {"."}) or None
     images, first = [], None
     for p in files:
-        image = decode_image(str(p), mode=ImageReadMode.UNCHANGED)
-        if image.shape[0] == 4:  # drop alpha
-            image = image[:3]
+        image = read_image_file(p)
         first = first if first is not None else image.shape
         if image.shape != first:
             raise ValueError(f"{p}: shape {tuple(image.shape)} differs from {tuple(first)}; all images must share one shape")

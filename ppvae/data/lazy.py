@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ppvae.data.files import IMAGE_SUFFIXES
+from ppvae.data.files import IMAGE_SUFFIXES, read_image_file
 
 
 class NpyImages(Dataset):
@@ -107,10 +107,7 @@ class FolderImages(Dataset):
         return len(self.files)
 
     def _read(self, index: int) -> torch.Tensor:
-        from torchvision.io import ImageReadMode, decode_image
-
-        image = decode_image(str(self.files[index]), mode=ImageReadMode.UNCHANGED)
-        image = image[:3] if image.shape[0] == 4 else image  # drop alpha
+        image = read_image_file(self.files[index])
         if index and tuple(image.shape) != self.shape:
             raise ValueError(f"{self.files[index]}: shape {tuple(image.shape)} differs from {self.shape}; "
                              "all images must share one shape")  # fmt: skip

@@ -33,6 +33,23 @@ def resolve_accelerator(accelerator: str) -> str:
     return accelerator
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """A device this machine has ("cpu", "cuda", "cuda:1"), or an error that says which it has."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use 'cpu' or 'cuda' (or 'cuda:N')") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {str(device)!r} is not supported; use 'cpu' or 'cuda' (or 'cuda:N')")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {str(device)!r} but torch sees no CUDA device on this machine; use 'cpu'")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {str(device)!r} but this machine has {count} CUDA device(s)")
+    return device
+
+
 def under_torchrun() -> bool:
     """True inside a process that torchrun (or another launcher) started with the distributed variables set."""
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ and "TORCHELASTIC_RUN_ID" in os.environ

@@ -13,7 +13,8 @@ Fabric brings devices, processes, precision and clipping; the loop brings
 what SVI needs: noise drawn from per-(seed, epoch, rank) streams, a
 collective stop on a non-finite loss or parameter that puts back the last
 finite weights, and one hook per epoch where the caller evaluates, logs,
-checkpoints and may ask to stop.
+checkpoints and may ask to stop. Each step holds :data:`PYRO_LOCK`, so another
+thread may score a model between steps without disturbing either.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tqdm import tqdm
 
 from ppvae.infer.batches import LoaderBatches, TensorBatches
 from ppvae.infer.random import derive_seed
+from ppvae.infer.threads import PYRO_LOCK, locked_iter, serialised
 
 CHECK_EVERY = 20  # steps between checks of the loss (one device sync each), and progress-bar updates
 
@@ -53,6 +55,7 @@ class ObjectiveModule(nn.Module):
         return self.objective.differentiable_loss(*self.programs, *args, **kwargs)
 
 
+@serialised
 def validate_programs(objective: Any, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
     """Run the loss once with Pyro's validation on (shapes, supports, model/guide agreement), no gradients.
 
@@ -137,7 +140,8 @@ class TrainingLoop:
         local_batch = self.batches.batch_size // world
         records = []
         for epoch in range(first_epoch, last_epoch + 1):
-            torch.manual_seed(derive_seed(self.seed, epoch, fabric.global_rank))  # this rank's noise this epoch
+            with PYRO_LOCK:
+                torch.manual_seed(derive_seed(self.seed, epoch, fabric.global_rank))  # this rank's noise this epoch
             self.loss.train()
             started = time.perf_counter()
             losses = torch.zeros(steps, device=fabric.device)
@@ -145,17 +149,19 @@ class TrainingLoop:
             arguments: dict[str, Any] = {}
             bar = tqdm(total=per_rank * world, desc=f"epoch {epoch}/{last_epoch}", unit="img", disable=not show,
                        leave=False, dynamic_ncols=True)  # fmt: skip
-            with pyro.validation_enabled(False), bar, warnings.catch_warnings():
+            with bar, warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)  # ours says more
-                for step, (x, c) in enumerate(self.batches.batches(epoch)):
+                for step, (x, c) in enumerate(locked_iter(self.batches.batches(epoch))):
                     global_step += 1
                     arguments = self.step_arguments(global_step)
-                    loss = self.loss(x, c, **arguments)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    fabric.backward(loss * world if world > 1 else loss)  # DDP averages; the ELBO is a sum
-                    if self.clip_norm is not None:
-                        fabric.clip_gradients(self.loss, self.optimizer, max_norm=self.clip_norm, error_if_nonfinite=False)
-                    self.optimizer.step()
+                    with PYRO_LOCK, pyro.validation_enabled(False):  # another thread may score between steps
+                        loss = self.loss(x, c, **arguments)
+                        self.optimizer.zero_grad(set_to_none=True)
+                        fabric.backward(loss * world if world > 1 else loss)  # DDP averages; the ELBO is a sum
+                        if self.clip_norm is not None:
+                            fabric.clip_gradients(self.loss, self.optimizer, max_norm=self.clip_norm,
+                                                  error_if_nonfinite=False)  # fmt: skip
+                        self.optimizer.step()
                     losses[step] = loss.detach()
                     if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
                         window = losses[checked : step + 1]

@@ -5,7 +5,9 @@ and the parts they are built from; this class gives it scikit-learn's habits:
 ``fit``, ``encode``, ``decode``, ``reconstruct``, ``sample``, ``evaluate``,
 ``save``. Each instance registers its networks with Pyro under a name of its
 own, so two models in one process never share weights through Pyro's global
-parameter store.
+parameter store, and its entries leave the store when the model is garbage
+collected. Threads may share models: fitting, scoring and sampling take turns
+(see :mod:`ppvae.infer.threads`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import inspect
 import itertools
 import math
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +25,19 @@ import torch
 from torch import nn
 
 from ppvae.data import Data, ImageDataset, as_images, binarize as binarize_images, check_binarize, fixed_binarization
-from ppvae.infer import elbo_terms, seeded
+from ppvae.infer import PYRO_LOCK, elbo_terms, seeded, serialised
 from ppvae.models import evidence, runs, training
 from ppvae.models.registry import register_model
 
 _instance_ids = itertools.count()
+
+
+def forget_parameters(pyro_name: str) -> None:
+    """Remove a model's entries from Pyro's global parameter store (its networks registered under ``pyro_name``)."""
+    store = pyro.get_param_store()
+    with PYRO_LOCK:
+        for name in [name for name in list(store.keys()) if name.startswith(pyro_name + ".")]:
+            del store[name]
 
 
 class LatentVariableModel(nn.Module):
@@ -63,6 +74,7 @@ class LatentVariableModel(nn.Module):
         self.beta = float(beta)
         # A name of its own in Pyro's parameter store (see the module docstring).
         self.pyro_name = f"{type(self).__name__.lower()}_{next(_instance_ids)}_{uuid.uuid4().hex[:6]}"
+        weakref.finalize(self, forget_parameters, self.pyro_name).atexit = False  # the store would keep them forever
         self.history: list[dict[str, Any]] = []  # one record per epoch
         self.fit_config: dict[str, Any] = {}  # the options of the fit, as the run folder records them
         self.data_source: dict[str, Any] | None = None  # where the training data came from, when known
@@ -71,6 +83,7 @@ class LatentVariableModel(nn.Module):
         self.training_state: dict[str, Any] | None = None  # optimizer, epoch and step, for resume=True
         self.snapshots: dict[int, torch.Tensor] = {}  # epoch: latent means of the first test images (snapshot_epochs)
         self.snapshot_labels: torch.Tensor | None = None  # and those images' labels
+        self.run_folder: Path | None = None  # the run folder it was fitted into, loaded from or saved to
 
     # -- what a subclass provides ---------------------------------------------------------------
 
@@ -177,6 +190,7 @@ class LatentVariableModel(nn.Module):
 
     # -- training ---------------------------------------------------------------------------------
 
+    @serialised
     def reset_parameters(self, seed: int) -> None:
         """Draw every parameter afresh from ``seed``: the weights a model built under that seed would have."""
         with seeded(seed, self.device):
@@ -201,6 +215,7 @@ class LatentVariableModel(nn.Module):
         early_stopping: int | None = None,
         out: str | Path | None = None,
         resume: bool = False,
+        overwrite: bool = False,
         accelerator: str = "auto",
         devices: int = 1,
         strategy: str = "auto",
@@ -224,7 +239,11 @@ class LatentVariableModel(nn.Module):
         held out, or a dataset) is scored too and chooses the weights the model ends with;
         ``early_stopping=P`` stops after P epochs without a better validation ELBO.
         ``out`` writes the run folder after every epoch, atomically; ``resume=True`` continues
-        its last checkpoint (or this model's last fit) exactly, up to ``epochs`` in all.
+        its last checkpoint (or this model's last fit) exactly, up to ``epochs`` in all. A folder that
+        holds anything is refused unless it is this model's own run (fitted into, loaded from or saved
+        to), or ``resume``, or ``overwrite=True`` (which first removes the old run's files); a fit holds
+        the folder's lock, so a second training into it is refused.
+        A fit that fails leaves the model as it was.
         A non-finite loss stops training with :class:`TrainingDiverged`, the last finite weights kept.
         ``snapshot_epochs=[1, 5, 10]`` keeps the latent means of the first 2,000 test images after
         those epochs in ``snapshots`` (the "latent over training" figure, ``ppvae.plot(model, "training")``).
@@ -234,7 +253,8 @@ class LatentVariableModel(nn.Module):
         """
         options = {k: v for k, v in locals().items() if k not in ("self", "data", "test", "y", "validation")}
         options["validation"] = validation if isinstance(validation, float) or validation is None else "dataset"
-        return self._fit(data, test, y, validation, options)
+        with training.run_folder(self, out, resume, overwrite), training.unchanged_on_error(self):
+            return self._fit(data, test, y, validation, options)
 
     def _fit(self, data: Data, test: Data | None, y: torch.Tensor | None, validation: float | Data | None,
              options: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
@@ -279,6 +299,7 @@ class LatentVariableModel(nn.Module):
         loc, _ = self.posterior(x, c)
         return self.likelihood_mean(loc, c)
 
+    @serialised
     @torch.no_grad()
     def sample(self, n: int = 64, y: Any = None, seed: int | None = None) -> torch.Tensor:
         """``n`` images E[x | z] with z drawn from the prior (labels ``y`` for a conditional model)."""
@@ -295,6 +316,7 @@ class LatentVariableModel(nn.Module):
 
     # -- evaluation -----------------------------------------------------------------------------
 
+    @serialised
     @torch.no_grad()
     def elbo_terms(
         self, data: Data, y: torch.Tensor | None = None, batch_size: int = 1000, binarize: str | None = "auto", seed: int = 0
@@ -322,6 +344,7 @@ class LatentVariableModel(nn.Module):
         """The closed-form log p(x) per example where the model has one (factor analysis), else None."""
         return None
 
+    @serialised
     def evaluate(
         self,
         data: Data,
@@ -381,4 +404,5 @@ class LatentVariableModel(nn.Module):
 
     def save(self, directory: str | Path, figures: bool = True) -> Path:
         """Write the run folder: spec.json, weights.pt, metrics.jsonl, the training state and (with ``figures``) PNGs."""
-        return runs.save_run(self, directory, figures=figures)
+        self.run_folder = runs.save_run(self, directory, figures=figures)
+        return self.run_folder

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from ppvae.data import Data
-from ppvae.infer import seeded
+from ppvae.infer import PYRO_LOCK, seeded
 from ppvae.infer.ais import AISEstimate, ais_log_evidence, bidirectional, simulate
 from ppvae.infer.evidence import PROPOSALS, EvidenceEstimate, estimate_log_evidence, rows_per_pass
 from ppvae.infer.quadrature import QuadratureEstimate, quadrature_log_evidence
@@ -32,17 +32,18 @@ if TYPE_CHECKING:
 def _scoring(model: "LatentVariableModel", data: Data | None = None, y=None, binarize=None,
              seed: int | None = 0) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None]]:  # fmt: skip
     """The model in eval mode (restored afterwards, errors included), with ``data`` prepared as it is scored:
-    the images and their conditions."""
-    was_training = model.training
-    model.eval()
-    try:
-        if data is None:
-            yield None, None
-        else:
-            x = model.prepare(data, binarize, seed if seed is not None else 0)
-            yield x, model.conditions(data, y, x)
-    finally:
-        model.train(was_training)
+    the images and their conditions; no other thread runs Pyro programs meanwhile."""
+    with PYRO_LOCK:  # one thread's programs at a time (see ppvae.infer.threads)
+        was_training = model.training
+        model.eval()
+        try:
+            if data is None:
+                yield None, None
+            else:
+                x = model.prepare(data, binarize, seed if seed is not None else 0)
+                yield x, model.conditions(data, y, x)
+        finally:
+            model.train(was_training)
 
 
 def log_evidence(

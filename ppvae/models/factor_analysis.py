@@ -26,11 +26,12 @@ import torch
 from ppvae.data import Data
 from ppvae.infer.launch import resolve_accelerator
 from ppvae.models import runs
+from ppvae.models.training import argument
 from ppvae.models.vae import VAE
 
 GUIDES = ("exact", "mean_field", "amortised")
 METHODS = ("em", "svi")
-EM_OPTIONS = ("test", "out", "resume", "accelerator", "devices", "seed", "progress")
+EM_OPTIONS = ("test", "out", "resume", "overwrite", "accelerator", "devices", "seed", "progress")
 """The options of ``fit`` that closed-form EM uses; the others belong to SVI."""
 
 
@@ -201,14 +202,18 @@ class FactorAnalysis(VAE):
         self.to("cuda" if resolve_accelerator(options["accelerator"]) == "cuda" else "cpu")
         history = self._fit_em(data, self.max_iter, self.tol, test)
         if out is not None:
+            runs.remove_stale(out, everything=options["overwrite"])
             runs.write_run(self, Path(out), figures=True)
         return history
 
     @torch.no_grad()
     def _fit_em(self, data: Data, max_iter: int, tol: float, test: Data | None) -> list[dict[str, Any]]:
         started = time.perf_counter()
-        x = self.images(data).reshape(-1, self.x_dim).double()
-        self.check_data(x)
+        with argument("data"):
+            x = self.images(data).reshape(-1, self.x_dim).double()
+            self.check_data(x)
+        with argument("test"):
+            x_test = self.images(test) if test is not None else None
         n, d, k = x.shape[0], self.x_dim, self.z_dim
         mu = x.mean(0)
         centred = x - mu
@@ -242,6 +247,6 @@ class FactorAnalysis(VAE):
         record: dict[str, Any] = {"epoch": len(self.history) + 1, "train_log_likelihood": log_likelihood,
                                   "iterations": iteration, "seconds": time.perf_counter() - started}  # fmt: skip
         if test is not None:
-            record["test_log_likelihood"] = self.log_evidence(test).mean().item()
+            record["test_log_likelihood"] = self.log_evidence(x_test).mean().item()
         self.history.append(record)
         return self.history

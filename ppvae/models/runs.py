@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,12 +29,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ppvae import viz
+from ppvae.infer import check_device
 from ppvae.models.registry import model_class
+
+try:
+    import fcntl
+except ImportError:  # Windows: the lock is a file created exclusively
+    fcntl = None
 
 if TYPE_CHECKING:
     from ppvae.models.base import LatentVariableModel
 
 SPEC, WEIGHTS, CHECKPOINT, METRICS = "spec.json", "weights.pt", "checkpoint.pt", "metrics.jsonl"
+EVALUATION, LOGS, LOCK = "evaluation.json", "logs", ".ppvae-lock"
 FORMAT_VERSION = 2
 
 
@@ -76,6 +84,90 @@ def save_figure_atomic(draw, path: str | Path, *args: Any, **kwargs: Any) -> Pat
     buffer = io.BytesIO()
     draw(*args, buffer, **kwargs)
     return write_bytes_atomic(path, buffer.getvalue())
+
+
+# -- claiming a folder for a training run ----------------------------------------------------------
+
+
+class RunFolderBusy(ValueError):
+    """Another training holds the run folder."""
+
+
+def check_run_folder(directory: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
+    """The run folder a training may write, created; refused before any training if it would lose work.
+
+    A folder that holds anything is refused unless the training continues it (``resume``) or replaces
+    it (``overwrite``); a path that is a file, or a place that cannot be written, is refused too.
+    """
+    directory = Path(directory)
+    if resume and overwrite:
+        raise ValueError("resume continues the run in the folder and overwrite replaces it: pass one of them")
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"the run folder {directory} is a file; give a folder to write the run in")
+    held = sorted(p.name for p in directory.iterdir() if p.name != LOCK) if directory.is_dir() else []
+    if held and not (resume or overwrite):
+        what = "a run" if SPEC in held else f"{len(held)} file(s) ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''})"
+        raise ValueError(f"{directory} already holds {what}: continue it with resume=True (--resume) or replace it "
+                         "with overwrite=True (--overwrite)")  # fmt: skip
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot write the run folder {directory}: {error.strerror or error}") from None
+    return directory
+
+
+class RunLock:
+    """An exclusive claim on a run folder for one training, so that a second training into it is refused
+    instead of mixing one run's spec with the other's weights. Released when the training ends, or when
+    its process dies (an advisory ``flock`` on the folder; on Windows a lock file created exclusively)."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self._descriptor: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        busy = RunFolderBusy(f"another training is writing {self.directory} (it holds the folder's lock); wait "
+                             "for it to end or train into another folder")  # fmt: skip
+        if fcntl is not None:
+            descriptor = os.open(self.directory, os.O_RDONLY)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(descriptor)
+                raise busy from None
+        else:
+            try:
+                descriptor = os.open(self.directory / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                raise RunFolderBusy(f"{busy} (if no training runs, delete {self.directory / LOCK})") from None
+        self._descriptor = descriptor
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)  # closing releases the flock
+            self._descriptor = None
+            if fcntl is None:
+                (self.directory / LOCK).unlink(missing_ok=True)
+
+
+def remove_stale(directory: str | Path, everything: bool = False) -> None:
+    """Remove from a run folder what its weights are about to make stale: the evaluation and the figures
+    (the run's own are drawn again after training); with ``everything`` (overwrite) also the spec,
+    weights, checkpoint, metrics and logs. Files ppvae did not write are left alone."""
+    directory = Path(directory)
+    stale = [directory / EVALUATION, *directory.glob("*.png")]
+    if everything:
+        stale += [directory / name for name in (SPEC, WEIGHTS, CHECKPOINT, METRICS)]
+        logs = directory / LOGS
+        if logs.is_symlink():
+            stale.append(logs)
+        elif logs.is_dir():
+            shutil.rmtree(logs)
+    for path in stale:
+        path.unlink(missing_ok=True)
 
 
 # -- metrics ----------------------------------------------------------------------------------------
@@ -262,6 +354,7 @@ def read_weights(path: Path) -> dict[str, Any]:
 def load(directory: str | Path, device: str | torch.device = "cpu") -> "LatentVariableModel":
     """Rebuild a model from its run folder: same class, same parts, same weights, same history."""
     directory = Path(directory)
+    device = check_device(device)
     spec = read_spec(directory)
     model = build(spec, directory)
     saved = read_weights(directory / WEIGHTS)
@@ -276,4 +369,5 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> "LatentVa
     model.data_source = data_source_of(spec)
     model.history = read_metrics(directory / METRICS)
     model.training_state = read_checkpoint(directory)
+    model.run_folder = directory
     return model.to(device).eval()

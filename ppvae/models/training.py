@@ -14,8 +14,10 @@ data-parallel run; rank 0's result comes back to the caller's model.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,11 +27,11 @@ from tqdm import tqdm
 
 from ppvae.data import ImageDataset, binarize as binarize_images, check_binarize, fixed_binarization, to_float_images
 from ppvae.infer import (
-    OBJECTIVES, KLWeight, LoaderBatches, ObjectiveModule, TensorBatches, TrainingLoop, derive_seed, launch, make_adam,
+    OBJECTIVES, PYRO_LOCK, KLWeight, LoaderBatches, ObjectiveModule, TensorBatches, TrainingLoop, derive_seed, launch, make_adam,
     make_elbo, make_fabric, seeded, validate_programs,
 )  # fmt: skip
 from ppvae.infer.batches import local_batch_size
-from ppvae.infer.launch import check_engine
+from ppvae.infer.launch import check_engine, under_torchrun
 from ppvae.models import runs
 
 if TYPE_CHECKING:
@@ -43,6 +45,62 @@ CHECKPOINT_FORMAT = 1
 
 class TrainingDiverged(ValueError):
     """The loss or a parameter became non-finite; the model keeps its last finite weights."""
+
+
+# -- what a fit may change ---------------------------------------------------------------------------
+
+FIT_ATTRIBUTES = ("history", "fit_config", "data_source", "training_state", "preview", "preview_y", "snapshots",
+                  "snapshot_labels", "run_folder")  # fmt: skip
+"""What ``fit`` sets on a model besides its weights."""
+
+
+@contextlib.contextmanager
+def unchanged_on_error(model: "LatentVariableModel"):
+    """A fit that fails (bad data or options, an error mid-training) leaves the model as it was: its
+    weights, device and what it records of its fit. A divergence is not a failure of this kind: the
+    model keeps its last finite weights, as :class:`TrainingDiverged` says; Ctrl-C keeps what it has."""
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    device = model.device
+    recorded = {name: copy.copy(getattr(model, name)) for name in FIT_ATTRIBUTES}
+    try:
+        yield
+    except TrainingDiverged:
+        raise
+    except Exception:
+        model.load_state_dict(weights)
+        model.to(device)
+        for name, value in recorded.items():
+            setattr(model, name, value)
+        raise
+
+
+@contextlib.contextmanager
+def argument(name: str):
+    """A ValueError about the data passed as ``name`` (data, test, validation) names that argument."""
+    try:
+        yield
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+
+
+def writes_run_folder() -> bool:
+    """Whether this process writes the run folder: all but the ranks above 0 that torchrun started."""
+    return not under_torchrun() or int(os.environ.get("RANK", "0")) == 0
+
+
+@contextlib.contextmanager
+def run_folder(model: "LatentVariableModel", out: str | Path | None, resume: bool, overwrite: bool):
+    """The run folder checked before anything trains (see :func:`runs.check_run_folder`) and locked
+    for the whole fit, so that two trainings never write one folder. A model may go on writing its own
+    run (the folder it was fitted into, loaded from or saved to), as resuming does."""
+    if out is None or not writes_run_folder():
+        yield
+        return
+    own = model.run_folder is not None and Path(model.run_folder).resolve() == Path(out).resolve()
+    runs.check_run_folder(out, resume or (own and not overwrite), overwrite)
+    with runs.RunLock(out):
+        yield
+    model.run_folder = Path(out)
 
 
 # -- options -----------------------------------------------------------------------------------------
@@ -302,16 +360,15 @@ def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tenso
         data, y = ImageDataset(model.images(data).cpu(), torch.as_tensor(y)), None
     if isinstance(validation, float):
         data, validation = split_validation(data, validation, seed)
-    if in_memory(data):
-        x = model.images(data)
-        if x.shape[0] == 0:
-            raise ValueError("no training images")
-        head = x[:INIT_EXAMPLES]
-    else:
-        if len(data) == 0:
-            raise ValueError("no training images")
-        loader_prepare = functools.partial(to_float_images, shape=model.x_shape)
-        head = LoaderBatches(data, loader_prepare, device=device).head(INIT_EXAMPLES)[0]
+    with argument("data"):
+        if in_memory(data):
+            x = model.images(data)
+            head = x[:INIT_EXAMPLES]
+        else:
+            if len(data) == 0:
+                raise ValueError("no images (the dataset is empty)")
+            loader_prepare = functools.partial(to_float_images, shape=model.x_shape)
+            head = LoaderBatches(data, loader_prepare, device=device).head(INIT_EXAMPLES)[0]
     method = model.resolve_binarize(options["binarize"], head)
     dynamic = method in ("dynamic",) or (method == "threshold" and not in_memory(data))
     transform = functools.partial(binarize_images, method=method, seed=None) if dynamic else None
@@ -334,10 +391,10 @@ def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tenso
         raise ValueError("binarisation needs pixel values in [0, 1]")
 
     fixed = fixed_binarization(method)
-    x_test = model.prepare(test, fixed, seed) if test is not None else None
-    x_val = model.prepare(validation, fixed, seed) if validation is not None else None
-    if x_test is not None and x_test.shape[0] == 0 or x_val is not None and x_val.shape[0] == 0:
-        raise ValueError("the test or validation set is empty")
+    with argument("test"):
+        x_test = model.prepare(test, fixed, seed) if test is not None else None
+    with argument("validation"):
+        x_val = model.prepare(validation, fixed, seed) if validation is not None else None
     if options["snapshot_epochs"] and x_test is None:
         raise ValueError("snapshot_epochs keeps the latent means of test images: pass test=")
     if x_test is not None:
@@ -350,7 +407,7 @@ def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tenso
     schedule = KLWeight(model.beta, options["kl_warmup"] * len(batches))
     first_x, first_c = next(iter(batches.for_rank(1, 0, device).batches(1)))
     if fresh:
-        with seeded(derive_seed(seed, 0), device):
+        with PYRO_LOCK, seeded(derive_seed(seed, 0), device):
             model.initialize(head)
     validate_programs(make_elbo(options["elbo"], options["num_particles"]), model.model, model.guide, first_x, first_c,
                       **schedule(1))  # fmt: skip
@@ -364,8 +421,8 @@ def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tenso
     job = FitJob(model, batches, options, schedule, x_test, model.conditions(test, None, x_test) if test is not None else None,
                  x_val, model.conditions(validation, None, x_val) if validation is not None else None, out, state,
                  best)  # fmt: skip
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None and writes_run_folder():  # the data and options passed: the old run's files go
+        runs.remove_stale(out, everything=options["overwrite"])
     fabric = make_fabric(accelerator, options["devices"], options["strategy"], options["precision"],
                          loggers=_loggers(out, model.history))  # fmt: skip
     result = launch(fabric, run_job, job)

@@ -1,0 +1,46 @@
+"""Pyro programs run one at a time in a process.
+
+Pyro's effect handlers (``poutine``) and its validation flag are global to the process: a program
+run in one thread while another thread's program runs records into the other's trace, and both
+fail. Every entry point that runs Pyro programs (a training step, scoring, evidence) holds this
+re-entrant lock, so threads take turns: a model can be evaluated in one thread while another
+trains, its calls slotted between training steps, and each gets the numbers it would get alone.
+Two trainings in two threads take turns step by step too; their noise then depends on how the steps
+interleave, so for reproducible parallel runs use processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Callable, Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable)
+
+PYRO_LOCK = threading.RLock()
+"""Held while a Pyro program runs; re-entrant, so a call that scores inside a training step may take it again."""
+
+
+def serialised(function: F) -> F:
+    """``function`` run under :data:`PYRO_LOCK`."""
+
+    @functools.wraps(function)
+    def locked(*args, **kwargs):
+        with PYRO_LOCK:
+            return function(*args, **kwargs)
+
+    return locked  # type: ignore[return-value]
+
+
+def locked_iter(iterable: Iterable[T]) -> Iterator[T]:
+    """The items of ``iterable``, each produced under the lock: a batch drawn with torch's global
+    random stream (dynamic binarisation) never interleaves with another thread's seeded scoring."""
+    iterator = iter(iterable)
+    while True:
+        with PYRO_LOCK:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+        yield item

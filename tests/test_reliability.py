@@ -1,0 +1,313 @@
+"""Nothing a user does loses work, shows a traceback, or trains silently on data that makes no sense:
+run folders claimed and locked, mistakes as one line with exit code 2, data checked at the door,
+a failed fit undone, models that leave Pyro's store when dropped, and threads that take turns."""
+
+import gc
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pyro
+import pytest
+import torch
+
+import ppvae
+from conftest import bars
+from ppvae.cli import main
+from ppvae.models.runs import RunFolderBusy, RunLock, read_metrics
+
+NET = {"name": "mlp", "hidden": [8]}
+
+
+def small_vae(**parts):
+    return ppvae.VAE(x_shape=(1, 8, 8), z_dim=2, network=NET, **parts)
+
+
+def fit(model, data, **options):
+    model.fit(data, **{"epochs": 1, "batch_size": 32, "progress": False, **options})
+    return model
+
+
+def weights_of(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- run folders ----------------------------------------------------------------------------------
+
+
+def test_a_second_training_into_a_run_folder_is_refused_and_the_first_run_stays(tmp_path):
+    run = tmp_path / "run"
+    fit(small_vae(), bars(64), out=run)
+    before = (run / "weights.pt").read_bytes(), (run / "spec.json").read_text()
+    with pytest.raises(ValueError, match="already holds a run: continue it with resume=True .* overwrite=True"):
+        fit(small_vae(prior="laplace"), bars(64), out=run)
+    assert ((run / "weights.pt").read_bytes(), (run / "spec.json").read_text()) == before
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"holds 1 file\(s\) \(todo.txt\)"):
+        fit(small_vae(), bars(64), out=tmp_path / "notes")
+
+
+def test_overwrite_replaces_the_run_and_removes_what_the_old_weights_made(tmp_path):
+    run = tmp_path / "run"
+    fit(small_vae(), bars(64), out=run)
+    (run / "evaluation.json").write_text("{}")
+    (run / "scatter.png").write_bytes(b"old figure")
+    (run / "notes.txt").write_text("the user's own")
+    fit(small_vae(prior="laplace"), bars(64), out=run, overwrite=True)
+    assert ppvae.load(run).specs["prior"]["name"] == "laplace"
+    assert not (run / "evaluation.json").exists() and not (run / "scatter.png").exists()
+    assert (run / "notes.txt").read_text() == "the user's own"  # only what ppvae wrote goes
+    assert len(read_metrics(run / "metrics.jsonl")) == 1 and not (run / "checkpoint.pt").exists() or \
+        torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    with pytest.raises(ValueError, match="pass one of them"):
+        fit(small_vae(), bars(64), out=run, overwrite=True, resume=True)
+
+
+def test_resume_removes_the_evaluation_of_the_old_weights(tmp_path):
+    run = tmp_path / "run"
+    fit(small_vae(), bars(64), out=run)
+    (run / "evaluation.json").write_text("{}")
+    fit(small_vae(), bars(64), out=run, epochs=2, resume=True)
+    assert not (run / "evaluation.json").exists() and len(ppvae.load(run).history) == 2
+
+
+def test_a_folder_another_training_holds_is_refused(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with RunLock(run):
+        with pytest.raises(RunFolderBusy, match="another training is writing"):
+            fit(small_vae(), bars(64), out=run)
+        with pytest.raises(RunFolderBusy):
+            RunLock(run).__enter__()
+    fit(small_vae(), bars(64), out=run)  # released: the folder is free again
+    assert (run / "weights.pt").exists()
+
+
+def test_an_out_that_cannot_hold_a_run_is_refused_before_training(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    model = small_vae()
+    with pytest.raises(ValueError, match="is a file; give a folder"):
+        fit(model, bars(64), out=tmp_path / "afile")
+    with pytest.raises(ValueError, match="cannot write the run folder"):
+        fit(model, bars(64), out=tmp_path / "afile" / "run")
+    assert model.history == [] and model.fit_config == {}
+
+
+def test_ctrl_c_exits_130_with_one_line_and_the_checkpoint_resumes(tmp_path):
+    np.save(tmp_path / "x.npy", (bars(4000).x.numpy() * 255).astype(np.uint8))
+    command = [sys.executable, "-m", "ppvae", "train", "--data", "x.npy", "--z-dim", "2", "--hidden", "8",
+               "--batch-size", "16", "--epochs", "500", "--quiet", "--out", "run"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "run" / "checkpoint.pt").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err.count("\n") == 1 and "interrupted; run keeps the checkpoint" in err and "--resume" in err
+    epochs = len(ppvae.load(tmp_path / "run").history)
+    assert epochs >= 1
+    assert main(["train", "--out", str(tmp_path / "run"), "--resume", "--epochs", str(epochs + 1), "--quiet"]) == 0
+    assert len(ppvae.load(tmp_path / "run").history) == epochs + 1
+
+
+# -- the CLI --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """A run trained from the CLI on a small array, and a few files a user could get wrong."""
+    np.save(tmp_path / "x.npy", (bars(96).x.numpy() * 255).astype(np.uint8))
+    np.save(tmp_path / "strings.npy", np.array([["a", "b"], ["c", "d"]]))
+    torch.save(bars(96).x.double(), tmp_path / "x64.pt")
+    images = tmp_path / "images"
+    images.mkdir()
+    from torchvision.io import write_png
+
+    for i in range(3):
+        write_png((bars(3).x[i] * 255).to(torch.uint8), str(images / f"{i}.png"))
+    (images / "3.png").write_text("not an image")
+    (tmp_path / "types.toml").write_text('[fit]\nlr = "fast"\n')
+    (tmp_path / "afile").write_text("x")
+    assert main(["train", "--data", str(tmp_path / "x.npy"), "--z-dim", "2", "--hidden", "8", "--epochs", "1",
+                 "--quiet", "--out", str(tmp_path / "run")]) == 0  # fmt: skip
+    return tmp_path
+
+
+TRAIN = ["train", "--z-dim", "2", "--hidden", "8", "--epochs", "1", "--quiet"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (TRAIN + ["--data", "{d}/strings.npy", "--out", "{d}/r"], "images must be numbers"),
+    (TRAIN + ["--data", "{d}/images", "--out", "{d}/r"], "3.png: not an image torchvision can decode"),
+    (TRAIN + ["--data", "{d}/x.npy", "--spec", "{d}/types.toml", "--out", "{d}/r"], "lr must be a positive number, got 'fast'"),
+    (TRAIN + ["--data", "{d}/x.npy", "--out", "{d}/afile"], "is a file"),
+    (TRAIN + ["--data", "{d}/x.npy", "--out", "{d}/run"], "already holds a run"),
+    (TRAIN + ["--data", "{d}/x.npy", "--limit", "0", "--out", "{d}/r"], "--limit must be a positive whole number"),
+    (["evaluate", "{d}/run", "--device", "tpu"], "unknown device 'tpu'"),
+    (["evaluate", "{d}/run", "--batch-size", "0"], "--batch-size must be a positive whole number"),
+    (["sample", "{d}/run", "-n", "0"], "-n must be a positive whole number"),
+])  # fmt: skip
+def test_a_users_mistake_is_one_line_and_exit_code_2(folder, capsys, argv, message):
+    assert main([a.format(d=folder) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (folder / "r").exists() or not any((folder / "r").iterdir())  # nothing trained
+
+
+def test_cuda_on_a_machine_without_one_is_a_users_mistake(folder, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["sample", str(folder / "run"), "--device", "cuda"]) == 2
+    assert "torch sees no CUDA device on this machine; use 'cpu'" in capsys.readouterr().err
+
+
+def test_float64_arrays_are_converted_and_debug_shows_the_traceback(folder, capsys):
+    assert main(TRAIN + ["--data", str(folder / "x64.pt"), "--out", str(folder / "r64")]) == 0
+    with pytest.raises(ValueError, match="unknown device"):
+        main(["evaluate", str(folder / "run"), "--device", "tpu", "--debug"])
+
+
+def test_an_unexpected_error_is_one_line_asking_for_a_report(folder, capsys, monkeypatch):
+    def broken(args):
+        raise RuntimeError("a bug\nwith more lines")
+
+    monkeypatch.setattr(ppvae.cli, "cmd_evaluate", broken)  # main builds its parser, and binds the command, per call
+    assert main(["evaluate", str(folder / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "unexpected error (RuntimeError: a bug)" in err and "--debug" in err and err.count("\n") == 1
+
+
+# -- data at the door ------------------------------------------------------------------------------
+
+
+def with_nan(x):
+    x = x.clone()
+    x[5, 0, 3, 3] = float("nan")
+    return x
+
+
+@pytest.mark.parametrize("model", [
+    lambda: small_vae(),
+    lambda: small_vae(likelihood="continuous_bernoulli"),
+    lambda: small_vae(likelihood={"name": "normal", "scale": "per_pixel"}),
+    lambda: small_vae(likelihood={"name": "laplace", "scale": "per_pixel"}),
+    lambda: ppvae.FactorAnalysis(x_shape=(1, 8, 8), z_dim=2),
+], ids=["bernoulli", "continuous_bernoulli", "normal", "laplace", "factor-analysis"])  # fmt: skip
+def test_nan_and_infinite_pixels_are_refused_for_every_likelihood(model, tmp_path):
+    x = bars(64).x * 0.8 + 0.1
+    options = {} if isinstance(model(), ppvae.FactorAnalysis) else {"epochs": 1, "batch_size": 32}
+    for binarize in ([None] if isinstance(model(), ppvae.FactorAnalysis) else ["auto", "threshold"]):
+        with pytest.raises(ValueError, match=r"^data: 1 of 64 images hold NaN or infinite pixels \(the first at index 5\)"):
+            model().fit(with_nan(x), progress=False, **options, **({"binarize": binarize} if binarize else {}))
+    fitted = model()
+    fitted.fit(x, progress=False, **options)
+    with pytest.raises(ValueError, match="^test: 1 of 64 images hold NaN"):
+        model().fit(x, test=with_nan(x), progress=False, **options)
+    infinite = x.clone()
+    infinite[0, 0, 0, 0] = float("inf")
+    for score in (fitted.evaluate, lambda d: fitted.log_evidence(d, 10, progress=False)):
+        with pytest.raises(ValueError, match="1 of 64 images hold NaN or infinite pixels"):
+            score(infinite)
+
+
+def test_torch_uint8_float64_and_float16_images_train_as_float32_in_0_1():
+    x = bars(64).x
+    reference = fit(small_vae(likelihood={"name": "normal", "scale": "per_pixel"}), x)
+    for given in ((x * 255).to(torch.uint8), x.double(), x.half()):
+        model = fit(small_vae(likelihood={"name": "normal", "scale": "per_pixel"}), given)
+        assert model.history[0]["train_loss"] == reference.history[0]["train_loss"]
+    fa = ppvae.FactorAnalysis(x_shape=(1, 8, 8), z_dim=2)
+    fa.fit((x * 255).to(torch.uint8), progress=False)
+    assert abs(fa.evaluate(x)["elbo"]) < 200  # scaled to [0, 1]: on 0-255 values it would be thousands of nats
+
+
+def test_empty_data_is_a_message():
+    model = fit(small_vae(), bars(64).x)
+    for call, message in [
+        (lambda: small_vae().fit(bars(64).x[:0], progress=False), "data: no images"),
+        (lambda: small_vae().fit(bars(64).x, test=bars(64).x[:0], epochs=1, progress=False), "test: no images"),
+        (lambda: model.evaluate(bars(64).x[:0]), "no images"),
+        (lambda: model.log_evidence(bars(64).x[:0], 10, progress=False), "no images"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_a_failed_fit_leaves_the_model_as_it_was():
+    model = fit(small_vae(), bars(64).x, binarize="threshold")
+    weights, config, history = weights_of(model), dict(model.fit_config), list(model.history)
+
+    class Poisoned(torch.utils.data.Dataset):  # read from disk, as it were; image 40 is broken
+        def __len__(self):
+            return 64
+
+        def __getitem__(self, i):
+            image = bars(64).x[i]
+            return image * float("nan") if i == 40 else image
+
+    for bad in (lambda: fit(model, with_nan(bars(64).x), binarize="dynamic"),  # refused at the door
+                lambda: fit(model, Poisoned(), binarize="dynamic", epochs=2)):  # fails in the middle of training
+        with pytest.raises(ValueError, match="NaN"):
+            bad()
+        assert same_weights(weights_of(model), weights) and model.fit_config == config and model.history == history
+
+
+# -- memory and threads ------------------------------------------------------------------------------
+
+
+def test_dropped_models_leave_pyro_s_parameter_store():
+    x = bars(16).x
+    small_vae().evaluate(x)  # whatever one-off entries the first call makes
+    gc.collect()
+    before = len(pyro.get_param_store().keys())
+    for _ in range(100):
+        model = small_vae(prior="vamp")
+        model.evaluate(x)
+        del model
+    gc.collect()
+    assert len(pyro.get_param_store().keys()) == before
+    kept = small_vae()
+    kept.evaluate(x)
+    assert any(name.startswith(kept.pyro_name + ".") for name in pyro.get_param_store().keys())
+
+
+def test_scoring_in_a_thread_while_another_trains_gives_the_numbers_each_gets_alone():
+    data, other = bars(512), fit(small_vae(), bars(64).x)
+    alone = fit(small_vae(), data, epochs=3, seed=1)
+    scores_alone = other.evaluate(bars(64, seed=1).x, num_samples=50)
+
+    scores, errors, training = [], [], threading.Event()
+
+    def score_while_training():
+        try:
+            training.wait(30)
+            while training.is_set():
+                scores.append(other.evaluate(bars(64, seed=1).x, num_samples=50))
+        except Exception as error:  # pragma: no cover - what the test is about
+            errors.append(error)
+
+    scorer = threading.Thread(target=score_while_training)
+    scorer.start()
+    trained = small_vae()
+    training.set()
+    try:
+        fit(trained, data, epochs=3, seed=1)
+    finally:
+        training.clear()
+        scorer.join()
+    assert not errors and len(scores) >= 2
+
+    def numbers(s):
+        return {k: v for k, v in s.items() if "seconds" not in k}
+
+    assert all(numbers(s) == numbers(scores_alone) for s in scores)
+    assert same_weights(weights_of(trained), weights_of(alone))
