@@ -119,6 +119,16 @@ def test_ctrl_c_exits_130_with_one_line_and_the_checkpoint_resumes(tmp_path):
     assert len(ppvae.load(tmp_path / "run").history) == epochs + 1
 
 
+def test_a_run_saved_from_python_records_named_data_and_the_cli_says_which_flag_otherwise(tmp_path, fashion, capsys):
+    fit(ppvae.VAE(x_shape=(1, 28, 28), z_dim=2, network=NET), fashion[0].subset(300), out=tmp_path / "named")
+    assert ppvae.load(tmp_path / "named").data_source["dataset"] == "fashion-mnist"
+    assert main(["evaluate", str(tmp_path / "named"), "--test-limit", "50", "--quiet"]) == 0  # no flag needed
+    fit(small_vae(), bars(64).x, out=tmp_path / "tensor")  # a tensor has no name to record
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "tensor")]) == 2
+    assert "does not record its data; pass --dataset or --data" in capsys.readouterr().err
+
+
 # -- the CLI --------------------------------------------------------------------------------------
 
 
@@ -228,6 +238,12 @@ def test_torch_uint8_float64_and_float16_images_train_as_float32_in_0_1():
     fa = ppvae.FactorAnalysis(x_shape=(1, 8, 8), z_dim=2)
     fa.fit((x * 255).to(torch.uint8), progress=False)
     assert abs(fa.evaluate(x)["elbo"]) < 200  # scaled to [0, 1]: on 0-255 values it would be thousands of nats
+
+
+@pytest.mark.parametrize("z_dim", [2.7, 0, -1, True, "2"])
+def test_a_latent_size_that_is_not_a_positive_integer_is_refused(z_dim):
+    with pytest.raises(ValueError, match="z_dim must be a positive integer"):
+        ppvae.VAE(x_shape=(1, 8, 8), z_dim=z_dim)
 
 
 def test_empty_data_is_a_message():
