@@ -40,6 +40,7 @@ def check_02(ns, runs):
 
 def check_03(ns, runs):
     assert len(ns["rows"]) == 8 and (runs / "laplace" / "spec.json").exists()
+    assert all(ais.log_evidence.isfinite().all() and ais.standard_error.isfinite().all() for _, ais in ns["estimates"].values())
 
 
 def check_04(ns, runs):
