@@ -71,6 +71,16 @@ def test_overwrite_replaces_the_run_and_removes_what_the_old_weights_made(tmp_pa
         fit(small_vae(), bars(64), out=run, overwrite=True, resume=True)
 
 
+def test_saving_other_weights_removes_what_the_old_ones_made_and_their_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    fit(small_vae(), bars(64), out=run)
+    (run / "evaluation.json").write_text("{}")
+    (run / "scatter.png").write_bytes(b"old figure")
+    small_vae().save(run)  # an untrained model: no training state of its own
+    assert not any((run / name).exists() for name in ("evaluation.json", "scatter.png", "checkpoint.pt"))
+    assert ppvae.load(run).history == []
+
+
 def test_resume_removes_the_evaluation_of_the_old_weights(tmp_path):
     run = tmp_path / "run"
     fit(small_vae(), bars(64), out=run)

@@ -244,8 +244,17 @@ def write_run(model: "LatentVariableModel", directory: Path, weights: dict[str, 
 
 
 def save_run(model: "LatentVariableModel", directory: str | Path, figures: bool = True) -> Path:
-    """Write the model as it is now: spec.json, weights.pt, metrics.jsonl, the training state and (with ``figures``) PNGs."""
-    return write_run(model, Path(directory), checkpoint=model.training_state, figures=figures)
+    """Write the model as it is now: spec.json, weights.pt, metrics.jsonl, the training state and (with ``figures``) PNGs.
+
+    What the folder held that described other weights goes: the evaluation, the figures and, for a
+    model without a training state, an old checkpoint that ``resume`` would otherwise continue.
+    """
+    directory = Path(directory)
+    if directory.is_dir():
+        remove_stale(directory)
+        if model.training_state is None:
+            (directory / CHECKPOINT).unlink(missing_ok=True)
+    return write_run(model, directory, checkpoint=model.training_state, figures=figures)
 
 
 # -- reading a run ----------------------------------------------------------------------------------
