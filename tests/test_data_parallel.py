@@ -4,6 +4,11 @@ Each test spawns two processes (a few seconds to start); the workers are module-
 functions so that spawned processes can import them.
 """
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -93,3 +98,22 @@ def test_a_conditional_model_trains_data_parallel_from_a_labelled_stream(tmp_pat
     history = model.fit(stream, epochs=2, batch_size=32, devices=2, accelerator="cpu", progress=False)
     assert len(history) == 2 and np.isfinite(history[-1]["train_loss"])
     assert model.sample(4, y=3).shape == (4, 1, 8, 8)
+
+
+def test_under_torchrun_fit_joins_its_processes_and_equals_a_spawned_run(tmp_path):
+    """torchrun starts the processes; each calls fit(devices=2), which joins them instead of spawning."""
+    script = Path(__file__).parent / "scripts" / "torchrun_fit.py"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    completed = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", str(29400 + os.getpid() % 500),
+                                str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "Initializing distributed" not in completed.stdout + completed.stderr  # the engine's banners stay quiet
+    rank0, rank1 = torch.load(tmp_path / "weights-0.pt"), torch.load(tmp_path / "weights-1.pt")
+    assert torch.equal(rank0, rank1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.bernoulli(torch.rand(256, 1, 8, 8, generator=g) * 0.6 + 0.2, generator=g)
+    spawned = ppvae.VAE(x_shape=(1, 8, 8), z_dim=2, network={"name": "mlp", "hidden": [32]})
+    spawned.fit(x, epochs=2, batch_size=32, devices=2, accelerator="cpu", progress=False, seed=3)
+    assert torch.equal(torch.cat([p.detach().flatten() for p in spawned.parameters()]), rank0)
+    saved = ppvae.load(tmp_path / "run")  # rank 0 alone wrote the run folder
+    assert len(saved.history) == 2 and torch.equal(torch.cat([p.detach().flatten() for p in saved.parameters()]), rank0)

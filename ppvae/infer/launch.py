@@ -135,6 +135,7 @@ def launch(fabric: Fabric, function: Callable[..., Any], *args: Any) -> Any:
     if fabric.world_size == 1:
         return function(fabric, *args)
     if under_torchrun():
+        quiet_engine_logs()
         fabric.launch()
         return function(fabric, *args)
     quiet_engine_logs()
