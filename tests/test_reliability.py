@@ -183,6 +183,14 @@ def test_a_users_mistake_is_one_line_and_exit_code_2(folder, capsys, argv, messa
     assert not (folder / "r").exists() or not any((folder / "r").iterdir())  # nothing trained
 
 
+def test_a_sweep_runs_again_into_its_folder_only_with_overwrite(folder, capsys):
+    sweep = ["sweep", "--beta", "1", "2", "--z-dim", "2", "--hidden", "8", "--epochs", "1", "--num-samples", "0",
+             "--quiet", "--data", str(folder / "x.npy"), "--out", str(folder / "sweep")]  # fmt: skip
+    assert main(sweep) == 0
+    assert main(sweep) == 2 and "already holds a run" in capsys.readouterr().err
+    assert main(sweep + ["--overwrite"]) == 0
+
+
 def test_cuda_on_a_machine_without_one_is_a_users_mistake(folder, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
