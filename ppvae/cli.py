@@ -14,7 +14,7 @@ import ppvae
 from ppvae import viz
 from ppvae.data import BINARIZE_METHODS, DATASET_NAMES, ImageDataset
 from ppvae.infer import ACCELERATORS, OBJECTIVES, PRECISIONS, STRATEGIES
-from ppvae.models.runs import build as build_run_model, data_source_of, read_spec, save_figures, write_text_atomic
+from ppvae.models.runs import CHECKPOINT, build as build_run_model, data_source_of, read_spec, save_figures, write_text_atomic
 from ppvae.parts import REGISTRIES
 from ppvae.compare import Comparison
 from ppvae.demo import run_demo
@@ -445,7 +445,7 @@ USER_ERRORS = (ppvae.data.DatasetNotFoundError, ValueError, OSError)
 def interrupted(args: argparse.Namespace) -> str:
     """What a Ctrl-C leaves: for train, the run folder's last checkpoint and how to continue it."""
     out = getattr(args, "out", None)
-    checkpoint = Path(out) / "checkpoint.pt" if args.command == "train" and out else None
+    checkpoint = Path(out) / CHECKPOINT if args.command == "train" and out else None
     if checkpoint is None or not checkpoint.exists():
         return "interrupted"
     return (f"interrupted; {out} keeps the checkpoint of the last finished epoch: continue with "

@@ -42,7 +42,7 @@ def check_device(device: str | torch.device) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device {str(device)!r} is not supported; use 'cpu' or 'cuda' (or 'cuda:N')")
     if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        count = torch.cuda.device_count()
         if count == 0:
             raise ValueError(f"device {str(device)!r} but torch sees no CUDA device on this machine; use 'cpu'")
         if device.index is not None and device.index >= count:

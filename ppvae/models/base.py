@@ -36,7 +36,7 @@ def forget_parameters(pyro_name: str) -> None:
     """Remove a model's entries from Pyro's global parameter store (its networks registered under ``pyro_name``)."""
     store = pyro.get_param_store()
     with PYRO_LOCK:
-        for name in [name for name in list(store.keys()) if name.startswith(pyro_name + ".")]:
+        for name in [name for name in store.keys() if name.startswith(pyro_name + ".")]:
             del store[name]
 
 

@@ -289,7 +289,8 @@ def completion_scores(model: LatentVariableModel, data: Data, visible: Sequence[
     for k in visible:
         counts = torch.full((len(data),), int(k), dtype=torch.long)
         elbo = torch.stack([model.elbo_terms(data, counts, seed=seed + i)["elbo"] for i in range(particles)]).mean(0)
-        scores[int(k)] = {"nll": -elbo.mean().item(), "elbo_nll": -elbo.mean().item()}
+        elbo_nll = -elbo.mean().item()
+        scores[int(k)] = {"nll": elbo_nll, "elbo_nll": elbo_nll}  # no latent: the likelihood is exact
         if model.has_latent:
             estimate = model.log_evidence(data, num_samples, counts, seed=seed, diagnostics=True, progress=progress)
             scores[int(k)].update(nll=-estimate.log_evidence.mean().item(),
