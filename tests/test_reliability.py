@@ -139,6 +139,26 @@ def test_a_run_saved_from_python_records_named_data_and_the_cli_says_which_flag_
     assert "does not record its data; pass --dataset or --data" in capsys.readouterr().err
 
 
+def test_a_ctrl_c_while_an_epoch_is_written_waits_until_the_run_folder_is_whole(tmp_path, monkeypatch):
+    import os
+
+    import ppvae.models.runs as runs
+
+    model = fit(small_vae(), bars(64))
+    save = runs.save_torch_atomic
+
+    def save_then_interrupt(obj, path):  # the signal arrives right after the checkpoint, before the weights
+        save(obj, path)
+        if path.name == "checkpoint.pt":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(runs, "save_torch_atomic", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        runs.write_run(model, tmp_path / "run", checkpoint=model.training_state)
+    assert all((tmp_path / "run" / name).exists() for name in ("spec.json", "checkpoint.pt", "weights.pt", "metrics.jsonl"))
+    assert same_weights(weights_of(ppvae.load(tmp_path / "run")), weights_of(model))
+
+
 # -- the CLI --------------------------------------------------------------------------------------
 
 

@@ -22,9 +22,12 @@ import json
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
@@ -170,6 +173,23 @@ def remove_stale(directory: str | Path, everything: bool = False) -> None:
         path.unlink(missing_ok=True)
 
 
+@contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) until the block ends, then act on it as it would have (in the main thread;
+    elsewhere signals never arrive)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received and callable(previous):
+        previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+
+
 # -- metrics ----------------------------------------------------------------------------------------
 
 
@@ -227,17 +247,20 @@ def write_run(model: "LatentVariableModel", directory: Path, weights: dict[str, 
     """Write a run folder: spec, checkpoint, weights, metrics (in that order), then figures.
 
     The spec comes first because nothing can resume without it: a kill at any moment after the first
-    epoch's checkpoint leaves a folder that ``resume=True`` continues.
+    epoch's checkpoint leaves a folder that ``resume=True`` continues. A Ctrl-C waits until the four
+    files are written, so an interrupted run never holds one epoch's checkpoint beside another's weights.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(directory / SPEC, json.dumps(spec_of(model), indent=2) + "\n")
-    if checkpoint is not None:
-        save_torch_atomic(checkpoint, directory / CHECKPOINT)
-    if weights is None:
-        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_torch_atomic({"state_dict": weights, "preview": model.preview, "preview_y": model.preview_y,
-                       "snapshots": model.snapshots, "snapshot_labels": model.snapshot_labels}, directory / WEIGHTS)  # fmt: skip
-    write_text_atomic(directory / METRICS, metrics_text(model.history))
+    with _interrupt_after():
+        write_text_atomic(directory / SPEC, json.dumps(spec_of(model), indent=2) + "\n")
+        if checkpoint is not None:
+            save_torch_atomic(checkpoint, directory / CHECKPOINT)
+        if weights is None:
+            weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        save_torch_atomic({"state_dict": weights, "preview": model.preview, "preview_y": model.preview_y,
+                           "snapshots": model.snapshots, "snapshot_labels": model.snapshot_labels},
+                          directory / WEIGHTS)  # fmt: skip
+        write_text_atomic(directory / METRICS, metrics_text(model.history))
     if figures:
         save_figures(model, directory)
     return directory
