@@ -267,6 +267,25 @@ def test_bad_engine_options_are_explained():
             model.fit(small_data(), accelerator="cuda", progress=False)
 
 
+
+
+def test_cpu_training_uses_torchs_cached_cuda_check_only_where_no_gpu_can_be_initialised(monkeypatch):
+    """Lightning's NVML check costs a library load per optimizer step on a machine without a GPU."""
+    from ppvae.infer.launch import plain_cuda_check
+
+    name = "PYTORCH_NVML_BASED_CUDA_CHECK"
+    monkeypatch.setenv(name, "1")
+    seen = []
+    model = ppvae.VAE(**SMALL)
+    monkeypatch.setattr(model, "guide", lambda *a, _g=model.guide, **k: seen.append(os.environ.get(name)) or _g(*a, **k))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    model.fit(small_data(64), epochs=1, batch_size=32, progress=False)
+    assert seen[-1] is None and os.environ[name] == "1"  # off during the steps, Lightning's again after
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # a GPU machine training on its CPU: left alone
+    with plain_cuda_check(torch.device("cpu")):
+        assert os.environ[name] == "1"
+    with plain_cuda_check(torch.device("cuda")):
+        assert os.environ[name] == "1"
 # -- run folders and logs ---------------------------------------------------------------------------------
 
 

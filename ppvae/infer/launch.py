@@ -12,7 +12,8 @@ import logging
 import os
 import tempfile
 import warnings
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from lightning_fabric import Fabric
@@ -86,6 +87,27 @@ def check_engine(accelerator: str = "auto", devices: int = 1, strategy: str = "a
     if precision == "16-mixed" and accelerator == "cpu":
         raise ValueError("precision='16-mixed' needs a GPU; on the CPU use 'bf16-mixed' or '32-true'")
     return accelerator, resolve_strategy(strategy, devices)
+
+
+@contextmanager
+def plain_cuda_check(device: torch.device) -> Iterator[None]:
+    """Within: torch's own CUDA check, where training runs on the CPU of a machine without a GPU.
+
+    Importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` so that checking for CUDA
+    never initialises it before processes fork. Every ``Adam.step`` checks for CUDA; on a
+    CUDA build of torch without a driver the NVML check loads its library afresh each time
+    and fails (0.2-0.3 ms a step here, about 3% of an MLP epoch). With no GPU to
+    initialise, torch's cached check is safe; elsewhere Lightning's setting stays.
+    """
+    name = "PYTORCH_NVML_BASED_CUDA_CHECK"
+    if device.type != "cpu" or name not in os.environ or torch.cuda.device_count() > 0:
+        yield
+        return
+    value = os.environ.pop(name)
+    try:
+        yield
+    finally:
+        os.environ[name] = value
 
 
 def make_fabric(accelerator: str = "auto", devices: int = 1, strategy: str = "auto", precision: str = "32-true",

@@ -32,6 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ppvae.infer.batches import LoaderBatches, TensorBatches
+from ppvae.infer.launch import plain_cuda_check
 from ppvae.infer.random import derive_seed
 from ppvae.infer.threads import PYRO_LOCK, locked_iter, serialised
 
@@ -133,6 +134,10 @@ class TrainingLoop:
 
     def run(self, first_epoch: int, last_epoch: int, global_step: int = 0) -> LoopResult:
         """Train epochs ``first_epoch`` .. ``last_epoch`` (inclusive), counting steps from ``global_step``."""
+        with plain_cuda_check(self.fabric.device):
+            return self._run(first_epoch, last_epoch, global_step)
+
+    def _run(self, first_epoch: int, last_epoch: int, global_step: int) -> LoopResult:
         fabric, world = self.fabric, self.fabric.world_size
         steps = len(self.batches)
         per_rank = math.ceil(self.batches.num_examples / world)
