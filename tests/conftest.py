@@ -26,6 +26,30 @@ def bars(n=96, seed=0):
     return ppvae.data.ImageDataset(torch.bernoulli(p, generator=g), y, "bars", "train", ["top", "bottom", "left"])
 
 
+SMALL = {"x_shape": (1, 8, 8), "z_dim": 2, "network": {"name": "mlp", "hidden": [32]}}
+"""A VAE small enough to train in a fraction of a second on 8x8 images."""
+
+
+def small_data(n=256, seed=0):
+    """``n`` binary 8x8 images, each pixel on with its own probability in [0.2, 0.8]."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(torch.rand(n, 1, 8, 8, generator=g) * 0.6 + 0.2, generator=g)
+
+
+def weights_of(model):
+    """A copy of the model's state (parameters and buffers), to compare after it trains on."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

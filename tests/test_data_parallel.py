@@ -14,15 +14,9 @@ import pytest
 import torch
 
 import ppvae
+from conftest import SMALL, small_data
 from ppvae.infer import KLWeight, ObjectiveModule, TensorBatches, TrainingLoop, launch, make_adam, make_elbo, make_fabric
 from ppvae.infer import shard_order
-
-SMALL = {"x_shape": (1, 8, 8), "z_dim": 2, "network": {"name": "mlp", "hidden": [32]}}
-
-
-def small_data(n=256, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.bernoulli(torch.rand(n, 1, 8, 8, generator=g) * 0.6 + 0.2, generator=g)
 
 
 def train_and_gather(fabric, x, seed):

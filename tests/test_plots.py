@@ -6,11 +6,9 @@ import torch
 from PIL import Image
 
 import ppvae
-from conftest import bars
+from conftest import SMALL, bars
 from ppvae import latent
 from ppvae.cli import main
-
-SMALL = {"x_shape": (1, 8, 8), "z_dim": 2, "network": {"name": "mlp", "hidden": [32]}}
 
 
 @pytest.fixture(scope="module")

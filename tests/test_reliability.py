@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import ppvae
-from conftest import bars
+from conftest import bars, same_weights, weights_of
 from ppvae.cli import main
 from ppvae.models.runs import RunFolderBusy, RunLock, read_metrics
 
@@ -29,14 +29,6 @@ def small_vae(**parts):
 def fit(model, data, **options):
     model.fit(data, **{"epochs": 1, "batch_size": 32, "progress": False, **options})
     return model
-
-
-def weights_of(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def same_weights(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 # -- run folders ----------------------------------------------------------------------------------

@@ -13,27 +13,14 @@ import pytest
 import torch
 
 import ppvae
+from conftest import SMALL, assert_same_weights, small_data, weights_of
 from ppvae.cli import main
 from ppvae.infer import shard_order
 from ppvae.infer.batches import local_batch_size
+from ppvae.infer.launch import plain_cuda_check
 from ppvae.models.runs import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {"x_shape": (1, 8, 8), "z_dim": 2, "network": {"name": "mlp", "hidden": [32]}}
-
-
-def small_data(n=256, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.bernoulli(torch.rand(n, 1, 8, 8, generator=g) * 0.6 + 0.2, generator=g)
-
-
-def weights(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def assert_same_weights(a, b):
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
 
 
 # -- seeds --------------------------------------------------------------------------------------------
@@ -46,7 +33,7 @@ def test_a_seed_fixes_the_weights_the_data_order_and_the_noise():
         torch.manual_seed(seed * 100)  # the global stream before the fit must not matter
         model = ppvae.VAE(**SMALL)
         history = model.fit(x, epochs=2, batch_size=32, seed=seed, progress=False)
-        runs.append(([r["train_loss"] for r in history], weights(model)))
+        runs.append(([r["train_loss"] for r in history], weights_of(model)))
     assert runs[0][0] == runs[1][0]
     assert_same_weights(runs[0][1], runs[1][1])
     assert runs[0][0] != runs[2][0]
@@ -58,7 +45,7 @@ def test_the_cli_reproduces_a_seeded_run(tmp_path):
         assert main(["train", "--data", str(tmp_path / "images.npy"), "--epochs", "1", "--z-dim", "2", "--hidden", "16",
                      "--seed", "7", "--quiet", "--out", str(tmp_path / name)]) == 0  # fmt: skip
     a, b = ppvae.load(tmp_path / "a"), ppvae.load(tmp_path / "b")
-    assert_same_weights(weights(a), weights(b))
+    assert_same_weights(weights_of(a), weights_of(b))
     assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
 
 
@@ -91,7 +78,7 @@ def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path):
     assert json.loads(metrics.read_text().splitlines()[-1])["epoch"] == 1
     assert _train(killed, 2, resume=True).wait(timeout=300) == 0
     a, b = ppvae.load(straight), ppvae.load(killed)
-    assert_same_weights(weights(a), weights(b))
+    assert_same_weights(weights_of(a), weights_of(b))
     assert_same_weights(a.training_state["optimizer"]["state"][0], b.training_state["optimizer"]["state"][0])
     assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
 
@@ -103,10 +90,10 @@ def test_resume_continues_in_memory_and_from_the_folder(tmp_path):
     in_memory = ppvae.VAE(**SMALL)
     in_memory.fit(x, epochs=1, batch_size=32, kl_warmup=2, test=x[:64], progress=False, out=tmp_path / "run")
     in_memory.fit(x, epochs=3, resume=True, batch_size=32, kl_warmup=2, test=x[:64], progress=False)
-    assert_same_weights(weights(straight), weights(in_memory))
+    assert_same_weights(weights_of(straight), weights_of(in_memory))
     from_folder = ppvae.VAE(**SMALL)  # a new process would do this: build, then resume the folder
     from_folder.fit(x, epochs=3, resume=True, out=tmp_path / "run", test=x[:64], progress=False)
-    assert_same_weights(weights(straight), weights(from_folder))
+    assert_same_weights(weights_of(straight), weights_of(from_folder))
     assert [r["kl_weight"] for r in from_folder.history] == [r["kl_weight"] for r in straight.history]
     assert [r["epoch"] for r in from_folder.history] == [1, 2, 3]
 
@@ -131,7 +118,7 @@ def test_cli_resume_continues_the_recorded_run(tmp_path, capsys):
     assert main(["train", *data, "--epochs", "2", "--out", str(tmp_path / "straight")]) == 0
     assert main(["train", *data, "--epochs", "1", "--out", str(tmp_path / "resumed")]) == 0
     assert main(["train", "--resume", "--epochs", "2", "--quiet", "--out", str(tmp_path / "resumed")]) == 0
-    assert_same_weights(weights(ppvae.load(tmp_path / "straight")), weights(ppvae.load(tmp_path / "resumed")))
+    assert_same_weights(weights_of(ppvae.load(tmp_path / "straight")), weights_of(ppvae.load(tmp_path / "resumed")))
     assert main(["train", "--resume", "--z-dim", "3", "--out", str(tmp_path / "resumed")]) == 2
     assert "drop --z-dim" in capsys.readouterr().err
 
@@ -143,15 +130,15 @@ def test_divergence_stops_keeps_the_last_finite_checkpoint_and_says_what_to_try(
     x, run = small_data(), tmp_path / "run"
     model = ppvae.VAE(**SMALL)
     model.fit(x, epochs=2, batch_size=32, out=run, progress=False)
-    good = weights(model)
+    good = weights_of(model)
     with pytest.raises(ppvae.TrainingDiverged) as error:
         model.fit(x, epochs=3, batch_size=32, lr=100, out=run, progress=False)
     message = str(error.value)
     assert "non-finite at epoch 3, step" in message and "lr=100" in message and "clip_norm=" in message
     assert f"{run} keeps the checkpoint of epoch 2" in message
-    assert_same_weights(good, weights(model))  # the model in memory is the last finite one
+    assert_same_weights(good, weights_of(model))  # the model in memory is the last finite one
     saved = ppvae.load(run)
-    assert_same_weights(good, weights(saved))
+    assert_same_weights(good, weights_of(saved))
     assert saved.training_state["epoch"] == 2 and len(saved.history) == 2
 
 
@@ -185,7 +172,7 @@ def test_validation_chooses_the_weights_and_early_stopping_ends_the_run(tmp_path
     best = int(np.argmax(scores)) + 1
     assert len(history) == best + 3 < 40  # three epochs without a better validation ELBO, then stop
     saved = ppvae.load(tmp_path / "run")
-    assert_same_weights(weights(model), weights(saved))  # weights.pt holds the chosen epoch
+    assert_same_weights(weights_of(model), weights_of(saved))  # weights.pt holds the chosen epoch
     assert saved.training_state["epoch"] == len(history) and saved.training_state["best_epoch"] == best
     held_out = x[torch.randperm(96, generator=torch.Generator().manual_seed(ppvae.infer.derive_seed(0, 0, 1)))[:24].sort().values]
     assert model.evaluate(held_out, binarize=None)["elbo"] == pytest.approx(scores[best - 1])
@@ -242,7 +229,7 @@ def test_training_reads_a_folder_of_images_lazily(tmp_path):
         ppvae.VAE(**SMALL).fit(data, binarize="static", progress=False)
 
 
-# -- precision --------------------------------------------------------------------------------------------
+# -- precision and devices --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "64-true"])
@@ -271,8 +258,6 @@ def test_bad_engine_options_are_explained():
 
 def test_cpu_training_uses_torchs_cached_cuda_check_only_where_no_gpu_can_be_initialised(monkeypatch):
     """Lightning's NVML check costs a library load per optimizer step on a machine without a GPU."""
-    from ppvae.infer.launch import plain_cuda_check
-
     name = "PYTORCH_NVML_BASED_CUDA_CHECK"
     monkeypatch.setenv(name, "1")
     seen = []
@@ -326,6 +311,17 @@ def test_training_prints_one_line_per_epoch_and_nothing_from_the_engine(tmp_path
     assert captured.err == captured.out == ""
 
 
+def test_tensorboard_logs_every_epoch_when_installed(tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    model = ppvae.VAE(**SMALL)
+    history = model.fit(small_data(), epochs=2, batch_size=64, test=small_data(32, seed=1), out=tmp_path, progress=False)
+    events = event_accumulator.EventAccumulator(str(tmp_path / "logs" / "tensorboard"))
+    events.Reload()
+    logged = events.Scalars("test_elbo")
+    assert [e.step for e in logged] == [1, 2]
+    assert [e.value for e in logged] == pytest.approx([r["test_elbo"] for r in history], rel=1e-6)
+
+
 # -- one contract for every model ----------------------------------------------------------------------
 
 
@@ -348,7 +344,7 @@ def test_every_model_keeps_the_contract(name, tmp_path):
     assert type(loaded) is cls and torch.equal(output(loaded), output(model))
     again = cls(x_shape=(1, 8, 8), **size)
     again.fit(data, out=tmp_path / "run", resume=True, progress=False)
-    assert_same_weights(weights(model), weights(again))
+    assert_same_weights(weights_of(model), weights_of(again))
     if model.samples_from_prior:
         assert model.sample(3).shape == (3, 1, 8, 8)
     else:
@@ -373,28 +369,3 @@ def test_a_point_mass_guide_trains_an_autoencoder_and_refuses_evidence():
     assert torch.equal(scale, torch.zeros_like(loc))
     with pytest.raises(ValueError, match="point mass"):
         ppvae.log_evidence(model, small_data(4), num_samples=3, progress=False)
-
-
-# -- GPU ----------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_training_evaluation_and_evidence_run_on_the_gpu():
-    model = ppvae.VAE(**SMALL)
-    history = model.fit(small_data(), epochs=3, batch_size=32, lr=3e-3, accelerator="cuda", test=small_data(64, 1),
-                        progress=False)  # fmt: skip
-    assert model.device.type == "cuda" and history[-1]["train_loss"] < history[0]["train_loss"]
-    assert np.isfinite(model.evaluate(small_data(64, 1), num_samples=10)["log_px"])
-    assert ppvae.log_evidence(model, small_data(8, 1), num_samples=20, progress=False).shape == (8,)
-
-
-def test_tensorboard_logs_every_epoch_when_installed(tmp_path):
-    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-    model = ppvae.VAE(**SMALL)
-    history = model.fit(small_data(), epochs=2, batch_size=64, test=small_data(32, seed=1), out=tmp_path, progress=False)
-    events = event_accumulator.EventAccumulator(str(tmp_path / "logs" / "tensorboard"))
-    events.Reload()
-    logged = events.Scalars("test_elbo")
-    assert [e.step for e in logged] == [1, 2]
-    assert [e.value for e in logged] == pytest.approx([r["test_elbo"] for r in history], rel=1e-6)
