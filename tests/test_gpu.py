@@ -1,0 +1,131 @@
+"""Everything a user does with a model, on a CUDA device: skipped on a machine without one.
+
+Run on a GPU machine with ``pytest -m gpu``. The CPU tests check the numbers; these check that
+each path keeps its tensors on the device it was given and agrees with the CPU where it must:
+weights saved on the GPU load on the CPU unchanged, and estimates agree within their error.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+import ppvae
+from conftest import SMALL, bars, same_weights, small_data, weights_of
+from ppvae.cli import main
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+GPU = {"accelerator": "cuda", "progress": False}
+
+
+def test_training_evaluation_and_evidence_run_on_the_gpu():
+    model = ppvae.VAE(**SMALL)
+    history = model.fit(small_data(), epochs=3, batch_size=32, lr=3e-3, test=small_data(64, 1), **GPU)
+    assert model.device.type == "cuda" and history[-1]["train_loss"] < history[0]["train_loss"]
+    assert np.isfinite(model.evaluate(small_data(64, 1), num_samples=10)["log_px"])
+    assert ppvae.log_evidence(model, small_data(8, 1), num_samples=20, progress=False).shape == (8,)
+
+
+@pytest.mark.parametrize("name", sorted(ppvae.MODELS))
+def test_every_model_trains_on_the_gpu_and_loads_on_the_cpu(name, tmp_path):
+    cls = ppvae.MODELS[name]
+    x = small_data(200)
+    if name == "FactorAnalysis":
+        x = ppvae.data.dequantize(torch.round(x * 128 + 64) / 255)
+    data = ppvae.data.ImageDataset(x, torch.arange(200) % 10, "images", "train")
+    model = cls(x_shape=(1, 8, 8), **({"z_dim": 2} if cls.has_latent else {}))
+    model.fit(data, out=tmp_path / "run", test=data.subset(40), **GPU)  # options every model takes
+    assert model.device.type == "cuda"
+    on_cpu = ppvae.load(tmp_path / "run")  # the default device: weights saved from the GPU, read on the CPU
+    assert on_cpu.device.type == "cpu" and same_weights(weights_of(on_cpu), {k: v.cpu() for k, v in weights_of(model).items()})
+    on_gpu = ppvae.load(tmp_path / "run", device="cuda")
+    assert on_gpu.device.type == "cuda"
+    if model.samples_from_prior:
+        assert model.sample(3).shape == (3, 1, 8, 8)
+    else:
+        assert model.complete(data.subset(3), visible=1, samples=2).shape == (3, 2, 1, 8, 8)
+    scores = model.evaluate(data.subset(20), num_samples=5)
+    assert np.isfinite(scores["elbo"]) and np.isfinite(scores["log_px"])
+    assert ppvae.log_evidence(model, data.subset(7), num_samples=5, progress=False).shape == (7,)
+
+
+def test_a_resumed_gpu_run_continues_where_the_straight_run_went(tmp_path):
+    x = small_data()
+    straight = ppvae.VAE(**SMALL)
+    straight.fit(x, epochs=3, batch_size=32, kl_warmup=2, **GPU)
+    resumed = ppvae.VAE(**SMALL)
+    resumed.fit(x, epochs=1, batch_size=32, kl_warmup=2, out=tmp_path / "run", **GPU)
+    again = ppvae.VAE(**SMALL)  # as a new process would: build, then resume the folder
+    again.fit(x, epochs=3, resume=True, out=tmp_path / "run", **GPU)
+    assert again.device.type == "cuda" and [r["epoch"] for r in again.history] == [1, 2, 3]
+    for key, value in weights_of(straight).items():  # GPU kernels may reorder sums: equal to rounding, not bits
+        torch.testing.assert_close(weights_of(again)[key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_the_gpu_estimates_the_same_evidence_as_the_cpu():
+    model = ppvae.VAE(**SMALL)
+    model.fit(small_data(), epochs=5, batch_size=32, lr=3e-3, progress=False)
+    images = small_data(32, seed=1)
+    exact = ppvae.log_evidence(model, images, method="quadrature", progress=False).cpu()  # z_dim 2: integrated
+    estimates = {}
+    for seed, device in enumerate(("cpu", "cuda")):  # different draws, the same number
+        model.to(device)
+        estimates[device] = ppvae.log_evidence(model, images, num_samples=2000, seed=seed, progress=False).cpu()
+    assert (estimates["cuda"] - estimates["cpu"]).abs().mean() < 0.02
+    for estimate in estimates.values():
+        assert -0.01 < (exact - estimate).mean() < 0.05  # at or just below the truth, as importance sampling is
+
+
+def test_annealed_importance_sampling_and_bdmc_run_on_the_gpu():
+    model = ppvae.VAE(**SMALL)
+    model.fit(bars(300).x, epochs=3, batch_size=50, lr=3e-3, **GPU)
+    images, estimate = ppvae.bdmc(model, num_images=10, steps=100, progress=False)
+    exact = ppvae.log_evidence(model, images, method="quadrature", binarize=None, progress=False).cpu()
+    lower, upper = estimate.log_evidence.cpu(), estimate.upper.cpu()
+    assert (lower - exact).mean() < 0.05 and (upper - exact).mean() > -0.05
+
+
+def test_streamed_data_and_conv_networks_with_a_vampprior_train_on_the_gpu(tmp_path):
+    pixels = (small_data(512).numpy() * 255).astype(np.uint8)
+    np.save(tmp_path / "images.npy", pixels)
+    data = ppvae.data.load(tmp_path / "images.npy", lazy=True)  # a DataLoader, pinned memory, copies to the GPU
+    model = ppvae.VAE(x_shape=(1, 8, 8), z_dim=2, network={"name": "conv", "channels": [8, 16]},
+                      prior={"name": "vamp", "components": 5})  # fmt: skip
+    history = model.fit(data, epochs=3, batch_size=64, lr=3e-3, binarize=None, **GPU)
+    assert model.device.type == "cuda" and history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_mixed_precision_trains_on_the_gpu(precision):
+    model = ppvae.VAE(**SMALL)
+    history = model.fit(small_data(), epochs=3, batch_size=32, lr=3e-3, precision=precision, **GPU)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert next(model.parameters()).dtype == torch.float32  # mixed: the weights stay float32
+
+
+def test_a_cvae_on_the_gpu_draws_the_class_it_is_asked_for():
+    model = ppvae.CVAE(x_shape=(1, 8, 8), num_classes=3, z_dim=2, network={"name": "mlp", "hidden": [16]})
+    model.fit(bars(600), epochs=30, batch_size=60, lr=3e-3, **GPU)
+    for name in ("top", "bottom", "left"):
+        mean = model.sample(50, y=name, seed=0).mean(0)[0].cpu()
+        regions = {"top": mean[:4].mean(), "bottom": mean[4:].mean(), "left": mean[:, :4].mean()}
+        assert max(regions, key=regions.get) == name, (name, regions)
+
+
+def test_the_latent_toolkit_works_on_a_gpu_model():
+    model = ppvae.VAE(**SMALL)
+    data = bars(300)
+    model.fit(data, epochs=3, batch_size=50, lr=3e-3, **GPU)
+    assert ppvae.latent.active_units(model, data).variance.shape == (2,)
+    assert ppvae.latent.traverse(model, steps=5).shape[:2] == (2, 5)
+    assert ppvae.latent.manifold(model, steps=4)[0].shape[:2] == (4, 4)
+    assert ppvae.latent.interpolate(model, data.x[0], data.x[1], steps=6)[0].shape == (6, 1, 8, 8)
+    assert 0 <= ppvae.latent.latent_knn_accuracy(model, data, bars(90, seed=1), k=3) <= 1
+
+
+def test_the_cli_trains_on_the_gpu_and_the_run_loads_on_the_cpu(tmp_path, capsys):
+    np.save(tmp_path / "images.npy", (small_data(256).numpy() * 255).astype(np.uint8))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "images.npy"), "--z-dim", "2", "--epochs", "2",
+                 "--accelerator", "cuda", "--out", str(run)]) == 0  # fmt: skip
+    assert ppvae.load(run).sample(4).shape[0] == 4
