@@ -14,10 +14,10 @@ table shows both the speed a user sees and the cost of the Pyro program alone.
 It runs as in a process without Lightning (see ``plain_cuda_check``).
 
 A shared machine drifts by more than the differences measured here, so every
-round runs one epoch of each loop, in reversed order every other round, and
-each ratio is the median over rounds of that round's ratio, with a bootstrap
-95% interval: drift between rounds cancels, and the interval says whether a
-target is met or the rounds cannot tell.
+round runs one epoch of each loop, in an order that rotates (each loop takes
+every place in turn), and each ratio is the median over rounds of that round's
+ratio, with a bootstrap 95% interval: drift between rounds cancels, and the
+interval says whether a target is met or the rounds cannot tell.
 
 With ``--devices 2`` a data-parallel row is added: the same meanfield VAE on 2 CPU
 processes (DDP, gloo), each with half of each global batch. On a 2-core machine this
@@ -82,6 +82,18 @@ def _torch_epoch(model: TorchVAE, optimizer: torch.optim.Optimizer, x: torch.Ten
     return time.perf_counter() - started
 
 
+def round_order(names: list[str], round_: int) -> list[str]:
+    """The order of one round: rotated every second round and reversed every other one.
+
+    Over 2 x len(names) rounds each loop runs once in every place, after each of its
+    neighbours, so that neither a place's effect nor a predecessor's falls on one loop
+    (merely reversing the order leaves the middle loops in the middle).
+    """
+    shift = round_ // 2 % len(names)
+    order = names[shift:] + names[:shift]
+    return order if round_ % 2 == 0 else order[::-1]
+
+
 def paired_ratio(times: list[float], base: list[float], draws: int = 2000) -> tuple[float, float, float]:
     """Median over rounds of times[r] / base[r], and a bootstrap 95% interval of that median."""
     ratios = [t / b for t, b in zip(times, base)]
@@ -134,7 +146,7 @@ def main() -> None:
         epoch(name, 0)
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(args.rounds):
-        for name in names if round_ % 2 == 0 else names[::-1]:
+        for name in round_order(names, round_):
             times[name].append(epoch(name, round_ + 1))
         print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
 

@@ -2,12 +2,12 @@
 
 Each version trains in its own long-lived process (two ppvae packages cannot share one),
 next to a third process running the hand-written PyTorch loop of ``train_speed.py`` with
-default Adam. The driver asks each for one epoch in turn, in reversed order every other
-round, and reports the median over rounds of each round's ratio, with a bootstrap 95%
-interval, so that the drift of a shared machine cancels. The earlier commit is checked out
-into a temporary git worktree.
+default Adam. The driver asks each for one epoch in turn, in an order that rotates
+round by round (see ``train_speed.round_order``), and reports the median over rounds of
+each round's ratio, with a bootstrap 95% interval, so that the drift of a shared machine
+cancels. The earlier commit is checked out into a temporary git worktree.
 
-    python benchmarks/train_speed_versions.py --baseline 7352ff1~1 [--n 12000] [--rounds 40]
+    python benchmarks/train_speed_versions.py --baseline 7352ff1~1 [--n 12000] [--rounds 42]
 """
 
 from __future__ import annotations
@@ -70,10 +70,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", required=True, help="the earlier commit (any git revision)")
     parser.add_argument("--n", type=int, default=12000, help="training images per epoch")
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=42)
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
-    from train_speed import paired_ratio
+    from train_speed import paired_ratio, round_order
 
     with tempfile.TemporaryDirectory() as folder:
         baseline = Path(folder) / "baseline"
@@ -86,7 +86,7 @@ def main() -> None:
             times: dict[str, list[float]] = {name: [] for name in workers}
             started = time.perf_counter()
             for round_ in range(args.rounds):
-                for name in list(workers) if round_ % 2 == 0 else list(workers)[::-1]:
+                for name in round_order(list(workers), round_):
                     times[name].append(workers[name].epoch())
             for worker in workers.values():
                 worker.close()
