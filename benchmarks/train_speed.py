@@ -62,22 +62,18 @@ class TorchVAE(nn.Module):
 
 def torch_epoch(model: TorchVAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, batch_size: int, generator) -> float:
     """One epoch, timed the way ppvae times its epochs (the loop only)."""
-    with plain_cuda_check(x.device):  # the CUDA check of a process that never imported Lightning
-        return _torch_epoch(model, optimizer, x, batch_size, generator)
-
-
-def _torch_epoch(model: TorchVAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, batch_size: int, generator) -> float:
     started = time.perf_counter()
     n = x.shape[0]
     order = torch.randperm(n, generator=generator, device=x.device)
     total = torch.zeros((), device=x.device)
-    for i in range(0, n, batch_size):
-        xb = torch.bernoulli(x[order[i : i + batch_size]])
-        loss = model.loss(xb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach()
+    with plain_cuda_check(x.device):  # the CUDA check of a process that never imported Lightning
+        for i in range(0, n, batch_size):
+            xb = torch.bernoulli(x[order[i : i + batch_size]])
+            loss = model.loss(xb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
     total.item()
     return time.perf_counter() - started
 

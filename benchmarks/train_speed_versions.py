@@ -24,14 +24,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 WORKER = """
-import os, sys, time
+import sys
 sys.path.insert(0, sys.argv[1])
 import torch, ppvae
 train = ppvae.data.load("fashion-mnist", split="train", limit=int(sys.argv[2]))
 if sys.argv[3] == "pytorch":
     sys.path.insert(0, sys.argv[4])
     from train_speed import TorchVAE, torch_epoch
-    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)  # a process without Lightning
     x = train.x.reshape(len(train), -1)
     reference = TorchVAE()
     optimizer, generator = torch.optim.Adam(reference.parameters(), lr=1e-3), torch.Generator().manual_seed(0)

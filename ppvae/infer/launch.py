@@ -96,7 +96,7 @@ def plain_cuda_check(device: torch.device) -> Iterator[None]:
     Importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` so that checking for CUDA
     never initialises it before processes fork. Every ``Adam.step`` checks for CUDA; on a
     CUDA build of torch without a driver the NVML check loads its library afresh each time
-    and fails (0.2-0.3 ms a step here, about 3% of an MLP epoch). With no GPU to
+    and fails (0.2-0.3 ms a step here, about 4% of an MLP epoch). With no GPU to
     initialise, torch's cached check is safe; elsewhere Lightning's setting stays.
     """
     name = "PYTORCH_NVML_BASED_CUDA_CHECK"
