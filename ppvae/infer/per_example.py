@@ -42,16 +42,17 @@ def elbo_terms(model: Callable, guide: Callable, *args, analytic_kl: bool = True
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     sites = [(name, site) for name, site in model_trace.nodes.items() if site["type"] == "sample" and not site_is_subsample(site)]
     n = next(f.size for _, site in sites for f in site["cond_indep_stack"] if f.name == "data")
-    reconstruction = torch.zeros(n)
-    kl = torch.zeros(n)
+    device = sites[0][1]["value"].device  # a program without latent sites (no KL term) still gives its zeros here
+    reconstruction = torch.zeros(n, device=device)
+    kl = torch.zeros(n, device=device)
     for name, site in sites:
         if site["is_observed"]:
-            reconstruction = reconstruction.to(site["value"].device) + _per_example(site["fn"].log_prob(site["value"]), n)
+            reconstruction = reconstruction + _per_example(site["fn"].log_prob(site["value"]), n)
             continue
         q = guide_trace.nodes[name]["fn"]
         term = _analytic_kl(q, site["fn"]) if analytic_kl else None
         if term is None:
             z = site["value"]
             term = q.log_prob(z) - site["fn"].log_prob(z)
-        kl = kl.to(term.device) + _per_example(term, n)
+        kl = kl + _per_example(term, n)
     return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
