@@ -5,6 +5,9 @@ each path keeps its tensors on the device it was given and agrees with the CPU w
 weights saved on the GPU load on the CPU unchanged, and estimates agree within their error.
 """
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -24,6 +27,15 @@ def test_training_evaluation_and_evidence_run_on_the_gpu():
     assert model.device.type == "cuda" and history[-1]["train_loss"] < history[0]["train_loss"]
     assert np.isfinite(model.evaluate(small_data(64, 1), num_samples=10)["log_px"])
     assert ppvae.log_evidence(model, small_data(8, 1), num_samples=20, progress=False).shape == (8,)
+
+
+def test_training_on_the_gpu_prints_nothing_from_the_engine():
+    """In a fresh process, as in a notebook: Fabric's one-time note on TF32 matmuls must not reach the user."""
+    script = ("import torch, ppvae; ppvae.VAE(x_shape=(1, 8, 8), z_dim=2)"
+              ".fit(torch.rand(64, 1, 8, 8).round(), epochs=1, accelerator='cuda', progress=False)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout + done.stderr == ""
 
 
 @pytest.mark.parametrize("name", sorted(ppvae.MODELS))

@@ -114,6 +114,7 @@ def make_fabric(accelerator: str = "auto", devices: int = 1, strategy: str = "au
                 loggers: Sequence[Any] = ()) -> Fabric:  # fmt: skip
     """A Fabric for the loop, its arguments checked first (see :func:`check_engine`)."""
     accelerator, strategy = check_engine(accelerator, devices, strategy, precision)
+    quiet_engine_logs()  # on a GPU, one process too: Fabric's note on TF32 matmuls would print in every notebook
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Fabric's notes on environments and launchers; our messages say what matters
         return Fabric(accelerator=accelerator, devices=devices, strategy=strategy, precision=precision,
@@ -157,10 +158,8 @@ def launch(fabric: Fabric, function: Callable[..., Any], *args: Any) -> Any:
     if fabric.world_size == 1:
         return function(fabric, *args)
     if under_torchrun():
-        quiet_engine_logs()
         fabric.launch()
         return function(fabric, *args)
-    quiet_engine_logs()
     port = os.environ.get("MASTER_PORT")
     with tempfile.TemporaryDirectory(prefix="ppvae-launch-") as directory:
         path = os.path.join(directory, "result.pt")
