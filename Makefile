@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test data bench clean
+.PHONY: demo test data bench bench-gpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ bench: data
 	$(PY) benchmarks/evidence_speed.py
 	$(PY) benchmarks/fa_fit.py
 	$(PY) benchmarks/streaming_memory.py
+
+# On a machine with a CUDA GPU: the GPU tests, then ppvae against PyTorch there, then the GPU against the CPU.
+bench-gpu: data
+	$(PY) -m pytest -m gpu
+	$(PY) benchmarks/train_speed.py --accelerator cuda --rounds 10
+	$(PY) benchmarks/device_speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
