@@ -88,6 +88,19 @@ def test_the_gpu_estimates_the_same_evidence_as_the_cpu():
         assert -0.01 < (exact - estimate).mean() < 0.05  # at or just below the truth, as importance sampling is
 
 
+def test_held_out_images_are_the_same_on_every_device():
+    """One seed, one set of held-out images: a static binarisation or a dequantisation does not depend on
+    the device the data or the model sits on (a GPU's generator draws other numbers for the same seed)."""
+    grey = torch.rand(50, 1, 8, 8)
+    assert torch.equal(ppvae.data.binarize(grey.cuda(), "static", seed=3).cpu(), ppvae.data.binarize(grey, "static", seed=3))
+    levels = torch.round(grey * 255) / 255
+    assert torch.equal(ppvae.data.dequantize(levels.cuda(), seed=3).cpu(), ppvae.data.dequantize(levels, seed=3))
+    model = ppvae.VAE(**SMALL)
+    model.fit(small_data(), epochs=1, batch_size=32, binarize="dynamic", accelerator="cpu", progress=False)
+    on_cpu = model.prepare(grey)
+    assert on_cpu.device.type == "cpu" and torch.equal(model.to("cuda").prepare(grey).cpu(), on_cpu)
+
+
 def test_annealed_importance_sampling_and_bdmc_run_on_the_gpu():
     model = ppvae.VAE(**SMALL)
     model.fit(bars(300).x, epochs=3, batch_size=50, lr=3e-3, **GPU)

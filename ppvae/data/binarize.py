@@ -19,16 +19,20 @@ def check_binarize(method: str | None) -> str | None:
 
 
 def binarize(x: torch.Tensor, method: str | None, seed: int | None = 0) -> torch.Tensor:
-    """Binarise images in [0, 1] by ``method``; ``"dynamic"`` draws anew on every call."""
+    """Binarise images in [0, 1] by ``method``; ``"dynamic"`` draws anew on every call.
+
+    ``"static"`` with a seed draws on the CPU whatever the device of ``x``: a GPU's generator gives other
+    draws for the same seed, and held-out images must not change with the device a model sits on.
+    """
     check_binarize(method)
     if method is None:
         return x
     if method == "threshold":
         return (x > 0.5).to(x.dtype)
-    generator = None
     if method == "static" and seed is not None:
-        generator = torch.Generator(device=x.device).manual_seed(seed)
-    return torch.bernoulli(x, generator=generator)
+        generator = torch.Generator().manual_seed(seed)
+        return torch.bernoulli(x.cpu(), generator=generator).to(x.device)
+    return torch.bernoulli(x)
 
 
 def fixed_binarization(method: str | None) -> str | None:

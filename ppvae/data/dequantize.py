@@ -27,8 +27,8 @@ def dequantize(data: ImageDataset | torch.Tensor, levels: int = 256, seed: int =
     pixels = torch.round(x * (levels - 1))
     if not torch.allclose(pixels / (levels - 1), x, atol=1e-4):
         raise ValueError(f"the data is not on {levels} grey levels (is it dequantised already?)")
-    generator = torch.Generator(device=x.device).manual_seed(seed)
-    noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: one seed, the same pixels on every device
+    noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     continuous = (pixels + noise) / levels
     if isinstance(data, ImageDataset):
         return ImageDataset(continuous, data.y, f"{data.name} (dequantised)", data.split, data.classes)
