@@ -42,7 +42,7 @@ def elbo_terms(model: Callable, guide: Callable, *args, analytic_kl: bool = True
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     sites = [(name, site) for name, site in model_trace.nodes.items() if site["type"] == "sample" and not site_is_subsample(site)]
     n = next(f.size for _, site in sites for f in site["cond_indep_stack"] if f.name == "data")
-    device = sites[0][1]["value"].device  # a program without latent sites (no KL term) still gives its zeros here
+    device = sites[0][1]["value"].device  # where the values live, even for a program without latent sites
     reconstruction = torch.zeros(n, device=device)
     kl = torch.zeros(n, device=device)
     for name, site in sites:
