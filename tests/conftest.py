@@ -46,8 +46,7 @@ def same_weights(a, b):
 
 
 def assert_same_weights(a, b):
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    assert same_weights(a, b), (a.keys() ^ b.keys()) or [k for k in a if not torch.equal(a[k], b[k])]
 
 
 @pytest.fixture(autouse=True)

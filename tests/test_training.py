@@ -254,8 +254,6 @@ def test_bad_engine_options_are_explained():
             model.fit(small_data(), accelerator="cuda", progress=False)
 
 
-
-
 def test_cpu_training_uses_torchs_cached_cuda_check_only_where_no_gpu_can_be_initialised(monkeypatch):
     """Lightning's NVML check costs a library load per optimizer step on a machine without a GPU."""
     name = "PYTORCH_NVML_BASED_CUDA_CHECK"
@@ -271,6 +269,8 @@ def test_cpu_training_uses_torchs_cached_cuda_check_only_where_no_gpu_can_be_ini
         assert os.environ[name] == "1"
     with plain_cuda_check(torch.device("cuda")):
         assert os.environ[name] == "1"
+
+
 # -- run folders and logs ---------------------------------------------------------------------------------
 
 
