@@ -33,8 +33,10 @@ def main() -> None:
     train = ppvae.data.load("fashion-mnist", split="train", limit=args.limit)
     test = ppvae.data.load("fashion-mnist", split="test").subset(args.test)
     out = Path(args.out)
-    models = {"network": ppvae.CompletionNetwork(x_shape=train.shape),
-              "CVAE": ppvae.CompletionVAE(x_shape=train.shape, z_dim=args.z_dim)}  # fmt: skip
+    models = {
+        "network": ppvae.CompletionNetwork(x_shape=train.shape),
+        "CVAE": ppvae.CompletionVAE(x_shape=train.shape, z_dim=args.z_dim),
+    }
     scores, seconds = {}, {}
     for name, model in models.items():
         started = time.perf_counter()
@@ -42,22 +44,35 @@ def main() -> None:
         seconds[name] = time.perf_counter() - started
         started = time.perf_counter()
         scores[name] = ppvae.completion_scores(model, test, num_samples=args.num_samples, particles=10)
-        print(f"{name}: trained in {seconds[name]:.0f} s, scored in {time.perf_counter() - started:.0f} s: {scores[name]}",
-              flush=True)  # fmt: skip
+        print(
+            f"{name}: trained in {seconds[name]:.0f} s, scored in {time.perf_counter() - started:.0f} s: {scores[name]}",
+            flush=True,
+        )
     x = models["CVAE"].prepare(test)[:10]
     for k in ppvae.models.completion.QUADRANTS:
         rows = ppvae.completion_rows(models, x, k, samples=4)
-        viz.image_rows(rows, out / f"completions-{k}.png", title=f"{k} quadrant{'s' if k > 1 else ''} shown: "
-                       "the network's one guess against four CVAE draws")  # fmt: skip
-    print(f"\nNegative conditional log-likelihood of the hidden pixels (nats per image, {args.test} binarised test "
-          f"images; CVAE: importance sampling with K={args.num_samples}, and minus the 10-particle ELBO)\n")
+        viz.image_rows(
+            rows,
+            out / f"completions-{k}.png",
+            title=f"{k} quadrant{'s' if k > 1 else ''} shown: the network's one guess against four CVAE draws",
+        )
+    print(
+        f"\nNegative conditional log-likelihood of the hidden pixels (nats per image, {args.test} binarised test "
+        f"images; CVAE: importance sampling with K={args.num_samples}, and minus the 10-particle ELBO)\n"
+    )
     print("| model | 1 quadrant shown | 2 quadrants | 3 quadrants | fit (s) |")
     print("| --- | --- | --- | --- | --- |")
     network, cvae = scores["network"], scores["CVAE"]
-    print("| deterministic network (exact) | " + " | ".join(f"{network[k]['nll']:.1f}" for k in (1, 2, 3))
-          + f" | {seconds['network']:.0f} |")  # fmt: skip
-    print(f"| CVAE, importance sampled (K={args.num_samples}) | " + " | ".join(f"{cvae[k]['nll']:.1f}" for k in (1, 2, 3))
-          + f" | {seconds['CVAE']:.0f} |")  # fmt: skip
+    print(
+        "| deterministic network (exact) | "
+        + " | ".join(f"{network[k]['nll']:.1f}" for k in (1, 2, 3))
+        + f" | {seconds['network']:.0f} |"
+    )
+    print(
+        f"| CVAE, importance sampled (K={args.num_samples}) | "
+        + " | ".join(f"{cvae[k]['nll']:.1f}" for k in (1, 2, 3))
+        + f" | {seconds['CVAE']:.0f} |"
+    )
     print("| CVAE, 10-particle ELBO | " + " | ".join(f"{cvae[k]['elbo_nll']:.1f}" for k in (1, 2, 3)) + " | |")
 
 

@@ -80,13 +80,28 @@ def main() -> None:
     for name, options in SETTINGS.items():
         model = ppvae.CVAE(x_shape=train.shape, num_classes=10, **options)
         started = time.perf_counter()
-        model.fit(train, epochs=args.epochs, test=test.subset(2000), seed=0, progress=False, overwrite=True,
-                  out=Path(args.out) / name.replace(", ", "-").replace("=", "").replace(" ", "-"))  # fmt: skip
+        model.fit(
+            train,
+            epochs=args.epochs,
+            test=test.subset(2000),
+            seed=0,
+            progress=False,
+            overwrite=True,
+            out=Path(args.out) / name.replace(", ", "-").replace("=", "").replace(" ", "-"),
+        )
         seconds = time.perf_counter() - started
         samples = model.sample(1000, y=asked, seed=1)
         across_labels, across_z = label_effect(model)
-        rows.append((name, model.history[-1]["test_elbo"], accuracy(classifier, samples, asked), across_labels, across_z,
-                     seconds))  # fmt: skip
+        rows.append(
+            (
+                name,
+                model.history[-1]["test_elbo"],
+                accuracy(classifier, samples, asked),
+                across_labels,
+                across_z,
+                seconds,
+            )
+        )
         print(rows[-1], flush=True)
     print(f"\nClassifier accuracy on real test images: {real:.3f}\n")
     print("| CVAE | test ELBO (nats) | samples classified as asked | pixel change: label | pixel change: z | fit (s) |")

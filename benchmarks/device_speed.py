@@ -24,9 +24,9 @@ import statistics
 import time
 
 import torch
+from train_speed import paired_ratio, round_order
 
 import ppvae
-from train_speed import paired_ratio, round_order
 
 NETWORKS = {"MLP VAE epoch": "mlp", "conv VAE epoch": {"name": "conv", "channels": [32, 64]}}
 
@@ -46,15 +46,26 @@ def main() -> None:
     train = ppvae.data.load("fashion-mnist", split="train", limit=args.n)
     test = ppvae.data.load("fashion-mnist", split="test", limit=args.images)
     name = torch.cuda.get_device_name() if "cuda" in args.accelerators else "no GPU"
-    print(f"{len(train)} training images, {len(test)} test images, K={args.samples}, batch {args.batch_size}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {name}")  # fmt: skip
+    print(
+        f"{len(train)} training images, {len(test)} test images, K={args.samples}, batch {args.batch_size}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {name}"
+    )
 
-    models = {(work, acc): ppvae.VAE(z_dim=20, network=net) for work, net in NETWORKS.items() for acc in args.accelerators}
+    models = {
+        (work, acc): ppvae.VAE(z_dim=20, network=net) for work, net in NETWORKS.items() for acc in args.accelerators
+    }
 
     def epoch(work: str, accelerator: str, seed: int) -> float:
         model = models[(work, accelerator)]
-        model.fit(train, epochs=1, batch_size=args.batch_size, binarize="dynamic", seed=seed, progress=False,
-                  accelerator=accelerator)  # fmt: skip
+        model.fit(
+            train,
+            epochs=1,
+            batch_size=args.batch_size,
+            binarize="dynamic",
+            seed=seed,
+            progress=False,
+            accelerator=accelerator,
+        )
         return model.history[-1]["seconds"]
 
     def evidence(accelerator: str, seed: int) -> float:
@@ -75,9 +86,13 @@ def main() -> None:
     for round_ in range(args.rounds):
         for task in round_order(tasks, round_):
             times[task].append(run(task, round_ + 1))
-        print(f"round {round_ + 1}: " + ", ".join(f"{w} on {a} {v[-1]:.3f} s" for (w, a), v in times.items()), flush=True)
+        print(
+            f"round {round_ + 1}: " + ", ".join(f"{w} on {a} {v[-1]:.3f} s" for (w, a), v in times.items()), flush=True
+        )
 
-    print(f"\nmedian over {args.rounds} rounds; speed-up: median of each round's CPU / GPU ratio [bootstrap 95% interval]\n")
+    print(
+        f"\nmedian over {args.rounds} rounds; speed-up: median of each round's CPU / GPU ratio [bootstrap 95% interval]\n"
+    )
     header = " | ".join(f"{acc} (s)" for acc in args.accelerators)
     both = {"cpu", "cuda"} <= set(args.accelerators)
     print(f"| work | {header} |" + (" GPU speed-up |" if both else ""))

@@ -76,7 +76,8 @@ def per_example_loop(vae: ppvae.VAE, x: torch.Tensor, k: int, chunk: int) -> tor
 def pythae_twin(vae: ppvae.VAE):
     """A pythae VAE with the same networks (and weights) as ``vae``; None if pythae is not installed."""
     try:
-        from pythae.models import VAE as PythaeVAE, VAEConfig
+        from pythae.models import VAE as PythaeVAE
+        from pythae.models import VAEConfig
         from pythae.models.base.base_utils import ModelOutput
         from pythae.models.nn import BaseDecoder, BaseEncoder
     except ImportError:
@@ -122,13 +123,17 @@ def main() -> None:
     k = args.samples
     chunk_size = min(k, rows_per_pass(64, 784))
     batch_size = max(1, rows_per_pass(64, 784) // chunk_size)
-    print(f"K={k} on {x.shape[0]} Fashion-MNIST test images, {torch.get_num_threads()} threads, "
-          f"chunks of {batch_size} images x {chunk_size} samples\n")  # fmt: skip
+    print(
+        f"K={k} on {x.shape[0]} Fashion-MNIST test images, {torch.get_num_threads()} threads, "
+        f"chunks of {batch_size} images x {chunk_size} samples\n"
+    )
 
     times: dict[str, list[float]] = {}
     results: dict[str, torch.Tensor] = {}
     candidates = {
-        "ppvae.log_evidence": lambda: ppvae.log_evidence(vae, x, num_samples=k, binarize=None, progress=False, seed=None),
+        "ppvae.log_evidence": lambda: ppvae.log_evidence(
+            vae, x, num_samples=k, binarize=None, progress=False, seed=None
+        ),
         "direct tensor formula": lambda: direct(vae, flat, k, batch_size, chunk_size),
     }
     for round_ in range(args.rounds):  # alternate the order, so that neither always runs first
@@ -140,10 +145,10 @@ def main() -> None:
         if twin is not None:
             name = f"pythae get_nll, chunks of {chunk}"
             with torch.no_grad():
-                seconds, nll = timed(lambda: twin.get_nll(x, n_samples=k, batch_size=chunk))
+                seconds, nll = timed(lambda chunk=chunk: twin.get_nll(x, n_samples=k, batch_size=chunk))
             results[name], times[name] = torch.tensor([nll]), [seconds]  # get_nll returns the mean log p(x)
         name = f"lean per-example loop, chunks of {chunk}"
-        seconds, results[name] = timed(lambda: per_example_loop(vae, flat, k, chunk))
+        seconds, results[name] = timed(lambda chunk=chunk: per_example_loop(vae, flat, k, chunk))
         times[name] = [seconds]
     if twin is None:
         print("(pythae is not installed: its rows are left out)\n")

@@ -27,12 +27,16 @@ def main() -> None:
     started = time.perf_counter()
     fa.fit(train)
     seconds = time.perf_counter() - started
-    print(f"| ppvae EM | {seconds:.1f} s, {fa.history[-1]['iterations']} iterations | {fa.log_evidence(test).mean():.2f} |")
+    print(
+        f"| ppvae EM | {seconds:.1f} s, {fa.history[-1]['iterations']} iterations | {fa.log_evidence(test).mean():.2f} |"
+    )
 
     started = time.perf_counter()
     reference = SklearnFA(n_components=args.z_dim).fit(train.numpy())
     seconds = time.perf_counter() - started
-    print(f"| scikit-learn, defaults | {seconds:.1f} s, {reference.n_iter_} iterations | {reference.score(test.numpy()):.2f} |")
+    print(
+        f"| scikit-learn, defaults | {seconds:.1f} s, {reference.n_iter_} iterations | {reference.score(test.numpy()):.2f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,14 @@ def worker(path: str, mode: str, batch_size: int) -> dict:
     model.fit(data, epochs=1, batch_size=batch_size, binarize="dynamic", progress=False)
     seconds = time.perf_counter() - started
     done.set()
-    return {"images": len(data), "mode": mode, "seconds": seconds, "peak_rss_mb": _status("VmHWM"),
-            "peak_anon_mb": max(peak_anon[0], _status("RssAnon")), "anon_at_import_mb": baseline}  # fmt: skip
+    return {
+        "images": len(data),
+        "mode": mode,
+        "seconds": seconds,
+        "peak_rss_mb": _status("VmHWM"),
+        "peak_anon_mb": max(peak_anon[0], _status("RssAnon")),
+        "anon_at_import_mb": baseline,
+    }
 
 
 def write_array(path: Path, n: int) -> None:
@@ -92,15 +98,21 @@ def main() -> None:
             path = Path(directory) / f"images-{n}.npy"
             write_array(path, n)
             for mode in ("streamed", "in memory"):
-                result = subprocess.run([sys.executable, __file__, "--worker", str(path), mode, "--batch-size",
-                                         str(args.batch_size)], capture_output=True, text=True, check=True)  # fmt: skip
+                result = subprocess.run(
+                    [sys.executable, __file__, "--worker", str(path), mode, "--batch-size", str(args.batch_size)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 rows.append({**json.loads(result.stdout.splitlines()[-1]), "file_mb": path.stat().st_size / 2**20})
                 print(rows[-1], flush=True)
     print("\n| images | .npy file (MB) | data | epoch (s) | images/s | peak RSS (MB) | peak anonymous memory (MB) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['images']:,} | {r['file_mb']:.0f} | {r['mode']} | {r['seconds']:.1f} | {r['images'] / r['seconds']:,.0f} "
-              f"| {r['peak_rss_mb']} | {r['peak_anon_mb']} |")
+        print(
+            f"| {r['images']:,} | {r['file_mb']:.0f} | {r['mode']} | {r['seconds']:.1f} | {r['images'] / r['seconds']:,.0f} "
+            f"| {r['peak_rss_mb']} | {r['peak_anon_mb']} |"
+        )
 
 
 if __name__ == "__main__":

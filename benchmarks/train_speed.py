@@ -60,7 +60,9 @@ class TorchVAE(nn.Module):
         return reconstruction + kl
 
 
-def torch_epoch(model: TorchVAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, batch_size: int, generator) -> float:
+def torch_epoch(
+    model: TorchVAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, batch_size: int, generator
+) -> float:
     """One epoch, timed the way ppvae times its epochs (the loop only)."""
     started = time.perf_counter()
     n = x.shape[0]
@@ -133,8 +135,17 @@ def main() -> None:
         if name in references:
             return torch_epoch(references[name], optimizers[name], x_flat, args.batch_size, generator)
         devices = args.devices if "processes" in name else 1
-        models[name].fit(train, epochs=1, batch_size=args.batch_size, binarize="dynamic", elbo=name.split(",")[0],
-                         seed=seed, progress=False, accelerator=args.accelerator, devices=devices)  # fmt: skip
+        models[name].fit(
+            train,
+            epochs=1,
+            batch_size=args.batch_size,
+            binarize="dynamic",
+            elbo=name.split(",")[0],
+            seed=seed,
+            progress=False,
+            accelerator=args.accelerator,
+            devices=devices,
+        )
         return models[name].history[-1]["seconds"]
 
     names = [*references, *models]
@@ -150,11 +161,21 @@ def main() -> None:
     print(f"\nmedian over {args.rounds} rounds of each round's ratio, [bootstrap 95% interval]\n")
     print("| loop | s / epoch (median) | ratio to PyTorch, default Adam | ratio to PyTorch, fused Adam | target |")
     print("| --- | --- | --- | --- | --- |")
-    rows = [("hand-written PyTorch, default Adam", base, ""), ("hand-written PyTorch, fused Adam", fused, ""),
-            ('ppvae elbo="meanfield"', times["meanfield"], "<= 1.05"), ('ppvae elbo="trace"', times["trace"], "<= 1.15")]
-    rows += [(f'ppvae elbo="meanfield", {args.devices} processes (DDP)', v, "none") for k, v in times.items() if "processes" in k]
+    rows = [
+        ("hand-written PyTorch, default Adam", base, ""),
+        ("hand-written PyTorch, fused Adam", fused, ""),
+        ('ppvae elbo="meanfield"', times["meanfield"], "<= 1.05"),
+        ('ppvae elbo="trace"', times["trace"], "<= 1.15"),
+    ]
+    rows += [
+        (f'ppvae elbo="meanfield", {args.devices} processes (DDP)', v, "none")
+        for k, v in times.items()
+        if "processes" in k
+    ]
     for label, values, target in rows:
-        print(f"| {label} | {statistics.median(values):.3f} | {ratio_cell(values, base)} | {ratio_cell(values, fused)} | {target} |")
+        print(
+            f"| {label} | {statistics.median(values):.3f} | {ratio_cell(values, base)} | {ratio_cell(values, fused)} | {target} |"
+        )
 
 
 if __name__ == "__main__":

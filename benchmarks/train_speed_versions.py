@@ -49,8 +49,13 @@ class Worker:
     """A process that trains one epoch per line it reads and answers with the epoch's seconds."""
 
     def __init__(self, root: Path, n: int, kind: str):
-        self.process = subprocess.Popen([sys.executable, "-c", WORKER, str(root), str(n), kind, str(HERE)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())  # fmt: skip
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(root), str(n), kind, str(HERE)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=tempfile.gettempdir(),
+        )
 
     def epoch(self) -> float:
         self.process.stdin.write("\n")
@@ -76,10 +81,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         baseline = Path(folder) / "baseline"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(baseline), args.baseline], check=True)
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(baseline), args.baseline], check=True
+        )
         try:
-            workers = {"pytorch": Worker(ROOT, args.n, "pytorch"), "baseline": Worker(baseline, args.n, "ppvae"),
-                       "this checkout": Worker(ROOT, args.n, "ppvae")}  # fmt: skip
+            workers = {
+                "pytorch": Worker(ROOT, args.n, "pytorch"),
+                "baseline": Worker(baseline, args.n, "ppvae"),
+                "this checkout": Worker(ROOT, args.n, "ppvae"),
+            }
             for worker in workers.values():  # warm-up
                 worker.epoch()
             times: dict[str, list[float]] = {name: [] for name in workers}

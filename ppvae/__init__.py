@@ -17,16 +17,48 @@ Layers, imports pointing downward only:
 from ppvae import data, latent, plots
 from ppvae.compare import Comparison, compare
 from ppvae.models import (
-    CVAE, MODELS, VAE, CompletionNetwork, CompletionVAE, FactorAnalysis, LatentVariableModel, TrainingDiverged,
-    bdmc, bits_per_dim, completion_rows, completion_scores, load, log_evidence,
-)  # fmt: skip
+    CVAE,
+    MODELS,
+    VAE,
+    CompletionNetwork,
+    CompletionVAE,
+    FactorAnalysis,
+    LatentVariableModel,
+    TrainingDiverged,
+    bdmc,
+    bits_per_dim,
+    completion_rows,
+    completion_scores,
+    load,
+    log_evidence,
+)
 from ppvae.plots import plot
 from ppvae.sweep import Sweep, sweep
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CVAE", "MODELS", "VAE", "Comparison", "CompletionNetwork", "CompletionVAE", "FactorAnalysis", "LatentVariableModel",
-    "Sweep", "TrainingDiverged", "bdmc", "bits_per_dim", "compare", "completion_rows", "completion_scores", "data", "latent",
-    "load", "log_evidence", "plot", "plots", "sweep", "__version__",
-]  # fmt: skip
+    "CVAE",
+    "MODELS",
+    "VAE",
+    "Comparison",
+    "CompletionNetwork",
+    "CompletionVAE",
+    "FactorAnalysis",
+    "LatentVariableModel",
+    "Sweep",
+    "TrainingDiverged",
+    "bdmc",
+    "bits_per_dim",
+    "compare",
+    "completion_rows",
+    "completion_scores",
+    "data",
+    "latent",
+    "load",
+    "log_evidence",
+    "plot",
+    "plots",
+    "sweep",
+    "__version__",
+]

@@ -7,18 +7,26 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import ppvae
 from ppvae import viz
-from ppvae.data import BINARIZE_METHODS, DATASET_NAMES, ImageDataset
-from ppvae.infer import ACCELERATORS, OBJECTIVES, PRECISIONS, STRATEGIES
-from ppvae.models.runs import CHECKPOINT, build as build_run_model, data_source_of, read_spec, save_figures, write_text_atomic
-from ppvae.parts import REGISTRIES
 from ppvae.compare import Comparison
+from ppvae.data import BINARIZE_METHODS, DATASET_NAMES, ImageDataset
 from ppvae.demo import run_demo
-from ppvae.parts import normalize_spec
+from ppvae.infer import ACCELERATORS, OBJECTIVES, PRECISIONS, STRATEGIES
+from ppvae.models.runs import (
+    CHECKPOINT,
+    data_source_of,
+    read_spec,
+    save_figures,
+    write_text_atomic,
+)
+from ppvae.models.runs import (
+    build as build_run_model,
+)
+from ppvae.parts import REGISTRIES, normalize_spec
 from ppvae.report import evaluation_table
 from ppvae.specs import MODEL_NAMES, build_model, part_flags, read_toml
 
@@ -48,8 +56,12 @@ def data_source(args: argparse.Namespace, table: dict | None = None) -> dict:
         raise ValueError(f"unknown [data] keys {unknown}; known: dataset, data, root, limit, test_limit, dequantize")
     for key in ("limit", "test_limit"):
         _check_count(f"--{key.replace('_', '-')}", table.get(key))
-    return {**source, "limit": table.get("limit"), "test_limit": table.get("test_limit"),
-            "dequantize": bool(table.get("dequantize", False))}  # fmt: skip
+    return {
+        **source,
+        "limit": table.get("limit"),
+        "test_limit": table.get("test_limit"),
+        "dequantize": bool(table.get("dequantize", False)),
+    }
 
 
 def _check_count(flag: str, value: object) -> None:
@@ -80,7 +92,9 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("data")
     group.add_argument("--dataset", choices=sorted(DATASET_NAMES), help=f"a named dataset (default {DEFAULT_DATASET})")
     group.add_argument("--data", metavar="PATH", help="your own images: a .npy/.pt array or a folder of image files")
-    group.add_argument("--root", help="folder holding the dataset's IDX files (default: $PPVAE_DATA, then Debian's path)")
+    group.add_argument(
+        "--root", help="folder holding the dataset's IDX files (default: $PPVAE_DATA, then Debian's path)"
+    )
     group.add_argument("--limit", type=int, help="use only the first N training images")
     group.add_argument("--test-limit", type=int, help="use only the first N test images")
 
@@ -121,16 +135,19 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict:
         model = build_model(model_spec, train.shape, train)
         model.data_source = source
     print(f"training on {train}\ntesting on {test}")
-    model.fit(train, test=test, out=args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-              **fit)  # fmt: skip
+    model.fit(
+        train, test=test, out=args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, **fit
+    )
     last = model.history[-1]
     score = last.get("test_elbo", last.get("test_log_likelihood"))
-    print(f"wrote {args.out}: {model!r}, test {'ELBO' if 'test_elbo' in last else 'log p(x)'} {score:.2f} nats "
-          f"per image after {len(model.history)} epochs")  # fmt: skip
+    print(
+        f"wrote {args.out}: {model!r}, test {'ELBO' if 'test_elbo' in last else 'log p(x)'} {score:.2f} nats "
+        f"per image after {len(model.history)} epochs"
+    )
     return last
 
 
-def cmd_sweep(args: argparse.Namespace, extra: Sequence[str] = ()) -> "ppvae.Sweep":
+def cmd_sweep(args: argparse.Namespace, extra: Sequence[str] = ()) -> ppvae.Sweep:
     given = {k: getattr(args, k) for k in ("beta", "z_dim") if getattr(args, k)}
     several = [k for k, values in given.items() if len(values) > 1]
     if len(given) == 1:
@@ -146,23 +163,55 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str] = ()) -> "ppvae.Swe
     fit["overwrite"] = args.overwrite
     train, test = load_data(source, "train"), load_data(source, "test")
     name = model_spec.pop("name", "VAE")
-    result = ppvae.sweep(train, test, **{parameter: values}, model=name, model_options=model_spec, fit_options=fit,
-                         out=args.out, num_samples=args.num_samples, k=args.k, projection=args.projection,
-                         progress=not args.quiet)  # fmt: skip
+    result = ppvae.sweep(
+        train,
+        test,
+        **{parameter: values},
+        model=name,
+        model_options=model_spec,
+        fit_options=fit,
+        out=args.out,
+        num_samples=args.num_samples,
+        k=args.k,
+        projection=args.projection,
+        progress=not args.quiet,
+    )
     print("\n" + result.to_markdown())
-    print(f"\nwrote {Path(args.out) / 'sweep.md'}, sweep.json, {', '.join(p.name for p in result.figures.values())} "
-          f"and a run folder per value")  # fmt: skip
+    print(
+        f"\nwrote {Path(args.out) / 'sweep.md'}, sweep.json, {', '.join(p.name for p in result.figures.values())} "
+        f"and a run folder per value"
+    )
     return result
 
 
 def resume_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple:
     """(model, train, test, fit options) to continue the run in ``--out``: everything but the engine
     flags and ``--epochs`` (the total to reach) comes from the run itself."""
-    built = ("spec", "model", "z_dim", "beta", "prior", "likelihood", "guide", "network", "method", "visible", "hidden", "dataset",
-             "data", "root", "limit", "test_limit", "dequantize", *(k for k in FIT_FLAGS if k not in RESUME_FLAGS))
+    built = (
+        "spec",
+        "model",
+        "z_dim",
+        "beta",
+        "prior",
+        "likelihood",
+        "guide",
+        "network",
+        "method",
+        "visible",
+        "hidden",
+        "dataset",
+        "data",
+        "root",
+        "limit",
+        "test_limit",
+        "dequantize",
+        *(k for k in FIT_FLAGS if k not in RESUME_FLAGS),
+    )
     changed = [f"--{flag.replace('_', '-')}" for flag in built if getattr(args, flag, None)] + list(extra)
     if changed:
-        raise ValueError(f"--resume continues the run in {args.out} as it was built and fitted; drop {' '.join(changed)}")
+        raise ValueError(
+            f"--resume continues the run in {args.out} as it was built and fitted; drop {' '.join(changed)}"
+        )
     spec = read_spec(args.out)
     source = data_source_of(spec)
     if source is None:
@@ -192,8 +241,9 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     model = ppvae.load(args.run, device=args.device)
     test = _run_test_data(args, spec)
     started = time.perf_counter()
-    scores = model.evaluate(test, batch_size=args.batch_size, seed=args.seed, num_samples=args.num_samples,
-                            progress=not args.quiet)  # fmt: skip
+    scores = model.evaluate(
+        test, batch_size=args.batch_size, seed=args.seed, num_samples=args.num_samples, progress=not args.quiet
+    )
     scores["seconds"] = time.perf_counter() - started
     print(f"{model!r} on {test}\n")
     print(evaluation_table(scores, model.x_dim, None if model.binary_likelihood else 256))
@@ -206,8 +256,9 @@ def cmd_compare(args: argparse.Namespace) -> Comparison:
     models = {Path(run).name: ppvae.load(run, device=args.device) for run in args.runs}
     args.run = args.runs[0]
     test = _run_test_data(args, read_spec(args.runs[0]), dequantized=False)  # compare dequantises per model
-    comparison = ppvae.compare(models, test, num_samples=args.num_samples, out=args.out, seed=args.seed,
-                               progress=not args.quiet, show=False)  # fmt: skip
+    comparison = ppvae.compare(
+        models, test, num_samples=args.num_samples, out=args.out, seed=args.seed, progress=not args.quiet, show=False
+    )
     table = comparison.to_markdown()
     print(table)
     out = Path(args.out)
@@ -256,7 +307,11 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
     if unknown:
         raise ValueError(f"unknown figure {', '.join(unknown)}; choose from {', '.join(ppvae.plots.KINDS)}")
     needs_data = any(k not in ("manifold", "traverse", "training") for k in args.kinds)
-    test = _run_test_data(args, read_spec(args.run), dequantized=False) if needs_data or args.dataset or args.data else None
+    test = (
+        _run_test_data(args, read_spec(args.run), dequantized=False)
+        if needs_data or args.dataset or args.data
+        else None
+    )
     projection = tuple(int(d) for d in args.projection.split(",")) if "," in args.projection else args.projection
     options = {"projection": projection, "y": args.label, "seed": args.seed}
     options.update({k: v for k, v in (("source", args.source), ("target", args.target)) if v is not None})
@@ -278,9 +333,19 @@ def cmd_demo(args: argparse.Namespace) -> Path:
     """Train the default VAE on Fashion-MNIST, estimate its evidence, compare it with factor analysis, report."""
     for flag in ("num_samples", "evidence_images", "ais_images", "ais_steps"):
         _check_count(f"--{flag.replace('_', '-')}", getattr(args, flag))
-    return run_demo(args.out, epochs=args.epochs, limit=args.limit, root=args.root, seed=args.seed, device=args.device,
-                    num_samples=args.num_samples, evidence_images=args.evidence_images, ais_images=args.ais_images,
-                    ais_steps=args.ais_steps, progress=not args.quiet)  # fmt: skip
+    return run_demo(
+        args.out,
+        epochs=args.epochs,
+        limit=args.limit,
+        root=args.root,
+        seed=args.seed,
+        device=args.device,
+        num_samples=args.num_samples,
+        evidence_images=args.evidence_images,
+        ais_images=args.ais_images,
+        ais_steps=args.ais_steps,
+        progress=not args.quiet,
+    )
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -297,11 +362,17 @@ def add_run_options(p: argparse.ArgumentParser, seed: bool = True, quiet: bool =
 
 def add_training_arguments(p: argparse.ArgumentParser, swept: bool = False) -> None:
     """The model, data, fit and engine flags of ``train`` (``swept``: --beta and --z-dim take several values)."""
-    p.add_argument("--spec", metavar="TOML", help="a spec file with [model], [fit] and [data] tables; flags override it")
+    p.add_argument(
+        "--spec", metavar="TOML", help="a spec file with [model], [fit] and [data] tables; flags override it"
+    )
     group = p.add_argument_group("model")
-    group.add_argument("--model", choices=sorted(MODEL_NAMES), help="VAE (default), cvae (learns from the labels), "
-                       "factor-analysis, completion (a CVAE that fills in hidden quadrants) or completion-network (its "
-                       "deterministic baseline)")  # fmt: skip
+    group.add_argument(
+        "--model",
+        choices=sorted(MODEL_NAMES),
+        help="VAE (default), cvae (learns from the labels), "
+        "factor-analysis, completion (a CVAE that fills in hidden quadrants) or completion-network (its "
+        "deterministic baseline)",
+    )
     if swept:
         group.add_argument("--z-dim", type=int, nargs="+", help="latent sizes to sweep (or a single size)")
         group.add_argument("--beta", type=float, nargs="+", help="KL weights to sweep")
@@ -312,10 +383,17 @@ def add_training_arguments(p: argparse.ArgumentParser, swept: bool = False) -> N
         group.add_argument(f"--{kind}", choices=registry.names(), help=f"the {kind} by name")
     group.add_argument("--hidden", type=int, nargs="+", help="hidden layer widths of the MLP (as --network-hidden)")
     group.add_argument("--method", choices=["em", "svi"], help="factor analysis: closed-form EM (default) or SVI")
-    group.add_argument("--visible", type=int, nargs="+", choices=[1, 2, 3],
-                       help="completion models: the numbers of visible quadrants training shows (default 1 2 3)")
+    group.add_argument(
+        "--visible",
+        type=int,
+        nargs="+",
+        choices=[1, 2, 3],
+        help="completion models: the numbers of visible quadrants training shows (default 1 2 3)",
+    )
     add_data_arguments(p)
-    p.add_argument("--dequantize", action="store_true", help="(pixel + u) / 256: continuous data for continuous likelihoods")
+    p.add_argument(
+        "--dequantize", action="store_true", help="(pixel + u) / 256: continuous data for continuous likelihoods"
+    )
     group = p.add_argument_group("fit")
     group.add_argument("--epochs", type=int)
     group.add_argument("--batch-size", type=int)
@@ -323,18 +401,35 @@ def add_training_arguments(p: argparse.ArgumentParser, swept: bool = False) -> N
     group.add_argument("--binarize", type=_binarize, choices=[*BINARIZE_METHODS, "auto"])
     group.add_argument("--elbo", choices=OBJECTIVES)
     group.add_argument("--num-particles", type=int, help="samples per image (K for --elbo iwae)")
-    group.add_argument("--kl-warmup", type=int, metavar="EPOCHS", help="raise the KL weight from ~0 to beta over EPOCHS")
+    group.add_argument(
+        "--kl-warmup", type=int, metavar="EPOCHS", help="raise the KL weight from ~0 to beta over EPOCHS"
+    )
     group.add_argument("--clip-norm", type=float, metavar="NORM", help="clip the gradient norm at NORM")
     group.add_argument("--seed", type=int, help="fixes the weights, the data order and the noise")
-    group.add_argument("--validation", type=float, metavar="FRACTION", help="hold out this fraction of the training "
-                       "images; the best epoch on it is the one kept")  # fmt: skip
-    group.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without a "
-                       "better validation ELBO (needs --validation)")  # fmt: skip
-    group.add_argument("--snapshot-epochs", type=int, nargs="+", metavar="EPOCH", help="keep the latent means of test "
-                       "images after these epochs, for `ppvae plot RUN training`")  # fmt: skip
+    group.add_argument(
+        "--validation",
+        type=float,
+        metavar="FRACTION",
+        help="hold out this fraction of the training images; the best epoch on it is the one kept",
+    )
+    group.add_argument(
+        "--early-stopping",
+        type=int,
+        metavar="PATIENCE",
+        help="stop after PATIENCE epochs without a better validation ELBO (needs --validation)",
+    )
+    group.add_argument(
+        "--snapshot-epochs",
+        type=int,
+        nargs="+",
+        metavar="EPOCH",
+        help="keep the latent means of test images after these epochs, for `ppvae plot RUN training`",
+    )
     group = p.add_argument_group("engine (Lightning Fabric)")
     group.add_argument("--accelerator", choices=ACCELERATORS, help="default auto: a GPU if torch sees one")
-    group.add_argument("--devices", type=int, metavar="N", help="data-parallel processes (one per GPU, or CPU processes)")
+    group.add_argument(
+        "--devices", type=int, metavar="N", help="data-parallel processes (one per GPU, or CPU processes)"
+    )
     group.add_argument("--strategy", choices=STRATEGIES)
     group.add_argument("--precision", choices=PRECISIONS)
     group.add_argument("--num-workers", type=int, metavar="N", help="DataLoader workers for data read from disk")
@@ -347,30 +442,44 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser(
-        "train", help="train a model and write a run folder",
+        "train",
+        help="train a model and write a run folder",
         description="Train a model and write a run folder. Part options: --<part>-<option> VALUE, for example "
         "--prior mixture --prior-components 10 or --likelihood normal --likelihood-scale learned (see `ppvae parts`).",
-    )  # fmt: skip
+    )
     add_training_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="run folder to write")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, up to "
-                   "--epochs in all")  # fmt: skip
-    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (a folder that holds anything "
-                   "is refused without --resume or --overwrite)")  # fmt: skip
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, up to --epochs in all",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (a folder that holds anything is refused without --resume or --overwrite)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser(
-        "sweep", help="train one model at several values of beta or z_dim: table and figures",
+        "sweep",
+        help="train one model at several values of beta or z_dim: table and figures",
         description="Train the model at each value of --beta (or --z-dim), then tabulate test ELBO, reconstruction, "
         "KL, log p(x), active units and k-NN accuracy, and draw samples, per-dimension variances and the latent "
         "means per value. Example: ppvae sweep --beta 0.001 0.1 1 4 16 1024 --out runs/beta",
-    )  # fmt: skip
+    )
     add_training_arguments(p, swept=True)
-    p.add_argument("--num-samples", type=int, default=1000, metavar="K", help="importance samples for log p(x) (0: skip)")
+    p.add_argument(
+        "--num-samples", type=int, default=1000, metavar="K", help="importance samples for log p(x) (0: skip)"
+    )
     p.add_argument("--k", type=int, default=5, help="neighbours for the k-NN accuracy of the latent means")
-    p.add_argument("--projection", choices=["pca", "tsne"], default="pca",
-                   help="how latent means of more than 2 dimensions are drawn in 2-D (tsne needs scikit-learn)")
+    p.add_argument(
+        "--projection",
+        choices=["pca", "tsne"],
+        default="pca",
+        help="how latent means of more than 2 dimensions are drawn in 2-D (tsne needs scikit-learn)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="folder for the table, the figures and a run folder per value")
     p.add_argument("--overwrite", action="store_true", help="replace the run folders of an earlier sweep in --out")
@@ -379,7 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("evaluate", help="test ELBO, its parts and (with --num-samples) log p(x) of a run, in nats")
     p.add_argument("run")
     add_data_arguments(p)
-    p.add_argument("--num-samples", type=int, metavar="K", help="also estimate log p(x) by importance sampling with K samples")
+    p.add_argument(
+        "--num-samples", type=int, metavar="K", help="also estimate log p(x) by importance sampling with K samples"
+    )
     p.add_argument("--batch-size", type=int, default=1000)
     add_run_options(p)
     p.set_defaults(func=cmd_evaluate)
@@ -396,23 +507,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("-n", type=int, default=64)
     p.add_argument("--label", help="a conditional model's class: an index or a name (--label sneaker)")
-    p.add_argument("--visible", type=int, choices=[1, 2, 3],
-                   help="a completion model: complete N test images from this many quadrants (default 2)")
+    p.add_argument(
+        "--visible",
+        type=int,
+        choices=[1, 2, 3],
+        help="a completion model: complete N test images from this many quadrants (default 2)",
+    )
     p.add_argument("--out", help="PNG path (default: RUN/samples.png)")
     add_data_arguments(p)
     add_run_options(p, quiet=False)
     p.set_defaults(func=cmd_sample)
 
     p = commands.add_parser(
-        "plot", help="draw a run's figures: its own, or latent-space figures by kind",
+        "plot",
+        help="draw a run's figures: its own, or latent-space figures by kind",
         description="Without KIND, redraw the run's own figures (loss, samples, reconstructions). Kinds: scatter, "
         "manifold, traverse, interpolate, attribute, uncertainty, training. Each is written as RUN/KIND.png.",
-    )  # fmt: skip
+    )
     p.add_argument("run")
     p.add_argument("kinds", nargs="*", metavar="KIND")
     add_data_arguments(p)
-    p.add_argument("--projection", default="pca", help="scatter/training with z_dim > 2: pca, tsne or a pair "
-                   "of dimensions such as 0,3")  # fmt: skip
+    p.add_argument(
+        "--projection",
+        default="pca",
+        help="scatter/training with z_dim > 2: pca, tsne or a pair of dimensions such as 0,3",
+    )
     p.add_argument("--label", help="a conditional model's class for manifold and traverse")
     p.add_argument("--source", help="attribute: the class to move from (default Sneaker)")
     p.add_argument("--target", help="attribute: the class to move to (default Ankle boot)")
@@ -422,19 +541,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("parts", help="list every registered prior, likelihood, guide and network")
     p.set_defaults(func=cmd_parts)
 
-    p = commands.add_parser("demo", help="train on Fashion-MNIST, evaluate, compare with factor analysis, write runs/demo/report.md")
+    p = commands.add_parser(
+        "demo", help="train on Fashion-MNIST, evaluate, compare with factor analysis, write runs/demo/report.md"
+    )
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--limit", type=int, help="train on the first N images only")
     p.add_argument("--num-samples", type=int, default=1000, metavar="K", help="importance samples for log p(x)")
     p.add_argument("--evidence-images", type=int, default=2000, metavar="N", help="test images scored by log p(x)")
-    p.add_argument("--ais-images", type=int, default=100, metavar="N", help="test images scored by AIS (and simulated for BDMC)")
+    p.add_argument(
+        "--ais-images", type=int, default=100, metavar="N", help="test images scored by AIS (and simulated for BDMC)"
+    )
     p.add_argument("--ais-steps", type=int, default=100, metavar="T", help="AIS intermediate distributions")
     p.add_argument("--root", help="folder holding Fashion-MNIST's IDX files")
     add_run_options(p)
     p.set_defaults(func=cmd_demo)
-    for command in commands.choices.values():  # --debug before or after the command (SUPPRESS: the top level's default stands)
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    for (
+        command
+    ) in commands.choices.values():  # --debug before or after the command (SUPPRESS: the top level's default stands)
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error"
+        )
     return parser
 
 
@@ -448,8 +575,10 @@ def interrupted(args: argparse.Namespace) -> str:
     checkpoint = Path(out) / CHECKPOINT if args.command == "train" and out else None
     if checkpoint is None or not checkpoint.exists():
         return "interrupted"
-    return (f"interrupted; {out} keeps the checkpoint of the last finished epoch: continue with "
-            f"`ppvae train --out {out} --resume --epochs N`")  # fmt: skip
+    return (
+        f"interrupted; {out} keeps the checkpoint of the last finished epoch: continue with "
+        f"`ppvae train --out {out} --resume --epochs N`"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -476,8 +605,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        print(f"ppvae {args.command}: unexpected error ({type(error).__name__}: {message}); run again with --debug "
-              "for the traceback, and please report it", file=sys.stderr)  # fmt: skip
+        print(
+            f"ppvae {args.command}: unexpected error ({type(error).__name__}: {message}); run again with --debug "
+            "for the traceback, and please report it",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

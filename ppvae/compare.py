@@ -11,9 +11,10 @@ model has a closed form (factor analysis) and importance-sampled otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ppvae import latent, viz
 from ppvae.data import ImageDataset, as_images, dequantize
@@ -36,8 +37,19 @@ class Comparison:
         return self.to_markdown()
 
     def to_markdown(self) -> str:
-        header = ["model", "data", "log p(x) (nats)", "method", "k-hat > 0.7", "bits/dim", "ELBO (nats)", "squared error",
-                  "MMD² samples-test", "parameters", "fit (s)"]  # fmt: skip
+        header = [
+            "model",
+            "data",
+            "log p(x) (nats)",
+            "method",
+            "k-hat > 0.7",
+            "bits/dim",
+            "ELBO (nats)",
+            "squared error",
+            "MMD² samples-test",
+            "parameters",
+            "fit (s)",
+        ]
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for r in self.rows:
             lines.append(
@@ -56,8 +68,11 @@ class Comparison:
             "(their means E[x | z]) and as many test images in grey levels; lower is closer. k-hat > 0.7: the "
             "share of images whose importance weights are too heavy-tailed to trust (Pareto k-hat).",
         ]
-        lines += [f"\n{r['model']}: {w}." for r in self.rows
-                  if (w := reliability_warning(r.get("khat_unreliable") or 0.0, r.get("z_dim")))]  # fmt: skip
+        lines += [
+            f"\n{r['model']}: {w}."
+            for r in self.rows
+            if (w := reliability_warning(r.get("khat_unreliable") or 0.0, r.get("z_dim")))
+        ]
         return "\n".join(lines)
 
 
@@ -80,15 +95,17 @@ def _named(models: Mapping[str, LatentVariableModel] | Sequence[LatentVariableMo
     return names
 
 
-def score(model: LatentVariableModel, test: Data, num_samples: int = 1000, seed: int = 0,
-          progress: bool = True) -> dict[str, Any]:  # fmt: skip
+def score(
+    model: LatentVariableModel, test: Data, num_samples: int = 1000, seed: int = 0, progress: bool = True
+) -> dict[str, Any]:
     """One model's row: log p(x), ELBO, bits/dim, squared reconstruction error, parameters, fit time."""
     data_kind, data = _representation(model, test, seed)
     x = model.prepare(data, "auto", seed)
     labels = data.y if isinstance(data, ImageDataset) and model.conditional else None
     exact = model.has_exact_evidence
-    scores = model.evaluate(x, y=labels, binarize=None, seed=seed, num_samples=None if exact else num_samples,
-                            progress=progress)  # fmt: skip
+    scores = model.evaluate(
+        x, y=labels, binarize=None, seed=seed, num_samples=None if exact else num_samples, progress=progress
+    )
     key = "log_px_exact" if exact else "log_px"
     reconstruction = model.reconstruct(x, y=labels)
     squared_error = (reconstruction - x).pow(2).flatten(1).sum(1).mean().item()
@@ -146,7 +163,9 @@ def compare(
     return comparison
 
 
-def _figures(named: dict[str, LatentVariableModel], test: Data, out: Path, num_images: int, seed: int) -> dict[str, Path]:
+def _figures(
+    named: dict[str, LatentVariableModel], test: Data, out: Path, num_images: int, seed: int
+) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     first = next(iter(named.values()))
     images = test.x if isinstance(test, ImageDataset) else as_images(test, first.x_shape)
@@ -163,8 +182,12 @@ def _figures(named: dict[str, LatentVariableModel], test: Data, out: Path, num_i
             planes[name] = (codes, None if labels is None else labels[plane])
     figures = {
         "samples": viz.image_rows(samples, out / "samples.png", title="Samples from each model's prior"),
-        "reconstructions": viz.reconstruction_grid(images[:num_images], reconstructions, out / "reconstructions.png",
-                                                   title="The same test images through each model"),  # fmt: skip
+        "reconstructions": viz.reconstruction_grid(
+            images[:num_images],
+            reconstructions,
+            out / "reconstructions.png",
+            title="The same test images through each model",
+        ),
     }
     if planes:
         figures["latent"] = viz.latent_planes(planes, out / "latent.png", class_names=getattr(test, "classes", None))

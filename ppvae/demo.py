@@ -56,16 +56,19 @@ def run_demo(
     evidence = model.evaluate(held_out, num_samples=num_samples, progress=progress)
     say(f"\nlog p(x) by AIS on the first {ais_images} test images, and BDMC bounds on {ais_images} simulated ones")
     annealed = annealed_evidence(model, test.subset(ais_images), num_samples, ais_steps, seed, progress)
-    (out / "evaluation.json").write_text(json.dumps({"test": scores, f"first {evidence_images}": evidence,
-                                                     "ais": annealed}, indent=2) + "\n")  # fmt: skip
+    (out / "evaluation.json").write_text(
+        json.dumps({"test": scores, f"first {evidence_images}": evidence, "ais": annealed}, indent=2) + "\n"
+    )
 
     say("\nthe comparison models: a linear VAE, factor analysis and a Normal VAE on dequantised pixels")
     dequantized = ppvae.data.dequantize(train, seed=seed)
     others = {
         "linear-vae": (ppvae.VAE(x_shape=train.shape, z_dim=20, network="linear"), train),
         "factor-analysis": (ppvae.FactorAnalysis(x_shape=train.shape, z_dim=20), dequantized),
-        "normal-vae": (ppvae.VAE(x_shape=train.shape, z_dim=20, likelihood={"name": "normal", "scale": "per_pixel"}),
-                       dequantized),  # fmt: skip
+        "normal-vae": (
+            ppvae.VAE(x_shape=train.shape, z_dim=20, likelihood={"name": "normal", "scale": "per_pixel"}),
+            dequantized,
+        ),
     }
     for name, (other, data) in others.items():
         other.data_source = {**source, "dequantize": data is dequantized}
@@ -73,10 +76,15 @@ def run_demo(
             other.fit(data, out=out / name, seed=seed, progress=progress, overwrite=True)
         else:
             other.fit(data, out=out / name, **fit)
-    models = {"MLP VAE (demo)": model, "linear VAE": others["linear-vae"][0],
-              "factor analysis": others["factor-analysis"][0], "Normal VAE": others["normal-vae"][0]}  # fmt: skip
-    comparison = ppvae.compare(models, held_out, num_samples=num_samples, out=out / "comparison", seed=seed,
-                               progress=progress, show=False)  # fmt: skip
+    models = {
+        "MLP VAE (demo)": model,
+        "linear VAE": others["linear-vae"][0],
+        "factor analysis": others["factor-analysis"][0],
+        "Normal VAE": others["normal-vae"][0],
+    }
+    comparison = ppvae.compare(
+        models, held_out, num_samples=num_samples, out=out / "comparison", seed=seed, progress=progress, show=False
+    )
     (out / "comparison" / "comparison.json").write_text(json.dumps(comparison.rows, indent=2) + "\n")
 
     figures = [f"![{name}](comparison/{path.name})" for name, path in comparison.figures.items()]
@@ -98,8 +106,9 @@ def run_demo(
     return report
 
 
-def annealed_evidence(model: ppvae.VAE, images, num_samples: int, steps: int, seed: int, progress: bool,
-                      chains: int = 16) -> dict[str, float]:  # fmt: skip
+def annealed_evidence(
+    model: ppvae.VAE, images, num_samples: int, steps: int, seed: int, progress: bool, chains: int = 16
+) -> dict[str, float]:
     """Mean log p(x) of ``images`` by IS (K = ``num_samples``) and by AIS (``chains`` x ``steps``), and BDMC's
     lower and upper bounds on as many images simulated from the model, each with its seconds."""
     options = dict(chains=chains, steps=steps, seed=seed, progress=progress)
@@ -107,31 +116,39 @@ def annealed_evidence(model: ppvae.VAE, images, num_samples: int, steps: int, se
     annealed = ppvae.log_evidence(model, images, method="ais", diagnostics=True, **options)
     _, bounds = ppvae.bdmc(model, num_images=len(images), **options)
     return {
-        "images": len(images), "num_samples": num_samples, "chains": chains, "steps": steps,
-        "is_log_px": importance.log_evidence.mean().item(), "is_seconds": importance.seconds,
+        "images": len(images),
+        "num_samples": num_samples,
+        "chains": chains,
+        "steps": steps,
+        "is_log_px": importance.log_evidence.mean().item(),
+        "is_seconds": importance.seconds,
         "is_khat_unreliable": (importance.pareto_k > 0.7).double().mean().item(),
-        "ais_log_px": annealed.log_evidence.mean().item(), "ais_seconds": annealed.seconds,
+        "ais_log_px": annealed.log_evidence.mean().item(),
+        "ais_seconds": annealed.seconds,
         "ais_se": annealed.standard_error.pow(2).mean().sqrt().item() / len(images) ** 0.5,
         "ais_gain": (annealed.log_evidence - importance.log_evidence).mean().item(),
-        "bdmc_lower": bounds.log_evidence.mean().item(), "bdmc_upper": bounds.upper.mean().item(),
+        "bdmc_lower": bounds.log_evidence.mean().item(),
+        "bdmc_upper": bounds.upper.mean().item(),
         "bdmc_gap": (bounds.upper - bounds.log_evidence).mean().item(),
-    }  # fmt: skip
+    }
 
 
 def annealed_table(a: dict[str, float]) -> str:
     """The IS and AIS estimates of one set of images side by side, and the BDMC bounds, as Markdown."""
     noise = " (below zero by the chains' noise alone)" if a["bdmc_gap"] < 0 else ""
-    return "\n".join([
-        "| estimator | mean log p(x), nats | seconds |",
-        "| --- | --- | --- |",
-        f"| importance sampling, K = {a['num_samples']} | {a['is_log_px']:.2f} (k-hat > 0.7 on {a['is_khat_unreliable']:.0%}) "
-        f"| {a['is_seconds']:.1f} |",
-        f"| AIS, {a['chains']} chains x {a['steps']} steps | {a['ais_log_px']:.2f} (chain noise ± {a['ais_se']:.2f}) "
-        f"| {a['ais_seconds']:.1f} |",
-        "",
-        f"AIS sits {a['ais_gain']:.2f} nats per image above importance sampling: both are stochastic lower bounds, so "
-        f"the higher is the closer. On {a['images']} images simulated from the model, bidirectional Monte Carlo with "
-        f"the same settings bounds log p(x) between {a['bdmc_lower']:.2f} (forward AIS) and {a['bdmc_upper']:.2f} "
-        f"(reverse AIS): a gap of {a['bdmc_gap']:+.2f} nats per image{noise}, which bounds the AIS error on images "
-        "drawn from the model itself.",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "| estimator | mean log p(x), nats | seconds |",
+            "| --- | --- | --- |",
+            f"| importance sampling, K = {a['num_samples']} | {a['is_log_px']:.2f} (k-hat > 0.7 on {a['is_khat_unreliable']:.0%}) "
+            f"| {a['is_seconds']:.1f} |",
+            f"| AIS, {a['chains']} chains x {a['steps']} steps | {a['ais_log_px']:.2f} (chain noise ± {a['ais_se']:.2f}) "
+            f"| {a['ais_seconds']:.1f} |",
+            "",
+            f"AIS sits {a['ais_gain']:.2f} nats per image above importance sampling: both are stochastic lower bounds, so "
+            f"the higher is the closer. On {a['images']} images simulated from the model, bidirectional Monte Carlo with "
+            f"the same settings bounds log p(x) between {a['bdmc_lower']:.2f} (forward AIS) and {a['bdmc_upper']:.2f} "
+            f"(reverse AIS): a gap of {a['bdmc_gap']:+.2f} nats per image{noise}, which bounds the AIS error on images "
+            "drawn from the model itself.",
+        ]
+    )

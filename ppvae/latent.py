@@ -17,8 +17,8 @@ Everything works through the models' public API, so it applies to any ppvae mode
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -33,8 +33,9 @@ def _labels(data: Data, y: torch.Tensor | None) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def encodings(model: LatentVariableModel, data: Data, y: torch.Tensor | None = None,
-              batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def encodings(
+    model: LatentVariableModel, data: Data, y: torch.Tensor | None = None, batch_size: int = 1000
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(means, scales) of q(z | x) for every image, each (N, z_dim) on the CPU; labels ``y`` (or the
     dataset's) for a conditional model."""
     if not model.has_latent:
@@ -61,16 +62,23 @@ class ActiveUnits:
     threshold: float
 
 
-def active_units(model: LatentVariableModel, data: Data, y: torch.Tensor | None = None,
-                 threshold: float = ACTIVE_THRESHOLD) -> ActiveUnits:  # fmt: skip
+def active_units(
+    model: LatentVariableModel, data: Data, y: torch.Tensor | None = None, threshold: float = ACTIVE_THRESHOLD
+) -> ActiveUnits:
     """Active units (Burda et al., 2016): dimensions d with Var_x E_q[z_d | x] > ``threshold``."""
     means, scales = encodings(model, data, y)
     variance = means.var(0) if means.shape[0] > 1 else torch.zeros(means.shape[1])
     return ActiveUnits(int((variance > threshold).sum()), variance, (scales**2).mean(0), threshold)
 
 
-def knn_accuracy(train_codes: torch.Tensor, train_labels: torch.Tensor, test_codes: torch.Tensor,
-                 test_labels: torch.Tensor, k: int = 5, chunk: int = 1000) -> float:  # fmt: skip
+def knn_accuracy(
+    train_codes: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_codes: torch.Tensor,
+    test_labels: torch.Tensor,
+    k: int = 5,
+    chunk: int = 1000,
+) -> float:
     """Share of test codes whose ``k`` nearest training codes (Euclidean) vote for their own label."""
     if k < 1 or k > train_codes.shape[0]:
         raise ValueError(f"k must be between 1 and the {train_codes.shape[0]} training codes, got {k}")
@@ -143,7 +151,9 @@ def mmd_test(x: Data, y: Data, bandwidth: float | None = None, permutations: int
     relabellings of the pooled images whose MMD^2 is at least the observed one (Gretton et al., 2012)."""
     a, b = _flat(x), _flat(y)
     if a.shape[0] < 2 or b.shape[0] < 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"MMD needs two sets of at least 2 images of one size, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"MMD needs two sets of at least 2 images of one size, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     bandwidth = bandwidth or median_bandwidth(a, b)
     pooled = torch.cat([a, b])
     kernel = torch.exp(-torch.cdist(pooled, pooled).square() / (2 * bandwidth**2))
@@ -167,15 +177,23 @@ def nearest_distance(images: Data, reference: Data, batch_size: int = 250) -> to
     """
     a, ref = _flat(images).clamp(0, 1), _flat(reference)
     if a.shape[0] == 0 or ref.shape[0] == 0 or a.shape[1] != ref.shape[1]:
-        raise ValueError(f"nearest_distance needs images and a reference of one size, got {tuple(a.shape)} and {tuple(ref.shape)}")
+        raise ValueError(
+            f"nearest_distance needs images and a reference of one size, got {tuple(a.shape)} and {tuple(ref.shape)}"
+        )
     return torch.cat([torch.cdist(part, ref).min(1).values for part in a.split(batch_size)])
 
 
 # -- anomaly scores --------------------------------------------------------------------------------------
 
 
-def anomaly_scores(model: LatentVariableModel, data: Data, y: torch.Tensor | None = None, method: str = "elbo",
-                   num_samples: int = 100, seed: int = 0) -> torch.Tensor:  # fmt: skip
+def anomaly_scores(
+    model: LatentVariableModel,
+    data: Data,
+    y: torch.Tensor | None = None,
+    method: str = "elbo",
+    num_samples: int = 100,
+    seed: int = 0,
+) -> torch.Tensor:
     """Per-image log-likelihood scores (nats; low means unusual): the ``"elbo"``, or ``"log_px"``
     (importance-sampled with ``num_samples``). Likelihood tracks image complexity as much as novelty:
     simple images score high whatever they show."""
@@ -189,7 +207,10 @@ def anomaly_scores(model: LatentVariableModel, data: Data, y: torch.Tensor | Non
 def auroc(normal_scores: torch.Tensor, anomalous_scores: torch.Tensor) -> float:
     """Area under the ROC curve of "the score is lower for anomalies": the probability that a random
     anomalous image scores below a random normal one (ties count half). 0.5 is chance, 1 perfect."""
-    normal, anomalous = torch.as_tensor(normal_scores).double().flatten(), torch.as_tensor(anomalous_scores).double().flatten()
+    normal, anomalous = (
+        torch.as_tensor(normal_scores).double().flatten(),
+        torch.as_tensor(anomalous_scores).double().flatten(),
+    )
     if normal.numel() == 0 or anomalous.numel() == 0:
         raise ValueError("AUROC needs at least one score of each kind")
     pooled = torch.cat([normal, anomalous])
@@ -218,7 +239,9 @@ def _average_ranks(values: torch.Tensor) -> torch.Tensor:
 PROJECTIONS = ("pca", "tsne")
 
 
-def project(codes: torch.Tensor, method: str | tuple[int, int] = "pca", seed: int = 0) -> tuple[torch.Tensor, tuple[str, str]]:
+def project(
+    codes: torch.Tensor, method: str | tuple[int, int] = "pca", seed: int = 0
+) -> tuple[torch.Tensor, tuple[str, str]]:
     """Codes (N, z_dim) as points (N, 2) and the axes' names: as they are for z_dim <= 2, a chosen pair of
     dimensions ``(i, j)``, the top two principal components (``"pca"``) or scikit-learn's t-SNE (``"tsne"``)."""
     codes = codes.detach().cpu().double()
@@ -259,8 +282,9 @@ def _condition_labels(model: LatentVariableModel, y, n: int) -> torch.Tensor | N
     return model.sample_labels(n, y)
 
 
-def _grid_values(model: LatentVariableModel, dims: tuple[int, int], steps: int, data: Data | None, y,
-                 tail: float) -> tuple[torch.Tensor, torch.Tensor, str]:  # fmt: skip
+def _grid_values(
+    model: LatentVariableModel, dims: tuple[int, int], steps: int, data: Data | None, y, tail: float
+) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Values along each of two latent dimensions: the prior's quantiles from ``tail`` to 1 - ``tail``, or,
     for a prior without a quantile function (mixture, VampPrior, Student-t), the same quantiles of the
     latent means of ``data`` (the aggregate posterior)."""
@@ -270,21 +294,33 @@ def _grid_values(model: LatentVariableModel, dims: tuple[int, int], steps: int, 
     try:
         if base is None:
             raise NotImplementedError
-        values = [base.icdf(q.to(model.device, torch.float32)[:, None].expand(steps, model.z_dim))[:, d].reshape(-1)
-                  for d in dims]  # fmt: skip
+        values = [
+            base.icdf(q.to(model.device, torch.float32)[:, None].expand(steps, model.z_dim))[:, d].reshape(-1)
+            for d in dims
+        ]
         return values[0].cpu(), values[1].cpu(), "the prior's quantiles"
     except NotImplementedError:
         if data is None:
-            raise ValueError(f"the {type(prior).__name__} prior has no quantile function: pass data to span the "
-                             "latent means instead") from None  # fmt: skip
+            raise ValueError(
+                f"the {type(prior).__name__} prior has no quantile function: pass data to span the latent means instead"
+            ) from None
     means = encodings(model, data, y if model.conditional and isinstance(y, torch.Tensor) else None)[0].double()
-    return (torch.quantile(means[:, dims[0]], q).float(), torch.quantile(means[:, dims[1]], q).float(),
-            "quantiles of the data's latent means")  # fmt: skip
+    return (
+        torch.quantile(means[:, dims[0]], q).float(),
+        torch.quantile(means[:, dims[1]], q).float(),
+        "quantiles of the data's latent means",
+    )
 
 
 @torch.no_grad()
-def manifold(model: LatentVariableModel, steps: int = 15, dims: tuple[int, int] = (0, 1), data: Data | None = None,
-             y=None, tail: float = 0.05) -> tuple[torch.Tensor, str]:  # fmt: skip
+def manifold(
+    model: LatentVariableModel,
+    steps: int = 15,
+    dims: tuple[int, int] = (0, 1),
+    data: Data | None = None,
+    y=None,
+    tail: float = 0.05,
+) -> tuple[torch.Tensor, str]:
     """The decoded latent plane (Kingma & Welling's figure): images (steps, steps, C, H, W) on a grid over
     dimensions ``dims`` (the others at 0), spaced by the prior's quantiles (or the data's, see above);
     row i has the second dimension at its i-th value from the top. Also says which spacing it used."""
@@ -303,8 +339,14 @@ def _check_dims(model: LatentVariableModel, dims) -> None:
 
 
 @torch.no_grad()
-def traverse(model: LatentVariableModel, dims: Sequence[int] | None = None, steps: int = 9, span: float = 2.5,
-             start: torch.Tensor | None = None, y=None) -> torch.Tensor:  # fmt: skip
+def traverse(
+    model: LatentVariableModel,
+    dims: Sequence[int] | None = None,
+    steps: int = 9,
+    span: float = 2.5,
+    start: torch.Tensor | None = None,
+    y=None,
+) -> torch.Tensor:
     """One row per latent dimension in ``dims`` (default: all), that dimension swept over [-span, span]
     around ``start`` (a code, default 0) with the others held: (len(dims), steps, C, H, W)."""
     dims = list(range(model.z_dim)) if dims is None else list(dims)
@@ -319,8 +361,9 @@ def traverse(model: LatentVariableModel, dims: Sequence[int] | None = None, step
 
 
 @torch.no_grad()
-def interpolate(model: LatentVariableModel, a: torch.Tensor, b: torch.Tensor, steps: int = 10,
-                y=None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def interpolate(
+    model: LatentVariableModel, a: torch.Tensor, b: torch.Tensor, steps: int = 10, y=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """From image ``a`` to image ``b`` in ``steps``: decoded along the line between their latent means, and
     blended in pixel space, each (steps, C, H, W). The first passes through plausible images; the second
     fades one image into the other."""
@@ -337,14 +380,22 @@ def class_index(data: ImageDataset, label: int | str) -> int:
     if isinstance(label, str) and not label.isdigit():
         names = [name.lower() for name in data.classes or []]
         if label.lower() not in names:
-            raise ValueError(f"unknown class {label!r}; known: {', '.join(data.classes or []) or 'none (no class names)'}")
+            raise ValueError(
+                f"unknown class {label!r}; known: {', '.join(data.classes or []) or 'none (no class names)'}"
+            )
         return names.index(label.lower())
     return int(label)
 
 
 @torch.no_grad()
-def attribute(model: LatentVariableModel, data: ImageDataset, source: int | str, target: int | str,
-              images: torch.Tensor, strengths: Sequence[float] = (0.0, 0.5, 1.0, 1.5)) -> torch.Tensor:  # fmt: skip
+def attribute(
+    model: LatentVariableModel,
+    data: ImageDataset,
+    source: int | str,
+    target: int | str,
+    images: torch.Tensor,
+    strengths: Sequence[float] = (0.0, 0.5, 1.0, 1.5),
+) -> torch.Tensor:
     """Attribute vectors (the lecture's "add glasses"): the mean latent of class ``target`` minus that of
     class ``source``, added with each of ``strengths`` to the codes of ``images``: (N, len(strengths), C, H, W).
     Boot minus sneaker, added to sneakers, turns them into boots."""
@@ -363,8 +414,9 @@ def attribute(model: LatentVariableModel, data: ImageDataset, source: int | str,
 
 
 @torch.no_grad()
-def uncertainty(model: LatentVariableModel, images: torch.Tensor, draws: int = 32, y: torch.Tensor | None = None,
-                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def uncertainty(
+    model: LatentVariableModel, images: torch.Tensor, draws: int = 32, y: torch.Tensor | None = None, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """How sure the encoder is: the posterior scales (N, z_dim), and the mean and pixel-wise standard
     deviation of images decoded from ``draws`` samples of q(z | x), each (N, C, H, W). ``y``: the images'
     labels, for a conditional model."""

@@ -9,8 +9,9 @@ the spread of decoded draws) and ``training`` (the latent means at the epochs ``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -30,39 +31,72 @@ def _need_labels(test: ImageDataset, kind: str) -> None:
         raise ValueError(f"the {kind} figure needs labelled test images")
 
 
-def scatter(model: LatentVariableModel, test: ImageDataset, path: Path, projection: str | tuple[int, int] = "pca",
-            seed: int = 0, **_: Any) -> Path:  # fmt: skip
+def scatter(
+    model: LatentVariableModel,
+    test: ImageDataset,
+    path: Path,
+    projection: str | tuple[int, int] = "pca",
+    seed: int = 0,
+    **_: Any,
+) -> Path:
     """Latent means of (up to 2,000) test images, coloured by class name; z_dim > 2 through ``projection``."""
     shown = test.subset(SHOWN)
     codes = latent.encodings(model, model.prepare(shown, seed=seed), _labels_for(model, shown))[0]
     points, axes = latent.project(codes, projection, seed)
     how = "" if model.z_dim <= 2 or isinstance(projection, tuple) else f" ({projection} of {model.z_dim} dimensions)"
-    return viz.latent_planes({f"{type(model).__name__}{how}": (points, shown.y)}, path, class_names=shown.classes,
-                             axis_names=axes, title="Latent means of test images")  # fmt: skip
+    return viz.latent_planes(
+        {f"{type(model).__name__}{how}": (points, shown.y)},
+        path,
+        class_names=shown.classes,
+        axis_names=axes,
+        title="Latent means of test images",
+    )
 
 
-def manifold(model: LatentVariableModel, test: ImageDataset | None, path: Path, steps: int = 15,
-             dims: tuple[int, int] = (0, 1), y: Any = None, **_: Any) -> Path:  # fmt: skip
+def manifold(
+    model: LatentVariableModel,
+    test: ImageDataset | None,
+    path: Path,
+    steps: int = 15,
+    dims: tuple[int, int] = (0, 1),
+    y: Any = None,
+    **_: Any,
+) -> Path:
     """The decoded latent plane over dimensions ``dims``."""
-    images, spacing = latent.manifold(model, steps, dims, None if test is None else model.prepare(test.subset(SHOWN)), y)
+    images, spacing = latent.manifold(
+        model, steps, dims, None if test is None else model.prepare(test.subset(SHOWN)), y
+    )
     title = f"Decoded grid over z{dims[0] + 1} (left to right) and z{dims[1] + 1} (bottom to top), {spacing}"
     return viz.image_grid(images.reshape(-1, *model.x_shape), path, title=title, nrow=steps)
 
 
-def traverse(model: LatentVariableModel, test: ImageDataset | None, path: Path, steps: int = 9, span: float = 2.5,
-             y: Any = None, **_: Any) -> Path:  # fmt: skip
+def traverse(
+    model: LatentVariableModel,
+    test: ImageDataset | None,
+    path: Path,
+    steps: int = 9,
+    span: float = 2.5,
+    y: Any = None,
+    **_: Any,
+) -> Path:
     """Each latent dimension (up to 10, the most active first) swept from -span to span, the rest at 0."""
     dims = list(range(model.z_dim))
     if test is not None and model.z_dim > 10:
-        variance = latent.active_units(model, model.prepare(test.subset(SHOWN)), _labels_for(model, test.subset(SHOWN))).variance
+        variance = latent.active_units(
+            model, model.prepare(test.subset(SHOWN)), _labels_for(model, test.subset(SHOWN))
+        ).variance
         dims = variance.argsort(descending=True)[:10].tolist()
     rows = latent.traverse(model, dims[:10], steps, span, y=y)
-    return viz.image_rows({f"z{d + 1}": row for d, row in zip(dims, rows)}, path,
-                          title=f"One latent dimension from -{span:g} to {span:g} per row, the others at 0")  # fmt: skip
+    return viz.image_rows(
+        {f"z{d + 1}": row for d, row in zip(dims, rows)},
+        path,
+        title=f"One latent dimension from -{span:g} to {span:g} per row, the others at 0",
+    )
 
 
-def interpolate(model: LatentVariableModel, test: ImageDataset, path: Path, pairs: int = 3, steps: int = 10,
-                seed: int = 0, **_: Any) -> Path:  # fmt: skip
+def interpolate(
+    model: LatentVariableModel, test: ImageDataset, path: Path, pairs: int = 3, steps: int = 10, seed: int = 0, **_: Any
+) -> Path:
     """Between pairs of test images (of different classes where labelled): in latent space and in pixel space."""
     x = model.prepare(test.subset(200), seed=seed)
     labels = test.y[:200] if test.y is not None else None
@@ -77,8 +111,15 @@ def interpolate(model: LatentVariableModel, test: ImageDataset, path: Path, pair
     return viz.image_rows(rows, path, title="From one test image to another: through the latent space, and by fading")
 
 
-def attribute(model: LatentVariableModel, test: ImageDataset, path: Path, source: int | str = "Sneaker",
-              target: int | str = "Ankle boot", strengths=(0.0, 0.5, 1.0, 1.5), **_: Any) -> Path:  # fmt: skip
+def attribute(
+    model: LatentVariableModel,
+    test: ImageDataset,
+    path: Path,
+    source: int | str = "Sneaker",
+    target: int | str = "Ankle boot",
+    strengths=(0.0, 0.5, 1.0, 1.5),
+    **_: Any,
+) -> Path:
     """The mean latent of ``target`` minus that of ``source``, added to images of ``source``."""
     _need_labels(test, "attribute")
     data = ImageDataset(model.prepare(test), test.y, test.name, test.split, test.classes)
@@ -97,13 +138,17 @@ def uncertainty(model: LatentVariableModel, test: ImageDataset, path: Path, seed
     shown = test.subset(8)
     x = model.prepare(shown, seed=seed)
     scales, mean, std = latent.uncertainty(model, x, y=_labels_for(model, shown), seed=seed)
-    rows = {"test images": x.cpu(), "mean of decoded draws from q(z | x)": mean,
-            f"their pixel-wise spread (white: {std.max():.2f})": std / std.max().clamp_min(1e-8)}  # fmt: skip
+    rows = {
+        "test images": x.cpu(),
+        "mean of decoded draws from q(z | x)": mean,
+        f"their pixel-wise spread (white: {std.max():.2f})": std / std.max().clamp_min(1e-8),
+    }
     return viz.image_rows(rows, path, title=f"How sure the encoder is (posterior scale {scales.mean():.3f} on average)")
 
 
-def training(model: LatentVariableModel, test: ImageDataset | None, path: Path, projection: str = "pca",
-             seed: int = 0, **_: Any) -> Path:  # fmt: skip
+def training(
+    model: LatentVariableModel, test: ImageDataset | None, path: Path, projection: str = "pca", seed: int = 0, **_: Any
+) -> Path:
     """The kept latent means at each snapshot epoch (``fit(snapshot_epochs=...)``), side by side."""
     if not model.snapshots:
         raise ValueError("the model kept no snapshots: train with snapshot_epochs=[1, 5, 10] (--snapshot-epochs)")
@@ -112,18 +157,29 @@ def training(model: LatentVariableModel, test: ImageDataset | None, path: Path, 
     for epoch, codes in sorted(model.snapshots.items()):
         points, axes = latent.project(codes, projection, seed)
         planes[f"epoch {epoch}"] = (points, labels)
-    return viz.latent_planes(planes, path, class_names=getattr(test, "classes", None), axis_names=axes,
-                             title="Latent means of the same test images as training goes on")  # fmt: skip
+    return viz.latent_planes(
+        planes,
+        path,
+        class_names=getattr(test, "classes", None),
+        axis_names=axes,
+        title="Latent means of the same test images as training goes on",
+    )
 
 
 KINDS: dict[str, Callable[..., Path]] = {
-    "scatter": scatter, "manifold": manifold, "traverse": traverse, "interpolate": interpolate,
-    "attribute": attribute, "uncertainty": uncertainty, "training": training,
-}  # fmt: skip
+    "scatter": scatter,
+    "manifold": manifold,
+    "traverse": traverse,
+    "interpolate": interpolate,
+    "attribute": attribute,
+    "uncertainty": uncertainty,
+    "training": training,
+}
 
 
-def plot(model: LatentVariableModel, kind: str, test: ImageDataset | None = None, out: str | Path = ".",
-         **options: Any) -> Path:  # fmt: skip
+def plot(
+    model: LatentVariableModel, kind: str, test: ImageDataset | None = None, out: str | Path = ".", **options: Any
+) -> Path:
     """Draw figure ``kind`` for ``model`` into ``out``/<kind>.png; ``test``: labelled test images where the
     figure needs them (all but manifold, traverse and training)."""
     if kind not in KINDS:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import platform
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -37,15 +38,19 @@ def evaluation_table(scores: Mapping[str, float], x_dim: int, levels: int | None
         if key in scores:
             rows.append(f"| {label} | {_fmt(scores[key])} | {_fmt(scores[key + '_se'], 3)} |")
     rows.append(f"| negative ELBO in bits per dimension | {bits_per_dim(scores['elbo'], x_dim, levels):.4f} | |")
-    for key, label in (("bits_per_dim", "negative log p(x) in bits per dimension"),
-                       ("bits_per_dim_exact", "negative exact log p(x) in bits per dimension")):  # fmt: skip
+    for key, label in (
+        ("bits_per_dim", "negative log p(x) in bits per dimension"),
+        ("bits_per_dim_exact", "negative exact log p(x) in bits per dimension"),
+    ):
         if key in scores:
             rows.append(f"| {label} | {scores[key]:.4f} | |")
     if "effective_sample_size" in scores:
         rows.append(f"| effective sample size of the K weights (mean) | {scores['effective_sample_size']:.1f} | |")
     if "khat_unreliable" in scores:
-        rows.append(f"| Pareto k-hat: median, and share of images above 0.7 (unreliable) | {scores['khat_median']:.2f}, "
-                    f"{scores['khat_unreliable']:.0%} | |")  # fmt: skip
+        rows.append(
+            f"| Pareto k-hat: median, and share of images above 0.7 (unreliable) | {scores['khat_median']:.2f}, "
+            f"{scores['khat_unreliable']:.0%} | |"
+        )
     if "evidence_seconds" in scores:
         rows.append(f"| seconds to estimate log p(x) | {scores['evidence_seconds']:.1f} | |")
     warning = reliability_warning(scores.get("khat_unreliable", 0.0))
@@ -92,7 +97,11 @@ def run_report(
         history_table(model.history),
         "",
     ]
-    figures = [("loss.png", "ELBO per epoch"), ("samples.png", "Samples from the prior"), ("reconstructions.png", "Test images and reconstructions")]
+    figures = [
+        ("loss.png", "ELBO per epoch"),
+        ("samples.png", "Samples from the prior"),
+        ("reconstructions.png", "Test images and reconstructions"),
+    ]
     for name, caption in figures:
         if (directory / name).exists():
             lines += [f"### {caption}", "", f"![{caption}]({name})", ""]

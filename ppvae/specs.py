@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 try:
     import tomllib
@@ -37,9 +38,15 @@ from ppvae.models import MODELS, VAE, LatentVariableModel
 from ppvae.parts import REGISTRIES, normalize_spec
 
 SECTIONS = ("model", "fit", "data")
-MODEL_NAMES = {"vae": "VAE", "cvae": "CVAE", "factor-analysis": "FactorAnalysis", "fa": "FactorAnalysis",
-               "completion": "CompletionVAE", "completion-network": "CompletionNetwork",
-               **{m: m for m in MODELS}}  # fmt: skip
+MODEL_NAMES = {
+    "vae": "VAE",
+    "cvae": "CVAE",
+    "factor-analysis": "FactorAnalysis",
+    "fa": "FactorAnalysis",
+    "completion": "CompletionVAE",
+    "completion-network": "CompletionNetwork",
+    **{m: m for m in MODELS},
+}
 
 
 def read_toml(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -73,8 +80,10 @@ def part_flags(model: dict[str, Any], extra: Sequence[str]) -> dict[str, Any]:
         flag = extra[i]
         kind, _, option = flag[2:].partition("-") if flag.startswith("--") else ("", "", "")
         if kind not in REGISTRIES or not option:
-            raise ValueError(f"unrecognised argument {flag!r}; part options are --<part>-<option> with part one of "
-                             f"{', '.join(REGISTRIES)}")  # fmt: skip
+            raise ValueError(
+                f"unrecognised argument {flag!r}; part options are --<part>-<option> with part one of "
+                f"{', '.join(REGISTRIES)}"
+            )
         values = []
         i += 1
         while i < len(extra) and not extra[i].startswith("--"):

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -30,10 +31,16 @@ from ppvae.specs import build_model
 
 SWEPT = ("beta", "z_dim")
 COLUMNS = {  # key: (heading, format)
-    "elbo": ("test ELBO", "{:.2f}"), "reconstruction": ("reconstruction", "{:.2f}"), "kl": ("KL", "{:.3f}"),
-    "log_px": ("log p(x)", "{:.2f}"), "khat_unreliable": ("k-hat > 0.7", "{:.0%}"), "active_units": ("active units", "{}"), "knn_accuracy": ("k-NN accuracy", "{:.3f}"),
-    "mean_variance": ("Var of means (mean over dims)", "{:.3g}"), "fit_seconds": ("fit (s)", "{:.0f}"),
-}  # fmt: skip
+    "elbo": ("test ELBO", "{:.2f}"),
+    "reconstruction": ("reconstruction", "{:.2f}"),
+    "kl": ("KL", "{:.3f}"),
+    "log_px": ("log p(x)", "{:.2f}"),
+    "khat_unreliable": ("k-hat > 0.7", "{:.0%}"),
+    "active_units": ("active units", "{}"),
+    "knn_accuracy": ("k-NN accuracy", "{:.3f}"),
+    "mean_variance": ("Var of means (mean over dims)", "{:.3g}"),
+    "fit_seconds": ("fit (s)", "{:.0f}"),
+}
 
 
 @dataclass
@@ -50,18 +57,25 @@ class Sweep:
 
     def to_markdown(self) -> str:
         keys = [k for k in COLUMNS if any(k in row for row in self.rows)]
-        lines = ["| " + " | ".join([self.parameter, *(COLUMNS[k][0] for k in keys)]) + " |",
-                 "|" + " --- |" * (len(keys) + 1)]  # fmt: skip
+        lines = [
+            "| " + " | ".join([self.parameter, *(COLUMNS[k][0] for k in keys)]) + " |",
+            "|" + " --- |" * (len(keys) + 1),
+        ]
         for row in self.rows:
             cells = [f"{row['value']:g}"] + [COLUMNS[k][1].format(row[k]) if k in row else "" for k in keys]
             lines.append("| " + " | ".join(cells) + " |")
         first = self.rows[0]
-        notes = [f"Nats per test image over {first['n']} images.",
-                 f"Active units: dimensions with Var_x E[z_d | x] > {latent.ACTIVE_THRESHOLD}."]  # fmt: skip
+        notes = [
+            f"Nats per test image over {first['n']} images.",
+            f"Active units: dimensions with Var_x E[z_d | x] > {latent.ACTIVE_THRESHOLD}.",
+        ]
         if "log_px" in keys:
-            notes.insert(1, f"log p(x): importance sampling with K={first['num_samples']} on the first "
-                            f"{first['evidence_images']} images; k-hat > 0.7: the share of those whose estimate is "
-                            "unreliable (Pareto k-hat), where it is likely too low.")  # fmt: skip
+            notes.insert(
+                1,
+                f"log p(x): importance sampling with K={first['num_samples']} on the first "
+                f"{first['evidence_images']} images; k-hat > 0.7: the share of those whose estimate is "
+                "unreliable (Pareto k-hat), where it is likely too low.",
+            )
         if "knn_accuracy" in keys:
             notes.append(f"k-NN accuracy: the {first['k']} nearest training codes vote.")
         return "\n".join(lines + ["", " ".join(notes)])
@@ -71,7 +85,7 @@ def _values(beta: Sequence[float] | None, z_dim: Sequence[int] | None) -> tuple[
     given = {name: values for name, values in (("beta", beta), ("z_dim", z_dim)) if values is not None}
     if len(given) != 1:
         raise ValueError("sweep one setting: pass beta=[...] or z_dim=[...]")
-    (parameter, values), = given.items()
+    ((parameter, values),) = given.items()
     values = list(values)
     if not values:
         raise ValueError(f"no values of {parameter} to sweep")
@@ -126,8 +140,12 @@ def sweep(
         if num_samples:
             scored = test.subset(evidence_images)
             estimate = instance.log_evidence(scored, num_samples, seed=seed, diagnostics=True, progress=progress)
-            row.update(log_px=estimate.log_evidence.mean().item(), num_samples=num_samples, evidence_images=len(scored),
-                       khat_unreliable=(estimate.pareto_k > KHAT_UNRELIABLE).double().mean().item())  # fmt: skip
+            row.update(
+                log_px=estimate.log_evidence.mean().item(),
+                num_samples=num_samples,
+                evidence_images=len(scored),
+                khat_unreliable=(estimate.pareto_k > KHAT_UNRELIABLE).double().mean().item(),
+            )
         x_test = instance.prepare(test, seed=seed)
         labels = test.y if instance.conditional else None
         units = latent.active_units(instance, x_test, labels)
@@ -135,7 +153,9 @@ def sweep(
         codes = latent.encodings(instance, x_test, labels)[0]
         if labelled:
             known = train.subset(knn_train)
-            train_codes = latent.encodings(instance, instance.prepare(known, seed=seed), known.y if instance.conditional else None)[0]
+            train_codes = latent.encodings(
+                instance, instance.prepare(known, seed=seed), known.y if instance.conditional else None
+            )[0]
             row.update(knn_accuracy=latent.knn_accuracy(train_codes, known.y, codes, test.y, k), k=k)
         rows.append(row)
         models[value] = instance
@@ -149,20 +169,31 @@ def sweep(
     return result
 
 
-def _figures(result: Sweep, test: ImageDataset, variances: dict[str, torch.Tensor], codes: dict[str, torch.Tensor],
-             out: Path, projection: str, seed: int) -> dict[str, Path]:  # fmt: skip
+def _figures(
+    result: Sweep,
+    test: ImageDataset,
+    variances: dict[str, torch.Tensor],
+    codes: dict[str, torch.Tensor],
+    out: Path,
+    projection: str,
+    seed: int,
+) -> dict[str, Path]:
     """samples.png (a row per value), variance.png (bars per value) and latent.png (test means in 2-D)."""
     out.mkdir(parents=True, exist_ok=True)
     shown = slice(0, 2000)
-    samples = {f"{result.parameter}={value:g}": model.sample(12, seed=seed).cpu() for value, model in result.models.items()}
+    samples = {
+        f"{result.parameter}={value:g}": model.sample(12, seed=seed).cpu() for value, model in result.models.items()
+    }
     planes, axes = {}, ("", "")
     for name, z in codes.items():
         points, axes = latent.project(z[shown], projection, seed)
         planes[name] = (points, None if test.y is None else test.y[shown])
     return {
         "samples": viz.image_rows(samples, out / "samples.png", title=f"Samples at each {result.parameter}"),
-        "variance": viz.variance_bars(variances, out / "variance.png",
-                                      title="Variance of latent means per dimension (dashed: active)"),
-        "latent": viz.latent_planes(planes, out / "latent.png", class_names=test.classes, axis_names=axes,
-                                    title="Latent means of test images"),
-    }  # fmt: skip
+        "variance": viz.variance_bars(
+            variances, out / "variance.png", title="Variance of latent means per dimension (dashed: active)"
+        ),
+        "latent": viz.latent_planes(
+            planes, out / "latent.png", class_names=test.classes, axis_names=axes, title="Latent means of test images"
+        ),
+    }

@@ -6,8 +6,9 @@ from the rest of ppvae, so every layer may use it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO, Iterable, Mapping, Sequence
+from typing import BinaryIO
 
 import matplotlib
 import torch
@@ -80,9 +81,13 @@ def _scatter_by_class(ax, z: torch.Tensor, labels: torch.Tensor | None, class_na
         ax.scatter(z[chosen, 0].numpy(), z[chosen, 1].numpy(), s=3, alpha=0.6, color=colours(k % colours.N), label=name)
 
 
-def latent_planes(points: Mapping[str, tuple[torch.Tensor, torch.Tensor | None]], path: str | Path,
-                  class_names: Sequence[str] | None = None, axis_names: tuple[str, str] = ("z1", "z2"),
-                  title: str | None = None) -> Path:  # fmt: skip
+def latent_planes(
+    points: Mapping[str, tuple[torch.Tensor, torch.Tensor | None]],
+    path: str | Path,
+    class_names: Sequence[str] | None = None,
+    axis_names: tuple[str, str] = ("z1", "z2"),
+    title: str | None = None,
+) -> Path:
     """Side-by-side scatter plots of 2-D codes (N, 2), coloured by class with a legend of class names."""
     fig, axes = _figure(1, len(points), figsize=(4.2 * len(points) + 1.2, 4.2))
     for ax, (name, (z, labels)) in zip(axes[0], points.items()):
@@ -100,8 +105,9 @@ def latent_planes(points: Mapping[str, tuple[torch.Tensor, torch.Tensor | None]]
     return _save(fig, path, tight=False)
 
 
-def variance_bars(panels: Mapping[str, torch.Tensor], path: str | Path, threshold: float | None = 0.01,
-                  title: str | None = None) -> Path:  # fmt: skip
+def variance_bars(
+    panels: Mapping[str, torch.Tensor], path: str | Path, threshold: float | None = 0.01, title: str | None = None
+) -> Path:
     """Per-dimension variance of the latent means, one bar chart per entry, log scale, with the
     active-unit threshold as a line: the report's picture of units switching off as beta grows."""
     fig = Figure(figsize=(max(5.0, 2.6 * len(panels) + 0.6), 3.0))

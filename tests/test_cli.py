@@ -9,8 +9,25 @@ from ppvae.cli import main
 @pytest.mark.slow
 def test_train_evaluate_sample_end_to_end(tmp_path, fashion, capsys):
     run = tmp_path / "vae"
-    assert main(["train", "--limit", "2000", "--test-limit", "500", "--epochs", "2", "--z-dim", "8",
-                 "--quiet", "--out", str(run)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--limit",
+                "2000",
+                "--test-limit",
+                "500",
+                "--epochs",
+                "2",
+                "--z-dim",
+                "8",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     spec = json.loads((run / "spec.json").read_text())
     assert spec["model"] == "VAE" and spec["config"]["z_dim"] == 8 and spec["data"]["dataset"] == "fashion-mnist"
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
@@ -27,8 +44,25 @@ def test_train_on_own_array(tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "shapes.npy", (rng.random((200, 12, 12)) > 0.5).astype(np.uint8) * 255)
     run = tmp_path / "own"
-    assert main(["train", "--data", str(tmp_path / "shapes.npy"), "--epochs", "1", "--z-dim", "2",
-                 "--hidden", "16", "--quiet", "--out", str(run)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "shapes.npy"),
+                "--epochs",
+                "1",
+                "--z-dim",
+                "2",
+                "--hidden",
+                "16",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     spec = json.loads((run / "spec.json").read_text())
     assert spec["config"]["x_shape"] == [1, 12, 12]
     assert main(["evaluate", str(run), "--num-samples", "50", "--quiet"]) == 0
@@ -53,8 +87,29 @@ def test_parts_lists_the_registry(capsys):
 @pytest.mark.slow
 def test_demo_writes_the_report_with_the_comparison(tmp_path, fashion):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--limit", "1500", "--epochs", "1", "--num-samples", "20",
-                 "--evidence-images", "200", "--ais-images", "10", "--ais-steps", "20", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "demo",
+                "--out",
+                str(out),
+                "--limit",
+                "1500",
+                "--epochs",
+                "1",
+                "--num-samples",
+                "20",
+                "--evidence-images",
+                "200",
+                "--ais-images",
+                "10",
+                "--ais-steps",
+                "20",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     report = (out / "report.md").read_text()
     annealed = json.loads((out / "evaluation.json").read_text())["ais"]
     assert annealed["bdmc_lower"] < annealed["bdmc_upper"] + 0.5 and annealed["ais_gain"] > -1  # 20 steps: loose
@@ -74,11 +129,31 @@ def test_spec_file_and_part_flags_build_the_model(tmp_path, capsys):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "grey.npy", rng.integers(0, 256, (300, 8, 8)).astype(np.uint8))
     spec = tmp_path / "model.toml"
-    spec.write_text('[model]\nz_dim = 3\nbeta = 2.0\n[model.likelihood]\nname = "normal"\nscale = "learned"\n'
-                    '[fit]\nepochs = 1\nbatch_size = 64\n[data]\ndequantize = true\n')  # fmt: skip
+    spec.write_text(
+        '[model]\nz_dim = 3\nbeta = 2.0\n[model.likelihood]\nname = "normal"\nscale = "learned"\n'
+        "[fit]\nepochs = 1\nbatch_size = 64\n[data]\ndequantize = true\n"
+    )
     run = tmp_path / "run"
-    assert main(["train", "--spec", str(spec), "--data", str(tmp_path / "grey.npy"), "--network-hidden", "32", "16",
-                 "--likelihood-scale", "per_pixel", "--quiet", "--out", str(run)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--spec",
+                str(spec),
+                "--data",
+                str(tmp_path / "grey.npy"),
+                "--network-hidden",
+                "32",
+                "16",
+                "--likelihood-scale",
+                "per_pixel",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     saved = json.loads((run / "spec.json").read_text())
     config = saved["config"]
     assert config["z_dim"] == 3 and config["beta"] == 2.0 and config["network"] == {"name": "mlp", "hidden": [32, 16]}
@@ -98,10 +173,41 @@ def test_factor_analysis_run_and_compare(tmp_path, capsys):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "grey.npy", rng.integers(0, 256, (400, 6, 6)).astype(np.uint8))
     data = ["--data", str(tmp_path / "grey.npy"), "--quiet"]
-    assert main(["train", "--model", "factor-analysis", "--z-dim", "2", "--dequantize", *data, "--out", str(tmp_path / "fa")]) == 0
-    assert main(["train", "--z-dim", "2", "--hidden", "16", "--epochs", "2", *data, "--out", str(tmp_path / "vae")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "factor-analysis",
+                "--z-dim",
+                "2",
+                "--dequantize",
+                *data,
+                "--out",
+                str(tmp_path / "fa"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["train", "--z-dim", "2", "--hidden", "16", "--epochs", "2", *data, "--out", str(tmp_path / "vae")]) == 0
+    )
     out = tmp_path / "cmp"
-    assert main(["compare", str(tmp_path / "fa"), str(tmp_path / "vae"), "--num-samples", "10", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(tmp_path / "fa"),
+                str(tmp_path / "vae"),
+                "--num-samples",
+                "10",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "| fa | dequantised |" in table and "| vae | binarised |" in table and "exact" in table
     rows = json.loads((out / "comparison.json").read_text())
@@ -117,7 +223,9 @@ def test_counts_are_checked_and_evaluation_json_is_strict(tmp_path, capsys):
         assert "must be a positive whole number" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
     run = tmp_path / "run"
-    main(["train", "--data", str(images), "--z-dim", "2", "--hidden", "8", "--epochs", "1", "--out", str(run), "--quiet"])
+    main(
+        ["train", "--data", str(images), "--z-dim", "2", "--hidden", "8", "--epochs", "1", "--out", str(run), "--quiet"]
+    )
     assert main(["sample", str(run), "-n", "0"]) == 2
     assert main(["evaluate", str(run), "--batch-size", "0"]) == 2
     assert "--batch-size must be a positive whole number" in capsys.readouterr().err

@@ -45,7 +45,9 @@ def test_only_the_hidden_pixels_are_scored(cls):
     visible_changed, hidden_changed = x.clone(), x.clone()
     visible_changed[..., :4] = 1 - visible_changed[..., :4]
     hidden_changed[..., 4:] = 1 - hidden_changed[..., 4:]
-    assert torch.equal(log_likelihood(x), log_likelihood(visible_changed))  # c holds the visible pixels; x scores the rest
+    assert torch.equal(
+        log_likelihood(x), log_likelihood(visible_changed)
+    )  # c holds the visible pixels; x scores the rest
     assert not torch.allclose(log_likelihood(x), log_likelihood(hidden_changed))
 
 
@@ -62,7 +64,9 @@ def test_each_training_image_shows_a_number_of_quadrants_drawn_from_visible():
 
 def test_the_cvae_draws_either_kind_where_the_network_can_only_blur():
     train, test = two_kinds(768), two_kinds(90, seed=1)
-    cvae = ppvae.CompletionVAE(x_shape=(1, 8, 8), z_dim=2, network=SMALL_NET, prior={"name": "conditional", "hidden": 32})
+    cvae = ppvae.CompletionVAE(
+        x_shape=(1, 8, 8), z_dim=2, network=SMALL_NET, prior={"name": "conditional", "hidden": 32}
+    )
     network = ppvae.CompletionNetwork(x_shape=(1, 8, 8), network=SMALL_NET)
     for model in (cvae, network):
         model.fit(train, epochs=40, batch_size=64, lr=3e-3, progress=False)
@@ -80,7 +84,9 @@ def test_the_cvae_draws_either_kind_where_the_network_can_only_blur():
     # one quadrant leaves the kind undecided: the network pays about log 2 on each of 32 pixels, the CVAE about once
     assert cvae_scores[1]["nll"] < network_scores[1]["nll"] - 10  # measured: 10.3 against 25.8 nats
     assert network_scores[1]["nll"] == pytest.approx(network_scores[1]["elbo_nll"])  # no latent: exact
-    assert "khat_unreliable" not in network_scores[1] and all(0 <= cvae_scores[k]["khat_unreliable"] <= 1 for k in (1, 2, 3))
+    assert "khat_unreliable" not in network_scores[1] and all(
+        0 <= cvae_scores[k]["khat_unreliable"] <= 1 for k in (1, 2, 3)
+    )
     for k in (2, 3):  # the kind is visible: both models do about as well
         assert abs(cvae_scores[k]["nll"] - network_scores[k]["nll"]) < 2
 
@@ -131,12 +137,39 @@ def test_the_cli_trains_and_completes(tmp_path, capsys):
     np.save(images, (two_kinds(96).numpy() * 255).astype(np.uint8))
     spec = tmp_path / "completion.toml"
     spec.write_text('[model]\nname = "completion"\nz_dim = 2\nvisible = [1, 2]\n[fit]\nepochs = 1\n')
-    main(["train", "--spec", str(spec), "--data", str(images), "--hidden", "16", "--out", str(tmp_path / "cvae"), "--quiet"])
+    main(
+        [
+            "train",
+            "--spec",
+            str(spec),
+            "--data",
+            str(images),
+            "--hidden",
+            "16",
+            "--out",
+            str(tmp_path / "cvae"),
+            "--quiet",
+        ]
+    )
     assert ppvae.load(tmp_path / "cvae").visible == (1, 2)
     main(["sample", str(tmp_path / "cvae"), "-n", "4", "--visible", "1", "--data", str(images)])
     assert (tmp_path / "cvae" / "samples.png").stat().st_size > 0
-    main(["train", "--model", "completion-network", "--data", str(images), "--hidden", "16", "--epochs", "1",
-          "--out", str(tmp_path / "net"), "--quiet"])  # fmt: skip
+    main(
+        [
+            "train",
+            "--model",
+            "completion-network",
+            "--data",
+            str(images),
+            "--hidden",
+            "16",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "net"),
+            "--quiet",
+        ]
+    )
     assert isinstance(ppvae.load(tmp_path / "net"), ppvae.CompletionNetwork)
     assert main(["sample", str(tmp_path / "net"), "--label", "1"]) == 2
     assert "--label needs a CVAE" in capsys.readouterr().err

@@ -1,14 +1,13 @@
 """The conditional VAE: one condition handed to encoder, decoder and prior; labels in, labels out."""
 
 import numpy as np
-import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
+from conftest import bars as labelled
 from pyro.infer import Predictive
 
 import ppvae
-from conftest import bars as labelled
 from ppvae.cli import main
 
 SMALL = {"x_shape": (1, 8, 8), "num_classes": 3, "z_dim": 2, "network": {"name": "mlp", "hidden": [16]}}
@@ -24,13 +23,16 @@ def test_the_condition_reaches_encoder_decoder_and_prior():
     assert model_trace.nodes["z"]["fn"].batch_shape == (12,)  # p(z | c): one prior per example
     other = model.condition((data.y + 1) % 3)
     assert not torch.equal(model.prior(c).mean, model.prior(other).mean)
-    assert not torch.equal(model.networks.decoder(torch.zeros(12, 2), c), model.networks.decoder(torch.zeros(12, 2), other))
+    assert not torch.equal(
+        model.networks.decoder(torch.zeros(12, 2), c), model.networks.decoder(torch.zeros(12, 2), other)
+    )
     draws = Predictive(model.model, num_samples=2)(c=c, size=12)
     assert draws["x"].shape == (2, 12, 1, 8, 8)
 
 
-@pytest.mark.parametrize("prior", ["normal", {"name": "mixture", "components": 2}, {"name": "vamp", "components": 3},
-                                   "conditional"], ids=str)  # fmt: skip
+@pytest.mark.parametrize(
+    "prior", ["normal", {"name": "mixture", "components": 2}, {"name": "vamp", "components": 3}, "conditional"], ids=str
+)
 @pytest.mark.parametrize("likelihood", ["bernoulli", {"name": "normal", "scale": "learned"}], ids=str)
 @pytest.mark.parametrize("guide", ["normal", "student_t"])
 def test_every_conditional_combination_trains_scores_samples_and_reloads(prior, likelihood, guide, tmp_path):
@@ -53,7 +55,7 @@ def test_every_conditional_combination_trains_scores_samples_and_reloads(prior, 
 def test_the_label_steers_generation_on_learnable_classes(prior):
     model = ppvae.CVAE(**SMALL, prior=prior)
     model.fit(labelled(600), epochs=30, batch_size=60, lr=3e-3, progress=False)
-    for index, name in enumerate(["top", "bottom", "left"]):
+    for name in ["top", "bottom", "left"]:
         mean = model.sample(50, y=name, seed=0).mean(0)[0]
         regions = {"top": mean[:4].mean(), "bottom": mean[4:].mean(), "left": mean[:, :4].mean()}
         assert max(regions, key=regions.get) == name, (name, regions)
@@ -99,8 +101,27 @@ def test_cli_trains_a_cvae_on_labelled_folders_and_samples_a_class(tmp_path, cap
         folder.mkdir(parents=True, exist_ok=True)
         write_png((image * 255).to(torch.uint8), str(folder / f"{i:03d}.png"))
     run = tmp_path / "run"
-    assert main(["train", "--model", "cvae", "--data", str(tmp_path / "images"), "--z-dim", "2", "--hidden", "16",
-                 "--epochs", "2", "--quiet", "--out", str(run)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "cvae",
+                "--data",
+                str(tmp_path / "images"),
+                "--z-dim",
+                "2",
+                "--hidden",
+                "16",
+                "--epochs",
+                "2",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     model = ppvae.load(run)
     assert isinstance(model, ppvae.CVAE) and model.classes == ["bottom", "left", "top"]  # folder names, sorted
     assert main(["sample", str(run), "-n", "8", "--label", "left", "--out", str(tmp_path / "left.png")]) == 0

@@ -147,7 +147,7 @@ def test_binarization_methods():
 
 def test_random_split_is_reproducible():
     data = ppvae.data.ImageDataset(torch.rand(50, 1, 2, 2), torch.arange(50))
-    (train_a, test_a), (train_b, test_b) = data.random_split(0.2, seed=1), data.random_split(0.2, seed=1)
+    (train_a, test_a), (_, test_b) = data.random_split(0.2, seed=1), data.random_split(0.2, seed=1)
     assert len(test_a) == 10 and len(train_a) == 40
     assert torch.equal(test_a.y, test_b.y)
     assert not set(test_a.y.tolist()) & set(train_a.y.tolist())

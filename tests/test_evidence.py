@@ -5,12 +5,12 @@ import math
 import pyro
 import pytest
 import torch
+from conftest import bars, fa_data
 from pyro.infer import RenyiELBO
 
 import ppvae
-from conftest import bars, fa_data
-from ppvae.report import evaluation_table
 from ppvae.infer import IWAE, elbo_terms, log_importance_weights
+from ppvae.report import evaluation_table
 
 
 def mean_field_fa(train, widen=1.0):
@@ -267,14 +267,16 @@ def test_ais_from_the_prior_anneals_to_factor_analysis_closed_form():
     fa = ppvae.FactorAnalysis(x_shape=(6,), z_dim=2)
     fa.fit(train, progress=False)
     exact = fa.exact_log_evidence(fa.prepare(test)).double()
-    estimate = ppvae.log_evidence(fa, test, method="ais", proposal="prior", chains=64, steps=300, diagnostics=True,
-                                  progress=False)  # fmt: skip
+    estimate = ppvae.log_evidence(
+        fa, test, method="ais", proposal="prior", chains=64, steps=300, diagnostics=True, progress=False
+    )
     error = estimate.log_evidence - exact
     assert abs(error.mean()) < 0.05 and error.abs().mean() < 0.1
     assert (error.abs() < 4 * estimate.standard_error + 0.02).all()  # its own error bar covers the truth
     assert 0.5 < estimate.acceptance.mean() < 0.95  # the step size adapted toward 0.65
-    one_step = ppvae.log_evidence(fa, test, method="ais", proposal="prior", chains=16, steps=1, leapfrog_steps=1,
-                                  progress=False)  # fmt: skip
+    one_step = ppvae.log_evidence(
+        fa, test, method="ais", proposal="prior", chains=16, steps=1, leapfrog_steps=1, progress=False
+    )
     assert (one_step - exact).abs().mean() > 5 * error.abs().mean()  # one step is importance sampling from the prior
 
 
@@ -307,8 +309,11 @@ def test_bdmc_sandwiches_the_exact_evidence_of_simulated_images():
 def test_ais_refuses_what_it_cannot_do():
     model = ppvae.VAE(x_shape=(1, 8, 8), z_dim=2, network={"name": "mlp", "hidden": [8]})
     x = torch.zeros(2, 1, 8, 8)
-    for options, message in ((dict(chains=0), "chains must be"), (dict(steps=2.5), "steps must be"),
-                             (dict(proposal="defensive"), "AIS starts from")):  # fmt: skip
+    for options, message in (
+        (dict(chains=0), "chains must be"),
+        (dict(steps=2.5), "steps must be"),
+        (dict(proposal="defensive"), "AIS starts from"),
+    ):
         with pytest.raises(ValueError, match=message):
             ppvae.log_evidence(model, x, method="ais", progress=False, **options)
     autoencoder = ppvae.VAE(x_shape=(1, 8, 8), z_dim=2, guide="delta", network={"name": "mlp", "hidden": [8]})

@@ -1,9 +1,9 @@
 import pyro.poutine as poutine
 import pytest
 import torch
+from conftest import fa_data
 
 import ppvae
-from conftest import fa_data
 
 
 def test_exact_log_evidence_matches_the_dense_gaussian():

@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL, bars, same_weights, small_data, weights_of
 
 import ppvae
-from conftest import SMALL, bars, same_weights, small_data, weights_of
 from ppvae.cli import main
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -31,8 +31,10 @@ def test_training_evaluation_and_evidence_run_on_the_gpu():
 
 def test_training_on_the_gpu_prints_nothing_from_the_engine():
     """In a fresh process, as in a notebook: Fabric's one-time note on TF32 matmuls must not reach the user."""
-    script = ("import torch, ppvae; ppvae.VAE(x_shape=(1, 8, 8), z_dim=2)"
-              ".fit(torch.rand(64, 1, 8, 8).round(), epochs=1, accelerator='cuda', progress=False)")  # fmt: skip
+    script = (
+        "import torch, ppvae; ppvae.VAE(x_shape=(1, 8, 8), z_dim=2)"
+        ".fit(torch.rand(64, 1, 8, 8).round(), epochs=1, accelerator='cuda', progress=False)"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout + done.stderr == ""
@@ -49,7 +51,9 @@ def test_every_model_trains_on_the_gpu_and_loads_on_the_cpu(name, tmp_path):
     model.fit(data, out=tmp_path / "run", test=data.subset(40), **GPU)  # options every model takes
     assert model.device.type == "cuda"
     on_cpu = ppvae.load(tmp_path / "run")  # the default device: weights saved from the GPU, read on the CPU
-    assert on_cpu.device.type == "cpu" and same_weights(weights_of(on_cpu), {k: v.cpu() for k, v in weights_of(model).items()})
+    assert on_cpu.device.type == "cpu" and same_weights(
+        weights_of(on_cpu), {k: v.cpu() for k, v in weights_of(model).items()}
+    )
     on_gpu = ppvae.load(tmp_path / "run", device="cuda")
     assert on_gpu.device.type == "cuda"
     if model.samples_from_prior:
@@ -92,7 +96,9 @@ def test_held_out_images_are_the_same_on_every_device():
     """One seed, one set of held-out images: a static binarisation or a dequantisation does not depend on
     the device the data or the model sits on (a GPU's generator draws other numbers for the same seed)."""
     grey = torch.rand(50, 1, 8, 8)
-    assert torch.equal(ppvae.data.binarize(grey.cuda(), "static", seed=3).cpu(), ppvae.data.binarize(grey, "static", seed=3))
+    assert torch.equal(
+        ppvae.data.binarize(grey.cuda(), "static", seed=3).cpu(), ppvae.data.binarize(grey, "static", seed=3)
+    )
     levels = torch.round(grey * 255) / 255
     assert torch.equal(ppvae.data.dequantize(levels.cuda(), seed=3).cpu(), ppvae.data.dequantize(levels, seed=3))
     model = ppvae.VAE(**SMALL)
@@ -114,8 +120,12 @@ def test_streamed_data_and_conv_networks_with_a_vampprior_train_on_the_gpu(tmp_p
     pixels = (small_data(512).numpy() * 255).astype(np.uint8)
     np.save(tmp_path / "images.npy", pixels)
     data = ppvae.data.load(tmp_path / "images.npy", lazy=True)  # a DataLoader, pinned memory, copies to the GPU
-    model = ppvae.VAE(x_shape=(1, 8, 8), z_dim=2, network={"name": "conv", "channels": [8, 16]},
-                      prior={"name": "vamp", "components": 5})  # fmt: skip
+    model = ppvae.VAE(
+        x_shape=(1, 8, 8),
+        z_dim=2,
+        network={"name": "conv", "channels": [8, 16]},
+        prior={"name": "vamp", "components": 5},
+    )
     history = model.fit(data, epochs=3, batch_size=64, lr=3e-3, binarize=None, **GPU)
     assert model.device.type == "cuda" and history[-1]["train_loss"] < history[0]["train_loss"]
 
@@ -151,6 +161,22 @@ def test_the_latent_toolkit_works_on_a_gpu_model():
 def test_the_cli_trains_on_the_gpu_and_the_run_loads_on_the_cpu(tmp_path, capsys):
     np.save(tmp_path / "images.npy", (small_data(256).numpy() * 255).astype(np.uint8))
     run = tmp_path / "run"
-    assert main(["train", "--data", str(tmp_path / "images.npy"), "--z-dim", "2", "--epochs", "2",
-                 "--accelerator", "cuda", "--out", str(run)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "images.npy"),
+                "--z-dim",
+                "2",
+                "--epochs",
+                "2",
+                "--accelerator",
+                "cuda",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert ppvae.load(run).sample(4).shape[0] == 4

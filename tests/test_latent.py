@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import bars as three_kinds
 from PIL import Image
 
 import ppvae
-from conftest import bars as three_kinds
 from ppvae.cli import main
 from ppvae.latent import auroc, knn_accuracy, mmd, mmd_test, nearest_distance, project
 
@@ -54,7 +54,10 @@ def test_nearest_distance_finds_the_closest_reference_image_and_sets_noise_apart
     images = torch.tensor([[0.1, 0.0], [2.0, 2.0], [0.0, 0.7]])  # the second is clipped to (1, 1) first
     assert torch.allclose(nearest_distance(images, reference, batch_size=2), torch.tensor([0.1, 0.0, 0.3]).double())
     _, test = fashion
-    held_out, noise = nearest_distance(test.x[400:500], test.x[:400]), nearest_distance(torch.rand(100, 1, 28, 28), test.x[:400])
+    held_out, noise = (
+        nearest_distance(test.x[400:500], test.x[:400]),
+        nearest_distance(torch.rand(100, 1, 28, 28), test.x[:400]),
+    )
     assert held_out.median() < 0.5 * noise.median()
     with pytest.raises(ValueError, match="one size"):
         nearest_distance(torch.rand(3, 5), torch.rand(3, 4))
@@ -84,9 +87,18 @@ def test_project_gives_two_dimensions_by_pca_or_a_chosen_pair():
 
 def test_a_beta_sweep_switches_units_off_and_writes_its_table_and_figures(tmp_path):
     train, test = three_kinds(600), three_kinds(150, seed=1)
-    result = ppvae.sweep(train, test, beta=[1, 30], model_options={"z_dim": 4, "network": SMALL_NET},
-                         fit_options={"epochs": 8, "batch_size": 50, "lr": 3e-3}, num_samples=20, k=5,
-                         knn_train=600, out=tmp_path / "beta", progress=False)  # fmt: skip
+    result = ppvae.sweep(
+        train,
+        test,
+        beta=[1, 30],
+        model_options={"z_dim": 4, "network": SMALL_NET},
+        fit_options={"epochs": 8, "batch_size": 50, "lr": 3e-3},
+        num_samples=20,
+        k=5,
+        knn_train=600,
+        out=tmp_path / "beta",
+        progress=False,
+    )
     low, high = result.rows
     assert low["active_units"] > high["active_units"]  # a heavy KL weight switches units off
     assert low["kl"] > high["kl"] and low["reconstruction"] > high["reconstruction"]
@@ -107,8 +119,27 @@ def test_a_beta_sweep_switches_units_off_and_writes_its_table_and_figures(tmp_pa
 def test_the_cli_sweeps_z_dim_with_beta_held(tmp_path, capsys):
     images = tmp_path / "images.npy"
     np.save(images, (three_kinds(120).x.numpy() * 255).astype(np.uint8))
-    code = main(["sweep", "--z-dim", "1", "3", "--beta", "2", "--data", str(images), "--hidden", "16", "--epochs", "1",
-                 "--num-samples", "5", "--out", str(tmp_path / "capacity"), "--quiet"])  # fmt: skip
+    code = main(
+        [
+            "sweep",
+            "--z-dim",
+            "1",
+            "3",
+            "--beta",
+            "2",
+            "--data",
+            str(images),
+            "--hidden",
+            "16",
+            "--epochs",
+            "1",
+            "--num-samples",
+            "5",
+            "--out",
+            str(tmp_path / "capacity"),
+            "--quiet",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "| z_dim | test ELBO" in out and "k-NN" not in out  # unlabelled data: no k-NN column

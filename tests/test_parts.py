@@ -11,11 +11,21 @@ import ppvae
 from ppvae.infer import ObjectiveModule, make_elbo, validate_programs
 from ppvae.parts import GUIDES, NETWORKS, PRIORS
 
-PRIOR_SPECS = ["normal", "laplace", {"name": "student_t", "df": 4.0}, {"name": "mixture", "components": 3},
-               {"name": "vamp", "components": 4}]  # fmt: skip
-LIKELIHOOD_SPECS = ["bernoulli", "continuous_bernoulli", {"name": "normal", "scale": "learned"},
-                    {"name": "normal", "scale": "per_pixel"}, {"name": "normal", "scale": 0.1},
-                    {"name": "laplace", "scale": "decoder"}]  # fmt: skip
+PRIOR_SPECS = [
+    "normal",
+    "laplace",
+    {"name": "student_t", "df": 4.0},
+    {"name": "mixture", "components": 3},
+    {"name": "vamp", "components": 4},
+]
+LIKELIHOOD_SPECS = [
+    "bernoulli",
+    "continuous_bernoulli",
+    {"name": "normal", "scale": "learned"},
+    {"name": "normal", "scale": "per_pixel"},
+    {"name": "normal", "scale": 0.1},
+    {"name": "laplace", "scale": "decoder"},
+]
 GUIDE_SPECS = ["normal", "laplace", "student_t", "logistic"]
 
 
@@ -40,8 +50,14 @@ def svi_step(vae, x, elbo="meanfield", lr=1e-2, validate=True):
 @pytest.mark.parametrize("likelihood", LIKELIHOOD_SPECS, ids=_id)
 @pytest.mark.parametrize("prior", PRIOR_SPECS, ids=_id)
 def test_every_combination_builds_steps_and_scores(prior, likelihood, guide):
-    vae = ppvae.VAE(x_shape=(1, 8, 8), z_dim=3, prior=prior, likelihood=likelihood, guide=guide,
-                    network={"name": "mlp", "hidden": [16]})  # fmt: skip
+    vae = ppvae.VAE(
+        x_shape=(1, 8, 8),
+        z_dim=3,
+        prior=prior,
+        likelihood=likelihood,
+        guide=guide,
+        network={"name": "mlp", "hidden": [16]},
+    )
     x = torch.rand(16, 1, 8, 8)
     if vae.binary_likelihood:
         x = torch.bernoulli(x)
@@ -66,9 +82,15 @@ def test_networks_fit_every_likelihood_width(network, likelihood):
 
 
 def test_save_load_rebuilds_every_part_exactly(tmp_path):
-    vae = ppvae.VAE(x_shape=(1, 8, 8), z_dim=3, prior={"name": "vamp", "components": 5}, guide="student_t",
-                    likelihood={"name": "laplace", "scale": "per_pixel"}, network={"name": "conv", "channels": [4, 4], "hidden": 8},
-                    beta=2.0)  # fmt: skip
+    vae = ppvae.VAE(
+        x_shape=(1, 8, 8),
+        z_dim=3,
+        prior={"name": "vamp", "components": 5},
+        guide="student_t",
+        likelihood={"name": "laplace", "scale": "per_pixel"},
+        network={"name": "conv", "channels": [4, 4], "hidden": 8},
+        beta=2.0,
+    )
     x = torch.rand(40, 1, 8, 8)
     vae.fit(x, epochs=1, batch_size=20, progress=False)
     vae.save(tmp_path / "run")
@@ -111,7 +133,9 @@ def test_each_likelihood_rejects_data_outside_its_support(likelihood, data, mess
 
 
 def test_unknown_parts_and_options_list_what_exists():
-    with pytest.raises(ValueError, match="unknown prior 'gaussian'; available: normal, laplace, student_t, mixture, vamp"):
+    with pytest.raises(
+        ValueError, match="unknown prior 'gaussian'; available: normal, laplace, student_t, mixture, vamp"
+    ):
         ppvae.VAE(prior="gaussian")
     with pytest.raises(ValueError, match="prior 'mixture' has no option 'k'; its options: components=10"):
         ppvae.VAE(prior={"name": "mixture", "k": 3})

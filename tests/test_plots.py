@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL, bars
 from PIL import Image
 
 import ppvae
-from conftest import SMALL, bars
 from ppvae import latent
 from ppvae.cli import main
 
@@ -83,8 +83,25 @@ def test_figures_say_what_they_need():
 def test_the_cli_draws_kinds_into_the_run(tmp_path, capsys):
     images = tmp_path / "images.npy"
     np.save(images, (bars(120).x.numpy() * 255).astype(np.uint8))
-    main(["train", "--data", str(images), "--z-dim", "2", "--hidden", "16", "--epochs", "2", "--snapshot-epochs", "1",
-          "2", "--out", str(tmp_path / "run"), "--quiet"])  # fmt: skip
+    main(
+        [
+            "train",
+            "--data",
+            str(images),
+            "--z-dim",
+            "2",
+            "--hidden",
+            "16",
+            "--epochs",
+            "2",
+            "--snapshot-epochs",
+            "1",
+            "2",
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ]
+    )
     assert main(["plot", str(tmp_path / "run"), "manifold", "traverse", "training", "interpolate"]) == 0
     for kind in ("manifold", "traverse", "training", "interpolate"):
         assert (tmp_path / "run" / f"{kind}.png").stat().st_size > 0

@@ -13,9 +13,9 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from conftest import bars, same_weights, weights_of
 
 import ppvae
-from conftest import bars, same_weights, weights_of
 from ppvae.cli import main
 from ppvae.models.runs import RunFolderBusy, RunLock, read_metrics
 
@@ -57,8 +57,11 @@ def test_overwrite_replaces_the_run_and_removes_what_the_old_weights_made(tmp_pa
     assert ppvae.load(run).specs["prior"]["name"] == "laplace"
     assert not (run / "evaluation.json").exists() and not (run / "scatter.png").exists()
     assert (run / "notes.txt").read_text() == "the user's own"  # only what ppvae wrote goes
-    assert len(read_metrics(run / "metrics.jsonl")) == 1 and not (run / "checkpoint.pt").exists() or \
-        torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert (
+        len(read_metrics(run / "metrics.jsonl")) == 1
+        and not (run / "checkpoint.pt").exists()
+        or torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    )
     with pytest.raises(ValueError, match="pass one of them"):
         fit(small_vae(), bars(64), out=run, overwrite=True, resume=True)
 
@@ -105,8 +108,25 @@ def test_an_out_that_cannot_hold_a_run_is_refused_before_training(tmp_path):
 
 def test_ctrl_c_exits_130_with_one_line_and_the_checkpoint_resumes(tmp_path):
     np.save(tmp_path / "x.npy", (bars(4000).x.numpy() * 255).astype(np.uint8))
-    command = [sys.executable, "-m", "ppvae", "train", "--data", "x.npy", "--z-dim", "2", "--hidden", "8",
-               "--batch-size", "16", "--epochs", "500", "--quiet", "--out", "run"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "ppvae",
+        "train",
+        "--data",
+        "x.npy",
+        "--z-dim",
+        "2",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "500",
+        "--quiet",
+        "--out",
+        "run",
+    ]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (tmp_path / "run" / "checkpoint.pt").exists() and time.time() < deadline and process.poll() is None:
@@ -147,7 +167,9 @@ def test_a_ctrl_c_while_an_epoch_is_written_waits_until_the_run_folder_is_whole(
     monkeypatch.setattr(runs, "save_torch_atomic", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         runs.write_run(model, tmp_path / "run", checkpoint=model.training_state)
-    assert all((tmp_path / "run" / name).exists() for name in ("spec.json", "checkpoint.pt", "weights.pt", "metrics.jsonl"))
+    assert all(
+        (tmp_path / "run" / name).exists() for name in ("spec.json", "checkpoint.pt", "weights.pt", "metrics.jsonl")
+    )
     assert same_weights(weights_of(ppvae.load(tmp_path / "run")), weights_of(model))
 
 
@@ -169,25 +191,48 @@ def folder(tmp_path):
     (images / "3.png").write_text("not an image")
     (tmp_path / "types.toml").write_text('[fit]\nlr = "fast"\n')
     (tmp_path / "afile").write_text("x")
-    assert main(["train", "--data", str(tmp_path / "x.npy"), "--z-dim", "2", "--hidden", "8", "--epochs", "1",
-                 "--quiet", "--out", str(tmp_path / "run")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "x.npy"),
+                "--z-dim",
+                "2",
+                "--hidden",
+                "8",
+                "--epochs",
+                "1",
+                "--quiet",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     return tmp_path
 
 
 TRAIN = ["train", "--z-dim", "2", "--hidden", "8", "--epochs", "1", "--quiet"]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (TRAIN + ["--data", "{d}/strings.npy", "--out", "{d}/r"], "images must be numbers"),
-    (TRAIN + ["--data", "{d}/images", "--out", "{d}/r"], "3.png: not an image torchvision can decode"),
-    (TRAIN + ["--data", "{d}/x.npy", "--spec", "{d}/types.toml", "--out", "{d}/r"], "lr must be a positive number, got 'fast'"),
-    (TRAIN + ["--data", "{d}/x.npy", "--out", "{d}/afile"], "is a file"),
-    (TRAIN + ["--data", "{d}/x.npy", "--out", "{d}/run"], "already holds a run"),
-    (TRAIN + ["--data", "{d}/x.npy", "--limit", "0", "--out", "{d}/r"], "--limit must be a positive whole number"),
-    (["evaluate", "{d}/run", "--device", "tpu"], "unknown device 'tpu'"),
-    (["evaluate", "{d}/run", "--batch-size", "0"], "--batch-size must be a positive whole number"),
-    (["sample", "{d}/run", "-n", "0"], "-n must be a positive whole number"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (TRAIN + ["--data", "{d}/strings.npy", "--out", "{d}/r"], "images must be numbers"),
+        (TRAIN + ["--data", "{d}/images", "--out", "{d}/r"], "3.png: not an image torchvision can decode"),
+        (
+            TRAIN + ["--data", "{d}/x.npy", "--spec", "{d}/types.toml", "--out", "{d}/r"],
+            "lr must be a positive number, got 'fast'",
+        ),
+        (TRAIN + ["--data", "{d}/x.npy", "--out", "{d}/afile"], "is a file"),
+        (TRAIN + ["--data", "{d}/x.npy", "--out", "{d}/run"], "already holds a run"),
+        (TRAIN + ["--data", "{d}/x.npy", "--limit", "0", "--out", "{d}/r"], "--limit must be a positive whole number"),
+        (["evaluate", "{d}/run", "--device", "tpu"], "unknown device 'tpu'"),
+        (["evaluate", "{d}/run", "--batch-size", "0"], "--batch-size must be a positive whole number"),
+        (["sample", "{d}/run", "-n", "0"], "-n must be a positive whole number"),
+    ],
+)
 def test_a_users_mistake_is_one_line_and_exit_code_2(folder, capsys, argv, message):
     assert main([a.format(d=folder) for a in argv]) == 2
     err = capsys.readouterr().err
@@ -196,8 +241,25 @@ def test_a_users_mistake_is_one_line_and_exit_code_2(folder, capsys, argv, messa
 
 
 def test_a_sweep_runs_again_into_its_folder_only_with_overwrite(folder, capsys):
-    sweep = ["sweep", "--beta", "1", "2", "--z-dim", "2", "--hidden", "8", "--epochs", "1", "--num-samples", "0",
-             "--quiet", "--data", str(folder / "x.npy"), "--out", str(folder / "sweep")]  # fmt: skip
+    sweep = [
+        "sweep",
+        "--beta",
+        "1",
+        "2",
+        "--z-dim",
+        "2",
+        "--hidden",
+        "8",
+        "--epochs",
+        "1",
+        "--num-samples",
+        "0",
+        "--quiet",
+        "--data",
+        str(folder / "x.npy"),
+        "--out",
+        str(folder / "sweep"),
+    ]
     assert main(sweep) == 0
     assert main(sweep) == 2 and "already holds a run" in capsys.readouterr().err
     assert main(sweep + ["--overwrite"]) == 0
@@ -235,18 +297,24 @@ def with_nan(x):
     return x
 
 
-@pytest.mark.parametrize("model", [
-    lambda: small_vae(),
-    lambda: small_vae(likelihood="continuous_bernoulli"),
-    lambda: small_vae(likelihood={"name": "normal", "scale": "per_pixel"}),
-    lambda: small_vae(likelihood={"name": "laplace", "scale": "per_pixel"}),
-    lambda: ppvae.FactorAnalysis(x_shape=(1, 8, 8), z_dim=2),
-], ids=["bernoulli", "continuous_bernoulli", "normal", "laplace", "factor-analysis"])  # fmt: skip
+@pytest.mark.parametrize(
+    "model",
+    [
+        lambda: small_vae(),
+        lambda: small_vae(likelihood="continuous_bernoulli"),
+        lambda: small_vae(likelihood={"name": "normal", "scale": "per_pixel"}),
+        lambda: small_vae(likelihood={"name": "laplace", "scale": "per_pixel"}),
+        lambda: ppvae.FactorAnalysis(x_shape=(1, 8, 8), z_dim=2),
+    ],
+    ids=["bernoulli", "continuous_bernoulli", "normal", "laplace", "factor-analysis"],
+)
 def test_nan_and_infinite_pixels_are_refused_for_every_likelihood(model, tmp_path):
     x = bars(64).x * 0.8 + 0.1
     options = {} if isinstance(model(), ppvae.FactorAnalysis) else {"epochs": 1, "batch_size": 32}
-    for binarize in ([None] if isinstance(model(), ppvae.FactorAnalysis) else ["auto", "threshold"]):
-        with pytest.raises(ValueError, match=r"^data: 1 of 64 images hold NaN or infinite pixels \(the first at index 5\)"):
+    for binarize in [None] if isinstance(model(), ppvae.FactorAnalysis) else ["auto", "threshold"]:
+        with pytest.raises(
+            ValueError, match=r"^data: 1 of 64 images hold NaN or infinite pixels \(the first at index 5\)"
+        ):
             model().fit(with_nan(x), progress=False, **options, **({"binarize": binarize} if binarize else {}))
     fitted = model()
     fitted.fit(x, progress=False, **options)
@@ -300,8 +368,10 @@ def test_a_failed_fit_leaves_the_model_as_it_was():
             image = bars(64).x[i]
             return image * float("nan") if i == 40 else image
 
-    for bad in (lambda: fit(model, with_nan(bars(64).x), binarize="dynamic"),  # refused at the door
-                lambda: fit(model, Poisoned(), binarize="dynamic", epochs=2)):  # fails in the middle of training
+    for bad in (
+        lambda: fit(model, with_nan(bars(64).x), binarize="dynamic"),  # refused at the door
+        lambda: fit(model, Poisoned(), binarize="dynamic", epochs=2),
+    ):  # fails in the middle of training
         with pytest.raises(ValueError, match="NaN"):
             bad()
         assert same_weights(weights_of(model), weights) and model.fit_config == config and model.history == history

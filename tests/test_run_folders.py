@@ -5,9 +5,9 @@ import json
 
 import pytest
 import torch
+from conftest import bars
 
 import ppvae
-from conftest import bars
 from ppvae.cli import main
 
 
@@ -24,15 +24,18 @@ def rewrite_spec(run, change):
     (run / "spec.json").write_text(json.dumps(spec))
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda s: s["config"].pop("prior"), "field 'config.prior' is missing"),
-    (lambda s: s["config"].update(colour="red"), "unknown field 'config.colour'"),
-    (lambda s: s["config"].update(z_dim="2"), "field 'config.z_dim' has the wrong type"),
-    (lambda s: s["config"].update(z_dim=2.7), "field 'config.z_dim' has the wrong type"),
-    (lambda s: s.update(format=99), "newer ppvae"),
-    (lambda s: s.update(model="GAN"), "names model 'GAN'"),
-    (lambda s: s.update(config=[2]), "field 'config' must be an object"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda s: s["config"].pop("prior"), "field 'config.prior' is missing"),
+        (lambda s: s["config"].update(colour="red"), "unknown field 'config.colour'"),
+        (lambda s: s["config"].update(z_dim="2"), "field 'config.z_dim' has the wrong type"),
+        (lambda s: s["config"].update(z_dim=2.7), "field 'config.z_dim' has the wrong type"),
+        (lambda s: s.update(format=99), "newer ppvae"),
+        (lambda s: s.update(model="GAN"), "names model 'GAN'"),
+        (lambda s: s.update(config=[2]), "field 'config' must be an object"),
+    ],
+)
 def test_a_spec_that_does_not_describe_a_model_names_the_field(run, change, message):
     rewrite_spec(run, change)
     with pytest.raises(ValueError, match=message) as error:

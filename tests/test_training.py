@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL, assert_same_weights, small_data, weights_of
 
 import ppvae
-from conftest import SMALL, assert_same_weights, small_data, weights_of
 from ppvae.cli import main
 from ppvae.infer import shard_order
 from ppvae.infer.batches import local_batch_size
@@ -42,8 +42,27 @@ def test_a_seed_fixes_the_weights_the_data_order_and_the_noise():
 def test_the_cli_reproduces_a_seeded_run(tmp_path):
     np.save(tmp_path / "images.npy", (small_data(300).numpy() * 255).astype(np.uint8))
     for name in ("a", "b"):
-        assert main(["train", "--data", str(tmp_path / "images.npy"), "--epochs", "1", "--z-dim", "2", "--hidden", "16",
-                     "--seed", "7", "--quiet", "--out", str(tmp_path / name)]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "train",
+                    "--data",
+                    str(tmp_path / "images.npy"),
+                    "--epochs",
+                    "1",
+                    "--z-dim",
+                    "2",
+                    "--hidden",
+                    "16",
+                    "--seed",
+                    "7",
+                    "--quiet",
+                    "--out",
+                    str(tmp_path / name),
+                ]
+            )
+            == 0
+        )
     a, b = ppvae.load(tmp_path / "a"), ppvae.load(tmp_path / "b")
     assert_same_weights(weights_of(a), weights_of(b))
     assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
@@ -61,8 +80,9 @@ model.fit(x, epochs=int(sys.argv[2]), batch_size=16, out=sys.argv[1], resume=sys
 
 
 def _train(out, epochs, resume=False):
-    return subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(out), str(epochs), "resume" if resume else "-"],
-                            cwd=ROOT)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", TRAIN_SCRIPT, str(out), str(epochs), "resume" if resume else "-"], cwd=ROOT
+    )
 
 
 def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path):
@@ -144,8 +164,25 @@ def test_divergence_stops_keeps_the_last_finite_checkpoint_and_says_what_to_try(
 
 def test_the_cli_exits_2_on_divergence(tmp_path, capsys):
     np.save(tmp_path / "images.npy", (small_data(300).numpy() * 255).astype(np.uint8))
-    assert main(["train", "--data", str(tmp_path / "images.npy"), "--epochs", "2", "--lr", "1e6", "--z-dim", "2",
-                 "--quiet", "--out", str(tmp_path / "run")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "images.npy"),
+                "--epochs",
+                "2",
+                "--lr",
+                "1e6",
+                "--z-dim",
+                "2",
+                "--quiet",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "training diverged" in err and "Traceback" not in err
 
@@ -154,7 +191,9 @@ def test_clip_norm_is_applied_and_a_huge_step_still_ends_in_our_message():
     runs = []
     for clip_norm in (None, 1.0):  # the ELBO's gradient norm is far above 1 on a fresh model
         model = ppvae.VAE(**SMALL)
-        runs.append(model.fit(small_data(), epochs=1, batch_size=32, clip_norm=clip_norm, progress=False)[0]["train_loss"])
+        runs.append(
+            model.fit(small_data(), epochs=1, batch_size=32, clip_norm=clip_norm, progress=False)[0]["train_loss"]
+        )
     assert np.isfinite(runs).all() and runs[0] != runs[1]
     with pytest.raises(ppvae.TrainingDiverged, match="lower the learning rate"):
         ppvae.VAE(**SMALL).fit(small_data(), epochs=3, batch_size=32, lr=1e6, clip_norm=1.0, progress=False)
@@ -166,15 +205,26 @@ def test_clip_norm_is_applied_and_a_huge_step_still_ends_in_our_message():
 def test_validation_chooses_the_weights_and_early_stopping_ends_the_run(tmp_path):
     x = small_data(96)
     model = ppvae.VAE(x_shape=(1, 8, 8), z_dim=8, network={"name": "mlp", "hidden": [256]})
-    history = model.fit(x, epochs=40, batch_size=16, lr=3e-3, validation=0.25, early_stopping=3, binarize=None,
-                        out=tmp_path / "run", progress=False)  # fmt: skip
+    history = model.fit(
+        x,
+        epochs=40,
+        batch_size=16,
+        lr=3e-3,
+        validation=0.25,
+        early_stopping=3,
+        binarize=None,
+        out=tmp_path / "run",
+        progress=False,
+    )
     scores = [r["val_elbo"] for r in history]
     best = int(np.argmax(scores)) + 1
     assert len(history) == best + 3 < 40  # three epochs without a better validation ELBO, then stop
     saved = ppvae.load(tmp_path / "run")
     assert_same_weights(weights_of(model), weights_of(saved))  # weights.pt holds the chosen epoch
     assert saved.training_state["epoch"] == len(history) and saved.training_state["best_epoch"] == best
-    held_out = x[torch.randperm(96, generator=torch.Generator().manual_seed(ppvae.infer.derive_seed(0, 0, 1)))[:24].sort().values]
+    held_out = x[
+        torch.randperm(96, generator=torch.Generator().manual_seed(ppvae.infer.derive_seed(0, 0, 1)))[:24].sort().values
+    ]
     assert model.evaluate(held_out, binarize=None)["elbo"] == pytest.approx(scores[best - 1])
 
 
@@ -210,7 +260,9 @@ def test_training_streams_a_memory_mapped_array(tmp_path):
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     in_memory = ppvae.VAE(**SMALL)
     in_memory.fit(torch.from_numpy(pixels), epochs=3, batch_size=64, lr=3e-3, binarize=None, progress=False)
-    assert history[0]["train_loss"] == pytest.approx(in_memory.history[0]["train_loss"], rel=1e-5)  # same order, same noise
+    assert history[0]["train_loss"] == pytest.approx(
+        in_memory.history[0]["train_loss"], rel=1e-5
+    )  # same order, same noise
 
 
 def test_training_reads_a_folder_of_images_lazily(tmp_path):
@@ -241,12 +293,14 @@ def test_other_precisions_train(precision):
 
 def test_bad_engine_options_are_explained():
     model = ppvae.VAE(**SMALL)
-    for options, message in [({"accelerator": "tpu"}, "accelerator must be one of"),
-                             ({"precision": "8-bit"}, "precision must be one of"),
-                             ({"devices": 0}, "devices must be a positive number"),
-                             ({"strategy": "fsdp"}, "strategy must be one of"),
-                             ({"clip_norm": -1.0}, "clip_norm must be a positive"),
-                             ({"validation": 1.5}, r"validation as a fraction must be in \(0, 1\)")]:  # fmt: skip
+    for options, message in [
+        ({"accelerator": "tpu"}, "accelerator must be one of"),
+        ({"precision": "8-bit"}, "precision must be one of"),
+        ({"devices": 0}, "devices must be a positive number"),
+        ({"strategy": "fsdp"}, "strategy must be one of"),
+        ({"clip_norm": -1.0}, "clip_norm must be a positive"),
+        ({"validation": 1.5}, r"validation as a fraction must be in \(0, 1\)"),
+    ]:
         with pytest.raises(ValueError, match=message):
             model.fit(small_data(), progress=False, **options)
     if not torch.cuda.is_available():
@@ -260,7 +314,9 @@ def test_cpu_training_uses_torchs_cached_cuda_check_only_where_no_gpu_can_be_ini
     monkeypatch.setenv(name, "1")
     seen = []
     model = ppvae.VAE(**SMALL)
-    monkeypatch.setattr(model, "guide", lambda *a, _g=model.guide, **k: seen.append(os.environ.get(name)) or _g(*a, **k))
+    monkeypatch.setattr(
+        model, "guide", lambda *a, _g=model.guide, **k: seen.append(os.environ.get(name)) or _g(*a, **k)
+    )
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     model.fit(small_data(64), epochs=1, batch_size=32, progress=False)
     assert seen[-1] is None and os.environ[name] == "1"  # off during the steps, Lightning's again after
@@ -314,7 +370,9 @@ def test_training_prints_one_line_per_epoch_and_nothing_from_the_engine(tmp_path
 def test_tensorboard_logs_every_epoch_when_installed(tmp_path):
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     model = ppvae.VAE(**SMALL)
-    history = model.fit(small_data(), epochs=2, batch_size=64, test=small_data(32, seed=1), out=tmp_path, progress=False)
+    history = model.fit(
+        small_data(), epochs=2, batch_size=64, test=small_data(32, seed=1), out=tmp_path, progress=False
+    )
     events = event_accumulator.EventAccumulator(str(tmp_path / "logs" / "tensorboard"))
     events.Reload()
     logged = events.Scalars("test_elbo")

@@ -40,13 +40,19 @@ def check_02(ns, runs):
 
 def check_03(ns, runs):
     assert len(ns["rows"]) == 8 and (runs / "laplace" / "spec.json").exists()
-    assert all(ais.log_evidence.isfinite().all() and ais.standard_error.isfinite().all() for _, ais in ns["estimates"].values())
+    assert all(
+        ais.log_evidence.isfinite().all() and ais.standard_error.isfinite().all() for _, ais in ns["estimates"].values()
+    )
 
 
 def check_04(ns, runs):
     assert len(ns["comparison"].rows) == 5 and (runs / "latent-2d" / "latent.png").exists()
     assert ns["outside"]["sigmoid mean, scale >= 0.1"] == 0  # the sigmoid mean keeps samples in [0, 1]
-    assert ns["small_scale"]["sigmoid mean, scale >= 0.1"] == 0 and min(ns["distance"].values()) > 0 and ns["pixel_vae"].likelihood.scale().min() >= 0.1
+    assert (
+        ns["small_scale"]["sigmoid mean, scale >= 0.1"] == 0
+        and min(ns["distance"].values()) > 0
+        and ns["pixel_vae"].likelihood.scale().min() >= 0.1
+    )
 
 
 def check_05(ns, runs):
@@ -67,4 +73,11 @@ def check_06(ns, runs):
     assert (runs / "tutorial-06" / "manifold.png").exists() and (runs / "beta" / "sweep.md").exists()
 
 
-CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04, "05": check_05, "06": check_06}  # what each notebook must produce
+CHECKS = {
+    "01": check_01,
+    "02": check_02,
+    "03": check_03,
+    "04": check_04,
+    "05": check_05,
+    "06": check_06,
+}  # what each notebook must produce

@@ -101,7 +101,7 @@ def to_float_images(x: torch.Tensor, shape: tuple[int, ...] | None = None) -> to
     return x
 
 
-def as_images(data: "Data", shape: tuple[int, ...] | None = None) -> torch.Tensor:
+def as_images(data: Data, shape: tuple[int, ...] | None = None) -> torch.Tensor:
     """The images of a dataset or tensor as float (N, C, H, W); a flat (N, D) tensor is reshaped to ``shape``.
 
     uint8 images are scaled to [0, 1]; any other map-style dataset is read into one tensor.

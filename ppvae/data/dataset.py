@@ -52,14 +52,14 @@ class ImageDataset(torch.utils.data.Dataset):
             return 0
         return len(self.classes) if self.classes else int(self.y.max()) + 1
 
-    def subset(self, indices: int | slice | torch.Tensor) -> "ImageDataset":
+    def subset(self, indices: int | slice | torch.Tensor) -> ImageDataset:
         """The first ``n`` images (an int), or those at a slice or index tensor."""
         if isinstance(indices, int):
             indices = slice(0, indices)
         y = None if self.y is None else self.y[indices]
         return ImageDataset(self.x[indices], y, self.name, self.split, self.classes)
 
-    def random_split(self, test_fraction: float = 0.1, seed: int = 0) -> tuple["ImageDataset", "ImageDataset"]:
+    def random_split(self, test_fraction: float = 0.1, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
         """Split into (train, test) at random, reproducibly."""
         if not 0 < test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")

@@ -22,8 +22,10 @@ def check_finite(x: torch.Tensor, source: str | None = None) -> None:
     """Refuse NaN and infinite pixels, which no likelihood can score (and binarisation would hide)."""
     if x.is_floating_point() and not torch.isfinite(x).all():
         bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1) if x.dim() > 1 else ~torch.isfinite(x)
-        raise ValueError(f"{source + ': ' if source else ''}{int(bad.sum())} of {len(bad)} images hold NaN or infinite pixels (the first at "
-                         f"index {int(bad.nonzero()[0])}); remove or repair them")  # fmt: skip
+        raise ValueError(
+            f"{source + ': ' if source else ''}{int(bad.sum())} of {len(bad)} images hold NaN or infinite pixels (the first at "
+            f"index {int(bad.nonzero()[0])}); remove or repair them"
+        )
 
 
 def as_image_tensor(array, source: str = "array") -> torch.Tensor:
@@ -31,14 +33,18 @@ def as_image_tensor(array, source: str = "array") -> torch.Tensor:
     if not isinstance(array, torch.Tensor):
         array = np.asarray(array)
         if array.dtype.kind not in "biuf":
-            raise ValueError(f"{source}: images must be numbers (uint8 or floating point), got an array of {array.dtype}")
+            raise ValueError(
+                f"{source}: images must be numbers (uint8 or floating point), got an array of {array.dtype}"
+            )
     x = torch.as_tensor(array)
     if x.dim() == 3:
         x = x.unsqueeze(1)
     elif x.dim() == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
         x = x.permute(0, 3, 1, 2)
     if x.dim() != 4:
-        raise ValueError(f"{source}: expected images of shape (N, H, W), (N, C, H, W) or (N, H, W, C), got {tuple(x.shape)}")
+        raise ValueError(
+            f"{source}: expected images of shape (N, H, W), (N, C, H, W) or (N, H, W, C), got {tuple(x.shape)}"
+        )
     if x.dtype == torch.uint8:
         return x.to(torch.float32).div_(255.0).contiguous()
     if not x.is_floating_point():
@@ -72,8 +78,10 @@ def read_image_file(path: Path) -> torch.Tensor:
     try:
         image = decode_image(str(path), mode=ImageReadMode.UNCHANGED)
     except RuntimeError:
-        raise ValueError(f"{path}: not an image torchvision can decode (jpeg, png, webp or gif), or a damaged one; "
-                         "remove it from the folder") from None  # fmt: skip
+        raise ValueError(
+            f"{path}: not an image torchvision can decode (jpeg, png, webp or gif), or a damaged one; "
+            "remove it from the folder"
+        ) from None
     return image[:3] if image.shape[0] == 4 else image
 
 
@@ -87,7 +95,9 @@ def _read_folder(path: Path) -> tuple[torch.Tensor, torch.Tensor | None, list[st
         image = read_image_file(p)
         first = first if first is not None else image.shape
         if image.shape != first:
-            raise ValueError(f"{p}: shape {tuple(image.shape)} differs from {tuple(first)}; all images must share one shape")
+            raise ValueError(
+                f"{p}: shape {tuple(image.shape)} differs from {tuple(first)}; all images must share one shape"
+            )
         images.append(image)
     y = None
     if classes:

@@ -10,8 +10,9 @@ uint8 to [0, 1] on the device (``ppvae.data.to_float_images``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,15 +38,20 @@ class NpyImages(Dataset):
         if array.dtype != np.uint8 and array.dtype.kind != "f":
             raise ValueError(f"{self.path}: images must be uint8 or floating point, got {array.dtype}")
         self.channels_last = array.ndim == 4 and array.shape[-1] in (1, 3, 4) and array.shape[1] not in (1, 3, 4)
-        c, h, w = (1, *array.shape[1:]) if array.ndim == 3 else (
-            (array.shape[3], *array.shape[1:3]) if self.channels_last else array.shape[1:])  # fmt: skip
+        c, h, w = (
+            (1, *array.shape[1:])
+            if array.ndim == 3
+            else ((array.shape[3], *array.shape[1:3]) if self.channels_last else array.shape[1:])
+        )
         self.shape = (int(c), int(h), int(w))
         self.length = int(array.shape[0])
         self.y = None
         if labels is not None:
             self.y = torch.as_tensor(np.load(Path(labels).expanduser(), allow_pickle=False)).long()
             if self.y.shape != (self.length,):
-                raise ValueError(f"{labels}: expected {self.length} labels, got an array of shape {tuple(self.y.shape)}")
+                raise ValueError(
+                    f"{labels}: expected {self.length} labels, got an array of shape {tuple(self.y.shape)}"
+                )
         self.classes = list(classes) if classes else None
         self.name = self.path.stem
         self._array: np.ndarray | None = None  # opened on first use, in each process
@@ -97,7 +103,9 @@ class FolderImages(Dataset):
         self.y = None
         if self.classes:
             if "." in folders:
-                raise ValueError(f"{self.path}: images sit both at the top level and in class sub-folders; use one layout")
+                raise ValueError(
+                    f"{self.path}: images sit both at the top level and in class sub-folders; use one layout"
+                )
             index = {c: i for i, c in enumerate(self.classes)}
             self.y = torch.tensor([index[f] for f in folders])
         self.shape = tuple(self._read(0).shape)
@@ -109,8 +117,10 @@ class FolderImages(Dataset):
     def _read(self, index: int) -> torch.Tensor:
         image = read_image_file(self.files[index])
         if index and tuple(image.shape) != self.shape:
-            raise ValueError(f"{self.files[index]}: shape {tuple(image.shape)} differs from {self.shape}; "
-                             "all images must share one shape")  # fmt: skip
+            raise ValueError(
+                f"{self.files[index]}: shape {tuple(image.shape)} differs from {self.shape}; "
+                "all images must share one shape"
+            )
         return image
 
     def __getitem__(self, index: int):

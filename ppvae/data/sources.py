@@ -89,7 +89,9 @@ def resolve_name(name: str) -> NamedDataset:
     key = name.lower().replace("_", "-")
     key = _ALIASES.get(key.replace("-", ""), _ALIASES.get(key, key))
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)} (or a path to your own images)")
+        raise ValueError(
+            f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)} (or a path to your own images)"
+        )
     return DATASETS[key]
 
 
@@ -150,7 +152,9 @@ def load_combined(name: str, split: str, root: str | Path | None, download_missi
     return ImageDataset(x, y, name, split, list(COMBINED_CLASSES[name]))
 
 
-def load_named(name: str, split: str = "train", root: str | Path | None = None, download_missing: bool = True) -> ImageDataset:
+def load_named(
+    name: str, split: str = "train", root: str | Path | None = None, download_missing: bool = True
+) -> ImageDataset:
     """Load a named dataset's ``split`` ("train" or "test") as an :class:`ImageDataset`."""
     if name.lower() in COMBINED:
         return load_combined(name.lower(), split, root, download_missing)

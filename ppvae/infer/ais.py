@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pyro.poutine as poutine
 import torch
@@ -82,8 +82,16 @@ def log_standard_error(log_weights: torch.Tensor) -> torch.Tensor:
 class TemperedPosterior:
     """The densities along the path for one batch: log p0, log p(x, z) and their gradients in z."""
 
-    def __init__(self, model: Callable, site_name: str, start_fn, x: torch.Tensor, c: torch.Tensor | None,
-                 start: str, scalar_event: bool):  # fmt: skip
+    def __init__(
+        self,
+        model: Callable,
+        site_name: str,
+        start_fn,
+        x: torch.Tensor,
+        c: torch.Tensor | None,
+        start: str,
+        scalar_event: bool,
+    ):
         self.model, self.site_name, self.start_fn = model, site_name, start_fn
         self.x, self.c, self.start, self.scalar_event = x, c, start, scalar_event
 
@@ -127,8 +135,14 @@ def _hmc_move(path: TemperedPosterior, z, state, beta: float, step_size: torch.T
     return z, state, accepted
 
 
-def anneal(path: TemperedPosterior, z: torch.Tensor, betas: torch.Tensor, step_size: torch.Tensor,
-           leapfrog_steps: int, progress: Callable[[int], None] | None = None):  # fmt: skip
+def anneal(
+    path: TemperedPosterior,
+    z: torch.Tensor,
+    betas: torch.Tensor,
+    step_size: torch.Tensor,
+    leapfrog_steps: int,
+    progress: Callable[[int], None] | None = None,
+):
     """Run the chains ``z`` (chains, N, d) along ``betas``; log weights (chains, N) in float64, the mean
     acceptance rate per image, and the adapted step sizes. Reversed ``betas`` give the reverse chain."""
     state = path.evaluate(z)
@@ -180,7 +194,9 @@ def ais_log_evidence(
     intermediate distributions; ``progress`` is called with 1 after each step of each batch. The HMC step
     size starts at ``step_size`` or, left unset, at half the start distribution's scale, then adapts."""
     if chains < 1 or leapfrog_steps < 1 or batch_size < 1:
-        raise ValueError(f"chains, leapfrog_steps and batch_size must be >= 1, got {chains}, {leapfrog_steps}, {batch_size}")
+        raise ValueError(
+            f"chains, leapfrog_steps and batch_size must be >= 1, got {chains}, {leapfrog_steps}, {batch_size}"
+        )
     started = time.perf_counter()
     betas = sigmoid_schedule(steps)
     results = []
@@ -191,8 +207,11 @@ def ais_log_evidence(
         z = start_fn.sample((chains,))
         z = z[..., None] if scalar else z
         path = TemperedPosterior(model, name, start_fn, xb, cb, start, scalar)
-        eps = initial_step_size(start_fn, xb.shape[0], scalar, xb.device) if step_size is None else \
-            torch.full((xb.shape[0],), step_size, device=xb.device)  # fmt: skip
+        eps = (
+            initial_step_size(start_fn, xb.shape[0], scalar, xb.device)
+            if step_size is None
+            else torch.full((xb.shape[0],), step_size, device=xb.device)
+        )
         results.append(anneal(path, z, betas, eps, leapfrog_steps, progress))
     log_weights = torch.cat([r[0] for r in results], 1).cpu()
     return AISEstimate(
@@ -201,17 +220,23 @@ def ais_log_evidence(
         log_weights=log_weights,
         acceptance=torch.cat([r[1] for r in results]).cpu(),
         step_size=torch.cat([r[2] for r in results]).double().cpu(),
-        chains=chains, steps=steps, leapfrog_steps=leapfrog_steps, start=start,
+        chains=chains,
+        steps=steps,
+        leapfrog_steps=leapfrog_steps,
+        start=start,
         seconds=time.perf_counter() - started,
-    )  # fmt: skip
+    )
 
 
 def simulate(model: Callable, guide: Callable, x_like: torch.Tensor, c: torch.Tensor | None = None):
     """Draw (z, x) from the model's joint, as many as rows of ``x_like`` (whose values are ignored): each z is
     an exact sample of p(z | x) for its x, the start of a reverse chain."""
     guide_trace = poutine.trace(guide).get_trace(x_like, c)
-    observed = [n for n, s in poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x_like, c).nodes.items()
-                if s["type"] == "sample" and s["is_observed"]]  # fmt: skip
+    observed = [
+        n
+        for n, s in poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x_like, c).nodes.items()
+        if s["type"] == "sample" and s["is_observed"]
+    ]
     if len(observed) != 1:
         raise ValueError(f"simulating data needs one observed site, the model has {observed}")
     name, _, _ = latent_site(model, guide, x_like, c, purpose="simulation")
@@ -221,8 +246,9 @@ def simulate(model: Callable, guide: Callable, x_like: torch.Tensor, c: torch.Te
 
 
 @torch.no_grad()
-def bidirectional(model: Callable, guide: Callable, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None = None,
-                  **options) -> AISEstimate:  # fmt: skip
+def bidirectional(
+    model: Callable, guide: Callable, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None = None, **options
+) -> AISEstimate:
     """Forward AIS (a stochastic lower bound) and reverse AIS from the exact posterior samples ``z`` (an upper
     bound, in ``upper``) of log p(x) for data ``x`` simulated with them (see :func:`simulate`). ``options`` are
     :func:`ais_log_evidence`'s; the reverse chains take the forward chains' settings and final step sizes."""

@@ -18,8 +18,8 @@ images of step k on P processes are exactly those of step k on one process.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -31,8 +31,9 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 Conditioner = Callable[[torch.Tensor, "torch.Tensor | None"], "torch.Tensor | None"]
 
 
-def shard_order(num_examples: int, seed: int, epoch: int, world_size: int = 1, rank: int = 0,
-                device: torch.device | str = "cpu") -> torch.Tensor:  # fmt: skip
+def shard_order(
+    num_examples: int, seed: int, epoch: int, world_size: int = 1, rank: int = 0, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """The indices rank ``rank`` of ``world_size`` visits in ``epoch``.
 
     One permutation of ``num_examples`` seeded by (seed, epoch), the same on every rank;
@@ -56,8 +57,9 @@ def local_batch_size(batch_size: int, world_size: int) -> int:
     return batch_size // world_size
 
 
-def finish_batch(x: torch.Tensor, c: torch.Tensor | None, transform: Transform | None,
-                 conditioner: Conditioner | None) -> Batch:  # fmt: skip
+def finish_batch(
+    x: torch.Tensor, c: torch.Tensor | None, transform: Transform | None, conditioner: Conditioner | None
+) -> Batch:
     """A batch as the programs take it: images transformed (binarised), then the condition built."""
     if transform is not None:
         x = transform(x)
@@ -82,7 +84,7 @@ class TensorBatches:
     world_size: int = 1
     rank: int = 0
 
-    def for_rank(self, world_size: int, rank: int, device: torch.device | None = None) -> "TensorBatches":
+    def for_rank(self, world_size: int, rank: int, device: torch.device | None = None) -> TensorBatches:
         """This source as process ``rank`` of ``world_size`` sees it, its tensors on ``device``."""
         local_batch_size(self.batch_size, world_size)
         x = self.x if device is None else self.x.to(device)
@@ -153,7 +155,7 @@ class LoaderBatches:
     rank: int = 0
     device: torch.device | None = None
 
-    def for_rank(self, world_size: int, rank: int, device: torch.device | None = None) -> "LoaderBatches":
+    def for_rank(self, world_size: int, rank: int, device: torch.device | None = None) -> LoaderBatches:
         local_batch_size(self.batch_size, world_size)
         return replace(self, world_size=world_size, rank=rank, device=device)
 
@@ -185,9 +187,12 @@ class LoaderBatches:
         sampler = ShardSampler(self.num_examples, self.seed, self.world_size, self.rank)
         sampler.set_epoch(epoch)
         loader = DataLoader(
-            self.dataset, batch_size=local_batch_size(self.batch_size, self.world_size), sampler=sampler,
-            num_workers=self.num_workers, pin_memory=self.device is not None and self.device.type == "cuda",
+            self.dataset,
+            batch_size=local_batch_size(self.batch_size, self.world_size),
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.device is not None and self.device.type == "cuda",
             generator=generator(derive_seed(self.seed, epoch, self.rank, 1)),  # worker seeds, not the noise stream
-        )  # fmt: skip
+        )
         for batch in loader:
             yield finish_batch(*self._to_device(batch), self.transform, self.conditioner)

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pyro
 import pyro.poutine as poutine
@@ -57,9 +57,7 @@ def in_particles(fn: Callable, num_samples: int) -> Callable:
     return vectorised
 
 
-def log_importance_weights(
-    model: Callable, guide: Callable | None, *args, num_samples: int, **kwargs
-) -> torch.Tensor:
+def log_importance_weights(model: Callable, guide: Callable | None, *args, num_samples: int, **kwargs) -> torch.Tensor:
     """Log importance weights, shape (num_samples, N), for the batch in ``args``.
 
     ``guide=None`` samples z from the model's prior and weighs by the observed sites alone.
@@ -70,7 +68,9 @@ def log_importance_weights(
         guide_trace = None
     else:
         guide_trace = poutine.trace(in_particles(guide, num_samples)).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(in_particles(model, num_samples), trace=guide_trace)).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(in_particles(model, num_samples), trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
     sites = [s for s in model_trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
     outside = [s["name"] for s in sites if not any(f.name == "data" for f in s["cond_indep_stack"])]
     if outside or not sites:
@@ -90,8 +90,9 @@ def log_importance_weights(
     return log_weights
 
 
-def defensive_log_weights(model: Callable, guide: Callable, *args, num_samples: int,
-                          prior_share: float = DEFENSIVE_SHARE, **kwargs) -> torch.Tensor:  # fmt: skip
+def defensive_log_weights(
+    model: Callable, guide: Callable, *args, num_samples: int, prior_share: float = DEFENSIVE_SHARE, **kwargs
+) -> torch.Tensor:
     """Log importance weights (num_samples, N) under the proposal (1 - a) q(z | x) + a p(z), a = ``prior_share``.
 
     For models with one latent site: z is drawn from the guide or (with probability a) from the
@@ -107,7 +108,9 @@ def defensive_log_weights(model: Callable, guide: Callable, *args, num_samples: 
     z_q, z_p = guide_trace.nodes[name]["value"], prior_trace.nodes[name]["value"]
     from_prior = torch.rand(z_q.shape[:2], device=z_q.device) < prior_share
     z = torch.where(from_prior.reshape(from_prior.shape + (1,) * (z_q.dim() - 2)), z_p, z_q)
-    model_trace = poutine.trace(poutine.condition(in_particles(model, num_samples), data={name: z})).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.condition(in_particles(model, num_samples), data={name: z})).get_trace(
+        *args, **kwargs
+    )
     shape = torch.Size(z_q.shape[:2])
     log_joint = torch.zeros(shape, device=z.device)
     for site in model_trace.nodes.values():
@@ -208,8 +211,9 @@ def estimate_log_evidence(
             if proposal == "defensive":
                 log_weights = defensive_log_weights(model, guide, xb, yb, num_samples=k).double()
             else:
-                log_weights = log_importance_weights(model, guide if proposal == "guide" else None, xb, yb,
-                                                     num_samples=k).double()  # fmt: skip
+                log_weights = log_importance_weights(
+                    model, guide if proposal == "guide" else None, xb, yb, num_samples=k
+                ).double()
             total = torch.logaddexp(total, torch.logsumexp(log_weights, 0))
             total_squares = torch.logaddexp(total_squares, torch.logsumexp(2 * log_weights, 0))
             if diagnostics:

@@ -12,8 +12,9 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from lightning_fabric import Fabric
@@ -77,8 +78,9 @@ def check_devices(devices: int, accelerator: str) -> int:
     return devices
 
 
-def check_engine(accelerator: str = "auto", devices: int = 1, strategy: str = "auto",
-                 precision: str = "32-true") -> tuple[str, str]:  # fmt: skip
+def check_engine(
+    accelerator: str = "auto", devices: int = 1, strategy: str = "auto", precision: str = "32-true"
+) -> tuple[str, str]:
     """The engine options checked, with messages that say what exists; returns (accelerator, Fabric's strategy)."""
     accelerator = resolve_accelerator(accelerator)
     devices = check_devices(devices, accelerator)
@@ -110,18 +112,24 @@ def plain_cuda_check(device: torch.device) -> Iterator[None]:
         os.environ[name] = value
 
 
-def make_fabric(accelerator: str = "auto", devices: int = 1, strategy: str = "auto", precision: str = "32-true",
-                loggers: Sequence[Any] = ()) -> Fabric:  # fmt: skip
+def make_fabric(
+    accelerator: str = "auto",
+    devices: int = 1,
+    strategy: str = "auto",
+    precision: str = "32-true",
+    loggers: Sequence[Any] = (),
+) -> Fabric:
     """A Fabric for the loop, its arguments checked first (see :func:`check_engine`)."""
     accelerator, strategy = check_engine(accelerator, devices, strategy, precision)
     quiet_engine_logs()  # on a GPU, one process too: Fabric's note on TF32 matmuls would print in every notebook
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Fabric's notes on environments and launchers; our messages say what matters
-        return Fabric(accelerator=accelerator, devices=devices, strategy=strategy, precision=precision,
-                      loggers=list(loggers))  # fmt: skip
+        return Fabric(
+            accelerator=accelerator, devices=devices, strategy=strategy, precision=precision, loggers=list(loggers)
+        )
 
 
-def quiet_engine_logs() -> "QuietEngineLogs":
+def quiet_engine_logs() -> QuietEngineLogs:
     """Fabric's own INFO lines (backend and process banners) off; its warnings and errors stay."""
     logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
     return QuietEngineLogs()

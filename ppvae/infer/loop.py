@@ -22,8 +22,9 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import pyro
 import torch
@@ -152,8 +153,14 @@ class TrainingLoop:
             losses = torch.zeros(steps, device=fabric.device)
             checked = 0
             arguments: dict[str, Any] = {}
-            bar = tqdm(total=per_rank * world, desc=f"epoch {epoch}/{last_epoch}", unit="img", disable=not show,
-                       leave=False, dynamic_ncols=True)  # fmt: skip
+            bar = tqdm(
+                total=per_rank * world,
+                desc=f"epoch {epoch}/{last_epoch}",
+                unit="img",
+                disable=not show,
+                leave=False,
+                dynamic_ncols=True,
+            )
             with bar, warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)  # ours says more
                 for step, (x, c) in enumerate(locked_iter(self.batches.batches(epoch))):
@@ -164,8 +171,9 @@ class TrainingLoop:
                         self.optimizer.zero_grad(set_to_none=True)
                         fabric.backward(loss * world if world > 1 else loss)  # DDP averages; the ELBO is a sum
                         if self.clip_norm is not None:
-                            fabric.clip_gradients(self.loss, self.optimizer, max_norm=self.clip_norm,
-                                                  error_if_nonfinite=False)  # fmt: skip
+                            fabric.clip_gradients(
+                                self.loss, self.optimizer, max_norm=self.clip_norm, error_if_nonfinite=False
+                            )
                         self.optimizer.step()
                     losses[step] = loss.detach()
                     if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
@@ -185,14 +193,19 @@ class TrainingLoop:
             total = losses.sum()
             if world > 1:
                 total = fabric.all_reduce(total, reduce_op="sum")
-            record: dict[str, Any] = {"epoch": epoch, "train_loss": total.item() / (per_rank * world),
-                                      "seconds": time.perf_counter() - started}  # fmt: skip
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "train_loss": total.item() / (per_rank * world),
+                "seconds": time.perf_counter() - started,
+            }
             record.update({k: float(v) for k, v in arguments.items() if isinstance(v, (int, float))})
             state = {"epoch": epoch, "global_step": global_step, "optimizer": self.optimizer.state_dict()}
             stop = False
             if fabric.is_global_zero and self.on_epoch_end is not None:
                 stop = bool(self.on_epoch_end(record, state))
-            fabric.log_dict({k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"}, step=epoch)
+            fabric.log_dict(
+                {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"}, step=epoch
+            )
             records.append(record)
             if world > 1:
                 stop = fabric.broadcast(stop, src=0)

@@ -11,8 +11,8 @@ training loop needs a ``differentiable_loss``, which ``RenyiELBO`` lacks.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO

@@ -9,11 +9,11 @@ ignored, so this is always the true ELBO.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pyro.poutine as poutine
-from pyro.poutine.util import site_is_subsample
 import torch
+from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
 
@@ -40,7 +40,11 @@ def elbo_terms(model: Callable, guide: Callable, *args, analytic_kl: bool = True
     """
     guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    sites = [(name, site) for name, site in model_trace.nodes.items() if site["type"] == "sample" and not site_is_subsample(site)]
+    sites = [
+        (name, site)
+        for name, site in model_trace.nodes.items()
+        if site["type"] == "sample" and not site_is_subsample(site)
+    ]
     n = next(f.size for _, site in sites for f in site["cond_indep_stack"] if f.name == "data")
     device = sites[0][1]["value"].device  # where the values live, even for a program without latent sites
     reconstruction = torch.zeros(n, device=device)

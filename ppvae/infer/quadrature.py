@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -46,18 +46,30 @@ class QuadratureEstimate:
 def _moments(fn) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation of a distribution, (..., d); a wide guess where the variance is infinite."""
     mean, std = spread(fn, non_finite=10.0)
-    return mean.reshape(-1, mean.shape[-1]) if mean.dim() else mean, std.reshape(-1, std.shape[-1]) if std.dim() else std
+    return mean.reshape(-1, mean.shape[-1]) if mean.dim() else mean, std.reshape(
+        -1, std.shape[-1]
+    ) if std.dim() else std
 
 
-def grid_for(prior_site: dict, guide_site: dict, prior_width: float, posterior_width: float,
-             points_per_scale: float, max_points: int) -> tuple[list[torch.Tensor], float]:  # fmt: skip
+def grid_for(
+    prior_site: dict,
+    guide_site: dict,
+    prior_width: float,
+    posterior_width: float,
+    points_per_scale: float,
+    max_points: int,
+) -> tuple[list[torch.Tensor], float]:
     """The grid per dimension and its spacing: a box over the prior's bulk and every posterior, spaced at
     ``points_per_scale`` points per smallest posterior scale, at most ``max_points`` per dimension (odd, so the
     coarse grid of every other point shares its ends)."""
     prior_mean, prior_std = _moments(prior_site["fn"])
     q_mean, q_std = _moments(guide_site["fn"])
-    low = torch.minimum((prior_mean - prior_width * prior_std).min(0).values, (q_mean - posterior_width * q_std).min(0).values)
-    high = torch.maximum((prior_mean + prior_width * prior_std).max(0).values, (q_mean + posterior_width * q_std).max(0).values)
+    low = torch.minimum(
+        (prior_mean - prior_width * prior_std).min(0).values, (q_mean - posterior_width * q_std).min(0).values
+    )
+    high = torch.maximum(
+        (prior_mean + prior_width * prior_std).max(0).values, (q_mean + posterior_width * q_std).max(0).values
+    )
     spacing = float(q_std.min()) / points_per_scale
     points = int(math.ceil(float((high - low).max()) / spacing)) + 1
     points = min(max(points, 33), max_points)
@@ -65,8 +77,10 @@ def grid_for(prior_site: dict, guide_site: dict, prior_width: float, posterior_w
     spacing = float((high - low).max()) / (points - 1)
     centre = (low + high) / 2
     half = spacing * (points - 1) / 2
-    axes = [torch.linspace(float(centre[d]) - half, float(centre[d]) + half, points, dtype=torch.float64)
-            for d in range(low.numel())]  # fmt: skip
+    axes = [
+        torch.linspace(float(centre[d]) - half, float(centre[d]) + half, points, dtype=torch.float64)
+        for d in range(low.numel())
+    ]
     return axes, spacing
 
 
@@ -99,15 +113,22 @@ def quadrature_log_evidence(
         name, prior_site, guide_site = latent_site(model, guide, xb, cb, max_dim=MAX_DIM, purpose="quadrature")
         axes, spacing = grid_for(prior_site, guide_site, prior_width, posterior_width, points_per_scale, max_points)
         grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))  # (G, d)
-        coarse = torch.stack(torch.meshgrid(*[torch.arange(a.numel()) % 2 == 0 for a in axes], indexing="ij"),
-                             -1).all(-1).reshape(-1)  # every other point in each dimension  # fmt: skip
+        coarse = (
+            torch.stack(torch.meshgrid(*[torch.arange(a.numel()) % 2 == 0 for a in axes], indexing="ij"), -1)
+            .all(-1)
+            .reshape(-1)
+        )  # every other point in each dimension
         fine_total = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=xb.device)
         coarse_total = fine_total.clone()
         for begin in range(0, grid.shape[0], chunk_size):
             points = grid[begin : begin + chunk_size].to(xb.device, torch.float32)
             # Without a condition, p(x | z) depends on the image only through x: one decoder pass per grid point,
             # broadcast over the images. A condition c makes the decoder's input differ per image.
-            z = points[:, None, :] if cb is None else points[:, None, :].expand(points.shape[0], xb.shape[0], points.shape[1])
+            z = (
+                points[:, None, :]
+                if cb is None
+                else points[:, None, :].expand(points.shape[0], xb.shape[0], points.shape[1])
+            )
             if prior_site["fn"].event_shape == ():
                 z = z[..., 0]
             log_joint = sum(log_joint_parts(model, name, z, xb, cb)).double()
@@ -123,5 +144,11 @@ def quadrature_log_evidence(
         if progress is not None:
             progress(xb.shape[0])
     axes, spacing = used[-1]
-    return QuadratureEstimate(torch.cat(estimates), torch.cat(errors), axes[0].numel(), spacing,
-                              [(float(a[0]), float(a[-1])) for a in axes], time.perf_counter() - started)  # fmt: skip
+    return QuadratureEstimate(
+        torch.cat(estimates),
+        torch.cat(errors),
+        axes[0].numel(),
+        spacing,
+        [(float(a[0]), float(a[-1])) for a in axes],
+        time.perf_counter() - started,
+    )

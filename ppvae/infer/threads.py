@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Callable, Iterable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable)

@@ -9,7 +9,7 @@ a tensor of values, (points, N, d), inside an extra plate at dim -2.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pyro
 import pyro.poutine as poutine
@@ -19,8 +19,14 @@ from pyro.poutine.util import site_is_subsample
 POINTS_PLATE = "latent_points"
 
 
-def latent_site(model: Callable, guide: Callable, x: torch.Tensor, c: torch.Tensor | None,
-                max_dim: int | None = None, purpose: str = "this estimator") -> tuple[str, dict, dict]:  # fmt: skip
+def latent_site(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    c: torch.Tensor | None,
+    max_dim: int | None = None,
+    purpose: str = "this estimator",
+) -> tuple[str, dict, dict]:
     """The one latent site's name and its model and guide sites (one trace each, on the batch).
 
     An error naming ``purpose`` if the model has more than one latent site, or (with ``max_dim``)
@@ -28,15 +34,20 @@ def latent_site(model: Callable, guide: Callable, x: torch.Tensor, c: torch.Tens
     """
     guide_trace = poutine.trace(guide).get_trace(x, c)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, c)
-    latent = [s for s in model_trace.nodes.values()
-              if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]  # fmt: skip
+    latent = [
+        s
+        for s in model_trace.nodes.values()
+        if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
+    ]
     if len(latent) != 1:
         raise ValueError(f"{purpose} needs exactly one latent site, the model has {[s['name'] for s in latent]}")
     site = latent[0]
     dim = site["fn"].event_shape.numel() if site["fn"].event_shape else 1
     if max_dim is not None and (len(site["fn"].event_shape) > 1 or dim > max_dim):
-        raise ValueError(f"{purpose} integrates over at most {max_dim} latent dimensions; site {site['name']!r} has "
-                         f"{dim}: use importance sampling or AIS")  # fmt: skip
+        raise ValueError(
+            f"{purpose} integrates over at most {max_dim} latent dimensions; site {site['name']!r} has "
+            f"{dim}: use importance sampling or AIS"
+        )
     return site["name"], site, guide_trace.nodes[site["name"]]
 
 
@@ -52,8 +63,9 @@ def spread(fn, non_finite: float) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, torch.where(torch.isfinite(std), std, torch.full_like(std, non_finite))
 
 
-def log_joint_parts(model: Callable, site_name: str, z: torch.Tensor, x: torch.Tensor,
-                    c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def log_joint_parts(
+    model: Callable, site_name: str, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(z) and log p(x | z) at values ``z`` (P, N, d), or (P, 1, d) shared by the images, each (P, N).
 
     Differentiable in ``z``; float32 like the model. Site scales (beta) are ignored: these are the

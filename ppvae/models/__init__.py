@@ -9,8 +9,27 @@ from ppvae.models.runs import load
 from ppvae.models.training import TrainingDiverged
 from ppvae.models.vae import VAE
 
-MODELS: dict[str, type[LatentVariableModel]] = {"VAE": VAE, "CVAE": CVAE, "FactorAnalysis": FactorAnalysis,
-                                               "CompletionVAE": CompletionVAE, "CompletionNetwork": CompletionNetwork}
+MODELS: dict[str, type[LatentVariableModel]] = {
+    "VAE": VAE,
+    "CVAE": CVAE,
+    "FactorAnalysis": FactorAnalysis,
+    "CompletionVAE": CompletionVAE,
+    "CompletionNetwork": CompletionNetwork,
+}
 
-__all__ = ["CVAE", "CompletionNetwork", "CompletionVAE", "MODELS", "FactorAnalysis", "VAE", "LatentVariableModel", "TrainingDiverged", "bits_per_dim", "completion_rows",
-           "completion_scores", "load", "log_evidence", "bdmc"]  # fmt: skip
+__all__ = [
+    "CVAE",
+    "CompletionNetwork",
+    "CompletionVAE",
+    "MODELS",
+    "FactorAnalysis",
+    "VAE",
+    "LatentVariableModel",
+    "TrainingDiverged",
+    "bits_per_dim",
+    "completion_rows",
+    "completion_scores",
+    "load",
+    "log_evidence",
+    "bdmc",
+]

@@ -24,7 +24,8 @@ import pyro
 import torch
 from torch import nn
 
-from ppvae.data import Data, ImageDataset, as_images, binarize as binarize_images, check_binarize, fixed_binarization
+from ppvae.data import Data, as_images, check_binarize, fixed_binarization
+from ppvae.data import binarize as binarize_images
 from ppvae.infer import PYRO_LOCK, elbo_terms, seeded, serialised
 from ppvae.models import evidence, runs, training
 from ppvae.models.registry import register_model
@@ -91,13 +92,23 @@ class LatentVariableModel(nn.Module):
         """The constructor arguments that rebuild this model (JSON-serialisable)."""
         raise NotImplementedError
 
-    def model(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0,
-              size: int | None = None):  # fmt: skip
+    def model(
+        self,
+        x: torch.Tensor | None = None,
+        c: torch.Tensor | None = None,
+        kl_weight: float = 1.0,
+        size: int | None = None,
+    ):
         """p(z | c) p(x | z, c), observed where ``x`` is given; ``size`` images are generated otherwise."""
         raise NotImplementedError
 
-    def guide(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0,
-              size: int | None = None):  # fmt: skip
+    def guide(
+        self,
+        x: torch.Tensor | None = None,
+        c: torch.Tensor | None = None,
+        kl_weight: float = 1.0,
+        size: int | None = None,
+    ):
         """q(z | x, c)."""
         raise NotImplementedError
 
@@ -138,8 +149,9 @@ class LatentVariableModel(nn.Module):
         """``data`` as float images (N, C, H, W) on the model's device, as given (not binarised)."""
         return as_images(data, self.x_shape).to(self.device)
 
-    def conditions(self, data: Data | None, y: torch.Tensor | None = None, images: torch.Tensor | None = None
-                   ) -> torch.Tensor | None:  # fmt: skip
+    def conditions(
+        self, data: Data | None, y: torch.Tensor | None = None, images: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """What the programs take as ``c`` for ``data`` (labels ``y``, or the dataset's): None for an unconditional model.
 
         ``images`` are ``data`` as prepared for scoring (binarised), for a model whose condition is
@@ -183,7 +195,9 @@ class LatentVariableModel(nn.Module):
         """
         x = self.images(data)
         if binarize == "auto":
-            binarize = self.fit_config["binarize"] if "binarize" in self.fit_config else self.resolve_binarize("auto", x)
+            binarize = (
+                self.fit_config["binarize"] if "binarize" in self.fit_config else self.resolve_binarize("auto", x)
+            )
         x = binarize_images(x, fixed_binarization(check_binarize(binarize)), seed=seed)
         self.check_data(x)
         return x
@@ -256,8 +270,14 @@ class LatentVariableModel(nn.Module):
         with training.run_folder(self, out, resume, overwrite), training.unchanged_on_error(self):
             return self._fit(data, test, y, validation, options)
 
-    def _fit(self, data: Data, test: Data | None, y: torch.Tensor | None, validation: float | Data | None,
-             options: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+    def _fit(
+        self,
+        data: Data,
+        test: Data | None,
+        y: torch.Tensor | None,
+        validation: float | Data | None,
+        options: dict[str, Any],
+    ) -> list[dict[str, Any]]:
         """How this model fits; SVI through the shared loop unless a subclass has a closed form."""
         return training.fit_model(self, data, test, y, validation, options)
 
@@ -270,8 +290,14 @@ class LatentVariableModel(nn.Module):
     # -- inference and generation ---------------------------------------------------------------
 
     @torch.no_grad()
-    def encode(self, data: Data, y: torch.Tensor | None = None, return_scale: bool = False,
-               binarize: str | None = "auto", seed: int = 0):  # fmt: skip
+    def encode(
+        self,
+        data: Data,
+        y: torch.Tensor | None = None,
+        return_scale: bool = False,
+        binarize: str | None = "auto",
+        seed: int = 0,
+    ):
         """Posterior means of z for each image (and the posterior scales with ``return_scale``).
 
         Like every method that takes images, it sees them as ``evaluate`` scores them (see ``prepare``):
@@ -290,8 +316,9 @@ class LatentVariableModel(nn.Module):
         return self.likelihood_mean(torch.as_tensor(z, dtype=torch.float32).to(self.device), c)
 
     @torch.no_grad()
-    def reconstruct(self, data: Data, y: torch.Tensor | None = None, binarize: str | None = "auto",
-                    seed: int = 0) -> torch.Tensor:  # fmt: skip
+    def reconstruct(
+        self, data: Data, y: torch.Tensor | None = None, binarize: str | None = "auto", seed: int = 0
+    ) -> torch.Tensor:
         """Decode the posterior mean of each image: E[x | z = E_q[z | x]], the images seen as ``prepare`` sees them."""
         self.eval()
         x = self.prepare(data, binarize, seed)
@@ -319,7 +346,12 @@ class LatentVariableModel(nn.Module):
     @serialised
     @torch.no_grad()
     def elbo_terms(
-        self, data: Data, y: torch.Tensor | None = None, batch_size: int = 1000, binarize: str | None = "auto", seed: int = 0
+        self,
+        data: Data,
+        y: torch.Tensor | None = None,
+        batch_size: int = 1000,
+        binarize: str | None = "auto",
+        seed: int = 0,
     ) -> dict[str, torch.Tensor]:
         """Per-example ELBO, reconstruction log-likelihood and KL in nats, each a tensor (N,).
 
@@ -363,14 +395,21 @@ class LatentVariableModel(nn.Module):
         0.7, where the estimate is not to be trusted. A model with a closed-form evidence adds
         ``log_px_exact``.
         """
-        broken = [name for name, value in self.state_dict().items() if value.is_floating_point() and not value.isfinite().all()]
+        broken = [
+            name
+            for name, value in self.state_dict().items()
+            if value.is_floating_point() and not value.isfinite().all()
+        ]
         if broken:
-            raise ValueError(f"the model's weights hold NaN or infinite values ({broken[0]}{' and others' if len(broken) > 1 else ''}): "
-                             "there is nothing to evaluate; a diverged run keeps its last good weights in weights.pt")  # fmt: skip
+            raise ValueError(
+                f"the model's weights hold NaN or infinite values ({broken[0]}{' and others' if len(broken) > 1 else ''}): "
+                "there is nothing to evaluate; a diverged run keeps its last good weights in weights.pt"
+            )
         terms = self.elbo_terms(data, y, batch_size=batch_size, binarize=binarize, seed=seed)
         if num_samples:
-            estimate = self.log_evidence(data, num_samples, y, binarize=binarize, seed=seed, progress=progress,
-                                         diagnostics=True)  # fmt: skip
+            estimate = self.log_evidence(
+                data, num_samples, y, binarize=binarize, seed=seed, progress=progress, diagnostics=True
+            )
             terms["log_px"] = estimate.log_evidence
             terms["gap"] = estimate.log_evidence - terms["elbo"]
             terms["effective_sample_size"] = estimate.effective_sample_size

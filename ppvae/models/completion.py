@@ -18,8 +18,9 @@ plausible ones (Sohn, Lee & Yan, 2015).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pyro
 import torch
@@ -93,7 +94,9 @@ class Completion:
         """c for images x with ``visible`` quadrants shown (a number, or one per image)."""
         counts = torch.as_tensor(visible, device=x.device).long().expand(x.shape[0])
         if counts.numel() and (counts.min() < 1 or counts.max() > 3):
-            raise ValueError(f"visible quadrants must be 1, 2 or 3, got values in [{int(counts.min())}, {int(counts.max())}]")
+            raise ValueError(
+                f"visible quadrants must be 1, 2 or 3, got values in [{int(counts.min())}, {int(counts.max())}]"
+            )
         return self.visible_part(x, quadrant_masks(self.x_shape, x.device)[counts])
 
     def conditions(self, data: Data | None, y: Any = None, images: torch.Tensor | None = None) -> torch.Tensor:
@@ -114,15 +117,19 @@ class Completion:
         return self.quadrant_condition(x, choices[torch.randint(len(choices), (x.shape[0],), device=x.device)])
 
     def sample(self, n: int = 64, y: Any = None, seed: int | None = None) -> torch.Tensor:
-        raise ValueError(f"{type(self).__name__} completes images rather than drawing them from nothing: "
-                         "use model.complete(x, visible=2)")  # fmt: skip
+        raise ValueError(
+            f"{type(self).__name__} completes images rather than drawing them from nothing: "
+            "use model.complete(x, visible=2)"
+        )
 
     def completion_means(self, c: torch.Tensor, samples: int) -> torch.Tensor:
         """E[x | c] for ``samples`` draws of whatever is random given c, (samples, N, C, H, W)."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def complete(self, data: Data, visible: int | torch.Tensor = 2, samples: int = 1, seed: int | None = 0) -> torch.Tensor:
+    def complete(
+        self, data: Data, visible: int | torch.Tensor = 2, samples: int = 1, seed: int | None = 0
+    ) -> torch.Tensor:
         """``samples`` completions of each image from its ``visible`` quadrants, (N, samples, C, H, W):
         the visible pixels as the model sees them (binarised as in training), the hidden ones the model's
         mean given each draw."""
@@ -146,10 +153,20 @@ class Completion:
         x = self.preview[:8]
         rows = {}
         for k in QUADRANTS:
-            rows.update({f"{name} ({k} shown)" if name != "test images" else name: images
-                         for name, images in completion_rows({"completion": self}, x, k).items()})  # fmt: skip
-        return [save_figure_atomic(viz.image_rows, directory / "completions.png", rows,
-                                   title=f"{type(self).__name__}: the hidden quadrants filled in")]  # fmt: skip
+            rows.update(
+                {
+                    f"{name} ({k} shown)" if name != "test images" else name: images
+                    for name, images in completion_rows({"completion": self}, x, k).items()
+                }
+            )
+        return [
+            save_figure_atomic(
+                viz.image_rows,
+                directory / "completions.png",
+                rows,
+                title=f"{type(self).__name__}: the hidden quadrants filled in",
+            )
+        ]
 
 
 class CompletionVAE(Completion, VAE):
@@ -182,13 +199,23 @@ class CompletionVAE(Completion, VAE):
     def config(self) -> dict[str, Any]:
         return {**super().config(), "visible": list(self.visible)}
 
-    def model(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0,
-              size: int | None = None):  # fmt: skip
+    def model(
+        self,
+        x: torch.Tensor | None = None,
+        c: torch.Tensor | None = None,
+        kl_weight: float = 1.0,
+        size: int | None = None,
+    ):
         """The VAE's program on the visible part c, scoring the hidden pixels only (see ``observed``)."""
         return super().model(x, self.required(c), kl_weight, size)
 
-    def guide(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0,
-              size: int | None = None):  # fmt: skip
+    def guide(
+        self,
+        x: torch.Tensor | None = None,
+        c: torch.Tensor | None = None,
+        kl_weight: float = 1.0,
+        size: int | None = None,
+    ):
         """q(z | x, c): the encoder sees the whole image and the visible part."""
         return super().guide(x, self.required(c), kl_weight, size)
 
@@ -218,7 +245,10 @@ class CompletionNetwork(Completion, LatentVariableModel):
     ):
         super().__init__(tuple(x_shape), z_dim=0)
         self.visible = self._check_visible(visible)
-        self.specs = {"likelihood": normalize_spec(likelihood, "likelihood"), "network": normalize_spec(network, "network")}
+        self.specs = {
+            "likelihood": normalize_spec(likelihood, "likelihood"),
+            "network": normalize_spec(network, "network"),
+        }
         options = {k: v for k, v in self.specs["network"].items() if k != "name"}
         if self.specs["network"]["name"] != "mlp" or set(options) - {"hidden"}:
             raise ValueError(f"CompletionNetwork takes network='mlp' with an optional 'hidden' list, got {network!r}")
@@ -231,8 +261,13 @@ class CompletionNetwork(Completion, LatentVariableModel):
     def config(self) -> dict[str, Any]:
         return {"x_shape": list(self.x_shape), **self.specs, "visible": list(self.visible)}
 
-    def model(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0,
-              size: int | None = None):  # fmt: skip
+    def model(
+        self,
+        x: torch.Tensor | None = None,
+        c: torch.Tensor | None = None,
+        kl_weight: float = 1.0,
+        size: int | None = None,
+    ):
         """p(x_hidden | v): the network's distribution over the hidden pixels, observed where ``x`` is given."""
         pyro.module(f"{self.pyro_name}.net", self.net)
         if any(True for _ in self.likelihood.parameters()):
@@ -243,8 +278,13 @@ class CompletionNetwork(Completion, LatentVariableModel):
         with pyro.plate("data", c.shape[0]):
             return pyro.sample("x", observed_where(self.likelihood(self.net(c)), self.hidden_pixels(c)), obs=x)
 
-    def guide(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0,
-              size: int | None = None):  # fmt: skip
+    def guide(
+        self,
+        x: torch.Tensor | None = None,
+        c: torch.Tensor | None = None,
+        kl_weight: float = 1.0,
+        size: int | None = None,
+    ):
         """Nothing to infer: no latent variables."""
 
     def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None):
@@ -275,9 +315,15 @@ class CompletionNetwork(Completion, LatentVariableModel):
 
 
 @torch.no_grad()
-def completion_scores(model: LatentVariableModel, data: Data, visible: Sequence[int] = QUADRANTS,
-                      num_samples: int = 1000, particles: int = 10, seed: int = 0,
-                      progress: bool = False) -> dict[int, dict[str, float]]:  # fmt: skip
+def completion_scores(
+    model: LatentVariableModel,
+    data: Data,
+    visible: Sequence[int] = QUADRANTS,
+    num_samples: int = 1000,
+    particles: int = 10,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[int, dict[str, float]]:
     """Negative conditional log-likelihood of the hidden pixels, nats per image, for each number of visible quadrants.
 
     ``nll``: exact for the network (it has no latent variable), importance-sampled with K =
@@ -293,13 +339,16 @@ def completion_scores(model: LatentVariableModel, data: Data, visible: Sequence[
         scores[int(k)] = {"nll": elbo_nll, "elbo_nll": elbo_nll}  # no latent: the likelihood is exact
         if model.has_latent:
             estimate = model.log_evidence(data, num_samples, counts, seed=seed, diagnostics=True, progress=progress)
-            scores[int(k)].update(nll=-estimate.log_evidence.mean().item(),
-                                  khat_unreliable=(estimate.pareto_k > KHAT_UNRELIABLE).double().mean().item())
+            scores[int(k)].update(
+                nll=-estimate.log_evidence.mean().item(),
+                khat_unreliable=(estimate.pareto_k > KHAT_UNRELIABLE).double().mean().item(),
+            )
     return scores
 
 
-def completion_rows(models: Mapping[str, LatentVariableModel], data: Data, visible: int,
-                    samples: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:  # fmt: skip
+def completion_rows(
+    models: Mapping[str, LatentVariableModel], data: Data, visible: int, samples: int = 3, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """Rows for ``viz.image_rows``: the images, what is shown, then each model's completions
     (one row per draw for a latent-variable model, one for a network)."""
     first = next(iter(models.values()))

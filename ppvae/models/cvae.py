@@ -10,12 +10,12 @@ ignores c. Sampling with a chosen label gives images of that class
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from pathlib import Path
 
 from ppvae import viz
 from ppvae.infer import seeded
@@ -100,7 +100,9 @@ class CVAE(VAE):
             return y  # already one-hot (or soft) labels
         y = y.long()
         if y.numel() and (y.min() < 0 or y.max() >= self.num_classes):
-            raise ValueError(f"labels must lie in 0..{self.num_classes - 1}, got values in [{int(y.min())}, {int(y.max())}]")
+            raise ValueError(
+                f"labels must lie in 0..{self.num_classes - 1}, got values in [{int(y.min())}, {int(y.max())}]"
+            )
         return F.one_hot(y, self.num_classes).float()
 
     # -- the course report's experiments: each one call, one tensor of images -------------------------
@@ -135,7 +137,8 @@ class CVAE(VAE):
         n = z.shape[0]
         every = torch.arange(self.num_classes, device=self.device).repeat(n)
         return self.likelihood_mean(z.repeat_interleave(self.num_classes, 0), self.condition(every)).reshape(
-            n, self.num_classes, *self.x_shape)  # fmt: skip
+            n, self.num_classes, *self.x_shape
+        )
 
     @torch.no_grad()
     def slider(self, dim: int = 0, labels: Any = None, steps: int = 9, span: float = 2.5) -> torch.Tensor:
@@ -147,8 +150,10 @@ class CVAE(VAE):
         labels = range(self.num_classes) if labels is None else [labels] if isinstance(labels, (int, str)) else labels
         z = torch.zeros(steps, self.z_dim, device=self.device)
         z[:, dim] = torch.linspace(-span, span, steps, device=self.device)
-        rows = [self.likelihood_mean(z, self.condition(torch.full((steps,), self.label_index(label), device=self.device)))
-                for label in labels]  # fmt: skip
+        rows = [
+            self.likelihood_mean(z, self.condition(torch.full((steps,), self.label_index(label), device=self.device)))
+            for label in labels
+        ]
         return torch.stack(rows)
 
     def draw_figures(self, directory: Path) -> list[Path]:
@@ -159,13 +164,27 @@ class CVAE(VAE):
         if self.preview is not None and self.preview_y is not None:
             moved = self.transfer(self.preview[:6], self.preview_y[:6]).cpu()
             originals = self.preview[:6].cpu()
-            rows = {f"{i + 1}. {names[int(label)]}, then every class": torch.cat([original[None], row])
-                    for i, (original, label, row) in enumerate(zip(originals, self.preview_y[:6], moved))}  # fmt: skip
-            paths.append(save_figure_atomic(viz.image_rows, directory / "transfer.png", rows,
-                                            title="A test image, then its z decoded with every label"))  # fmt: skip
+            rows = {
+                f"{i + 1}. {names[int(label)]}, then every class": torch.cat([original[None], row])
+                for i, (original, label, row) in enumerate(zip(originals, self.preview_y[:6], moved))
+            }
+            paths.append(
+                save_figure_atomic(
+                    viz.image_rows,
+                    directory / "transfer.png",
+                    rows,
+                    title="A test image, then its z decoded with every label",
+                )
+            )
         rows = dict(zip(names, self.slider(0).cpu()))
-        paths.append(save_figure_atomic(viz.image_rows, directory / "slider.png", rows,
-                                        title="z[0] from -2.5 to 2.5, the rest 0, for each label"))  # fmt: skip
+        paths.append(
+            save_figure_atomic(
+                viz.image_rows,
+                directory / "slider.png",
+                rows,
+                title="z[0] from -2.5 to 2.5, the rest 0, for each label",
+            )
+        )
         return paths
 
     def __repr__(self) -> str:

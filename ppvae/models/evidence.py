@@ -9,8 +9,9 @@ in training), picks chunk sizes from a memory budget, and shows a progress bar.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import pyro
 import torch
@@ -29,8 +30,9 @@ if TYPE_CHECKING:
 
 
 @contextmanager
-def _scoring(model: "LatentVariableModel", data: Data | None = None, y=None, binarize=None,
-             seed: int | None = 0) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None]]:  # fmt: skip
+def _scoring(
+    model: LatentVariableModel, data: Data | None = None, y=None, binarize=None, seed: int | None = 0
+) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None]]:
     """The model in eval mode (restored afterwards, errors included), with ``data`` prepared as it is scored:
     the images and their conditions; no other thread runs Pyro programs meanwhile."""
     with PYRO_LOCK:  # one thread's programs at a time (see ppvae.infer.threads)
@@ -47,7 +49,7 @@ def _scoring(model: "LatentVariableModel", data: Data | None = None, y=None, bin
 
 
 def log_evidence(
-    model: "LatentVariableModel",
+    model: LatentVariableModel,
     data: Data,
     num_samples: int = 1000,
     y: torch.Tensor | None = None,
@@ -98,8 +100,10 @@ def log_evidence(
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     if proposal != "prior" and model.point_mass_guide:
-        raise ValueError("the guide is a point mass (guide='delta'), which has no density to weigh samples by; "
-                         "use proposal='prior' or a guide with spread")  # fmt: skip
+        raise ValueError(
+            "the guide is a point mass (guide='delta'), which has no density to weigh samples by; "
+            "use proposal='prior' or a guide with spread"
+        )
     with _scoring(model, data, y, binarize, seed) as (x, c):
         if memory_mb is None:
             memory_mb = 64 if x.device.type == "cpu" else 1024
@@ -109,26 +113,44 @@ def log_evidence(
         bar = tqdm(total=x.shape[0], desc=f"log p(x), K={num_samples}", unit="image", disable=not progress, leave=False)
         with seeded(seed, x.device), bar, pyro.validation_enabled(False):
             estimate = estimate_log_evidence(
-                model.model, model.guide, x, c, num_samples=num_samples, batch_size=batch_size, chunk_size=chunk_size,
-                diagnostics=diagnostics and pareto_k, progress=bar.update, proposal=proposal,
-            )  # fmt: skip
+                model.model,
+                model.guide,
+                x,
+                c,
+                num_samples=num_samples,
+                batch_size=batch_size,
+                chunk_size=chunk_size,
+                diagnostics=diagnostics and pareto_k,
+                progress=bar.update,
+                proposal=proposal,
+            )
     return estimate if diagnostics else estimate.log_evidence
 
 
-def _quadrature(model: "LatentVariableModel", data: Data, y, batch_size: int | None, binarize, seed: int | None,
-                diagnostics: bool, progress: bool) -> torch.Tensor | QuadratureEstimate:  # fmt: skip
+def _quadrature(
+    model: LatentVariableModel,
+    data: Data,
+    y,
+    batch_size: int | None,
+    binarize,
+    seed: int | None,
+    diagnostics: bool,
+    progress: bool,
+) -> torch.Tensor | QuadratureEstimate:
     if not model.has_latent or model.z_dim > 2:
-        raise ValueError(f"quadrature integrates over 1 or 2 latent dimensions; this model has "
-                         f"{model.z_dim}: use method='is'")  # fmt: skip
+        raise ValueError(
+            f"quadrature integrates over 1 or 2 latent dimensions; this model has {model.z_dim}: use method='is'"
+        )
     with _scoring(model, data, y, binarize, seed) as (x, c):
         bar = tqdm(total=x.shape[0], desc="log p(x), quadrature", unit="image", disable=not progress, leave=False)
         with bar, pyro.validation_enabled(False):
-            estimate = quadrature_log_evidence(model.model, model.guide, x, c, batch_size=batch_size or 20,
-                                               progress=bar.update)  # fmt: skip
+            estimate = quadrature_log_evidence(
+                model.model, model.guide, x, c, batch_size=batch_size or 20, progress=bar.update
+            )
     return estimate if diagnostics else estimate.log_evidence
 
 
-def _check_ais(model: "LatentVariableModel", start: str, chains: int, steps: int, leapfrog_steps: int) -> None:
+def _check_ais(model: LatentVariableModel, start: str, chains: int, steps: int, leapfrog_steps: int) -> None:
     if not model.has_latent:
         raise ValueError(f"{type(model).__name__} has no latent variable: its log-likelihood needs no estimator")
     if start not in ("guide", "prior"):
@@ -140,23 +162,56 @@ def _check_ais(model: "LatentVariableModel", start: str, chains: int, steps: int
             raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
 
 
-def _ais(model: "LatentVariableModel", data: Data, y, start: str, chains: int, steps: int, leapfrog_steps: int,
-         batch_size: int | None, binarize, seed: int | None, progress: bool) -> AISEstimate:  # fmt: skip
+def _ais(
+    model: LatentVariableModel,
+    data: Data,
+    y,
+    start: str,
+    chains: int,
+    steps: int,
+    leapfrog_steps: int,
+    batch_size: int | None,
+    binarize,
+    seed: int | None,
+    progress: bool,
+) -> AISEstimate:
     _check_ais(model, start, chains, steps, leapfrog_steps)
     with _scoring(model, data, y, binarize, seed) as (x, c):
         batch_size = batch_size or max(1, rows_per_pass(64 if x.device.type == "cpu" else 1024, model.x_dim) // chains)
         batches = math.ceil(x.shape[0] / batch_size)
-        bar = tqdm(total=batches * steps, desc=f"log p(x), AIS {chains}x{steps}", unit="step", disable=not progress,
-                   leave=False)  # fmt: skip
+        bar = tqdm(
+            total=batches * steps,
+            desc=f"log p(x), AIS {chains}x{steps}",
+            unit="step",
+            disable=not progress,
+            leave=False,
+        )
         with seeded(seed, x.device), bar, pyro.validation_enabled(False):
-            return ais_log_evidence(model.model, model.guide, x, c, chains=chains, steps=steps,
-                                    leapfrog_steps=leapfrog_steps, start=start, batch_size=batch_size,
-                                    progress=bar.update)  # fmt: skip
+            return ais_log_evidence(
+                model.model,
+                model.guide,
+                x,
+                c,
+                chains=chains,
+                steps=steps,
+                leapfrog_steps=leapfrog_steps,
+                start=start,
+                batch_size=batch_size,
+                progress=bar.update,
+            )
 
 
-def bdmc(model: "LatentVariableModel", num_images: int = 100, y: torch.Tensor | None = None, chains: int = 16,
-         steps: int = 500, leapfrog_steps: int = 10, proposal: str = "guide", seed: int = 0,
-         progress: bool = True) -> tuple[torch.Tensor, AISEstimate]:  # fmt: skip
+def bdmc(
+    model: LatentVariableModel,
+    num_images: int = 100,
+    y: torch.Tensor | None = None,
+    chains: int = 16,
+    steps: int = 500,
+    leapfrog_steps: int = 10,
+    proposal: str = "guide",
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[torch.Tensor, AISEstimate]:
     """Bidirectional Monte Carlo (Grosse et al., 2015): simulate ``num_images`` images from the model, then
     bound each one's log p(x) from below (forward AIS) and above (reverse AIS from the z that drew it).
 
@@ -167,12 +222,24 @@ def bdmc(model: "LatentVariableModel", num_images: int = 100, y: torch.Tensor | 
     _check_ais(model, proposal, chains, steps, leapfrog_steps)
     like = torch.zeros(num_images, *model.x_shape, device=model.device)
     c = model.condition(model.sample_labels(num_images, y).to(model.device)) if model.conditional else None
-    bar = tqdm(total=2 * steps, desc=f"BDMC, AIS {chains}x{steps} both ways", unit="step", disable=not progress, leave=False)
+    bar = tqdm(
+        total=2 * steps, desc=f"BDMC, AIS {chains}x{steps} both ways", unit="step", disable=not progress, leave=False
+    )
     with _scoring(model), seeded(seed, model.device), bar, pyro.validation_enabled(False):
         z, x = simulate(model.model, model.guide, like, c)
-        estimate = bidirectional(model.model, model.guide, z, x, c, chains=chains, steps=steps,
-                                 leapfrog_steps=leapfrog_steps, start=proposal, batch_size=num_images,
-                                 progress=bar.update)  # fmt: skip
+        estimate = bidirectional(
+            model.model,
+            model.guide,
+            z,
+            x,
+            c,
+            chains=chains,
+            steps=steps,
+            leapfrog_steps=leapfrog_steps,
+            start=proposal,
+            batch_size=num_images,
+            progress=bar.update,
+        )
     return x, estimate
 
 
@@ -184,12 +251,19 @@ def reliability_warning(share: float, z_dim: int | None = None) -> str | None:
     """A plain-words warning when the share of images with k-hat > 0.7 is large, else None."""
     if not share > WARN_SHARE:
         return None
-    remedy = "method='quadrature' computes it exactly for z_dim <= 2" if z_dim is not None and z_dim <= 2 else \
-        ("more samples help little where q(z | x) misses a mode of the posterior; "
-         "method='ais' (annealed importance sampling) reaches it")
-    return (f"warning: Pareto k-hat > {KHAT_UNRELIABLE} on {share:.0%} of the images: there the importance-sampled "
-            f"log p(x) is unreliable (one run can land well off the true value, and on average it is too low: a "
-            f"stochastic lower bound); {remedy}")
+    remedy = (
+        "method='quadrature' computes it exactly for z_dim <= 2"
+        if z_dim is not None and z_dim <= 2
+        else (
+            "more samples help little where q(z | x) misses a mode of the posterior; "
+            "method='ais' (annealed importance sampling) reaches it"
+        )
+    )
+    return (
+        f"warning: Pareto k-hat > {KHAT_UNRELIABLE} on {share:.0%} of the images: there the importance-sampled "
+        f"log p(x) is unreliable (one run can land well off the true value, and on average it is too low: a "
+        f"stochastic lower bound); {remedy}"
+    )
 
 
 def bits_per_dim(log_px: torch.Tensor | float, x_dim: int, levels: int | None = None) -> torch.Tensor | float:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -50,8 +51,15 @@ class FactorAnalysis(VAE):
 
     has_exact_evidence = True
 
-    def __init__(self, x_shape: Sequence[int] = (1, 28, 28), z_dim: int = 20, guide: str = "exact", method: str = "em",
-                 max_iter: int = 1000, tol: float = 1e-4):  # fmt: skip
+    def __init__(
+        self,
+        x_shape: Sequence[int] = (1, 28, 28),
+        z_dim: int = 20,
+        guide: str = "exact",
+        method: str = "em",
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+    ):
         if guide not in GUIDES:
             raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
         if method not in METHODS:
@@ -59,17 +67,27 @@ class FactorAnalysis(VAE):
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1 or not tol > 0:
             raise ValueError(f"max_iter must be a positive integer and tol positive, got {max_iter!r} and {tol!r}")
         super().__init__(
-            x_shape, z_dim, prior="normal", likelihood={"name": "normal", "scale": "per_pixel", "min_scale": 1e-5},
-            guide="normal", network="linear",
-        )  # fmt: skip
+            x_shape,
+            z_dim,
+            prior="normal",
+            likelihood={"name": "normal", "scale": "per_pixel", "min_scale": 1e-5},
+            guide="normal",
+            network="linear",
+        )
         self.posterior_kind = guide
         self.method, self.max_iter, self.tol = method, max_iter, float(tol)
         if guide != "amortised":  # the posterior is a function of the model's own parameters
             self._pyro_parts["guide"] = self._pyro_parts["model"]
 
     def config(self) -> dict[str, Any]:
-        return {"x_shape": list(self.x_shape), "z_dim": self.z_dim, "guide": self.posterior_kind, "method": self.method,
-                "max_iter": self.max_iter, "tol": self.tol}  # fmt: skip
+        return {
+            "x_shape": list(self.x_shape),
+            "z_dim": self.z_dim,
+            "guide": self.posterior_kind,
+            "method": self.method,
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+        }
 
     # -- parameters ---------------------------------------------------------------------------------
 
@@ -156,8 +174,13 @@ class FactorAnalysis(VAE):
         precision = torch.cholesky_inverse(scale_tril)  # M
         return dist.Normal(loc, torch.diagonal(precision).rsqrt().expand_as(loc)).to_event(1)
 
-    def guide(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0,
-              size: int | None = None):  # fmt: skip
+    def guide(
+        self,
+        x: torch.Tensor | None = None,
+        c: torch.Tensor | None = None,
+        kl_weight: float = 1.0,
+        size: int | None = None,
+    ):
         """The exact posterior p(z | x), its mean-field fit, or with ``guide="amortised"`` the VAE's linear encoder."""
         if self.posterior_kind == "amortised":
             return super().guide(x, c, kl_weight, size)
@@ -181,16 +204,19 @@ class FactorAnalysis(VAE):
 
     # -- fitting --------------------------------------------------------------------------------------
 
-    def _fit(self, data: Data, test: Data | None, y: torch.Tensor | None, validation: Any,
-             options: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+    def _fit(
+        self, data: Data, test: Data | None, y: torch.Tensor | None, validation: Any, options: dict[str, Any]
+    ) -> list[dict[str, Any]]:
         """SVI through the shared loop, or closed-form EM, which takes only the options in ``EM_OPTIONS``."""
         if self.method == "svi":
             return super()._fit(data, test, y, validation, options)
         defaults = self.fit_defaults()
         changed = sorted(k for k, v in options.items() if k not in EM_OPTIONS and v != defaults.get(k))
         if changed:
-            raise ValueError(f"options {changed} apply to SVI; FactorAnalysis(method='em') fits by closed-form EM "
-                             f"(its options: max_iter, tol), or build FactorAnalysis(method='svi')")  # fmt: skip
+            raise ValueError(
+                f"options {changed} apply to SVI; FactorAnalysis(method='em') fits by closed-form EM "
+                f"(its options: max_iter, tol), or build FactorAnalysis(method='svi')"
+            )
         if options["devices"] != 1:
             raise ValueError("closed-form EM runs in one process; use devices=1")
         out = options["out"]
@@ -227,14 +253,20 @@ class FactorAnalysis(VAE):
         psi = (variance - W.pow(2).sum(1)).clamp_min(1e-6)
         floor = (2 * self.likelihood.min_scale) ** 2
         previous = -math.inf
-        for iteration in range(1, max_iter + 1):
+        for iteration in range(1, max_iter + 1):  # noqa: B007 (the count is recorded after the loop)
             W_psi, L = self._precision_factor(W, psi)
             M_inv = torch.cholesky_inverse(L)
             SW = S @ W_psi  # (d, k)
-            log_likelihood = -0.5 * (
-                d * math.log(2 * math.pi) + 2 * torch.log(torch.diagonal(L)).sum() + torch.log(psi).sum()
-                + (variance / psi).sum() - torch.trace(M_inv @ (W_psi.T @ SW))
-            ).item()  # fmt: skip
+            log_likelihood = (
+                -0.5
+                * (
+                    d * math.log(2 * math.pi)
+                    + 2 * torch.log(torch.diagonal(L)).sum()
+                    + torch.log(psi).sum()
+                    + (variance / psi).sum()
+                    - torch.trace(M_inv @ (W_psi.T @ SW))
+                ).item()
+            )
             if log_likelihood - previous < tol:
                 break
             previous = log_likelihood
@@ -244,8 +276,12 @@ class FactorAnalysis(VAE):
             psi = (variance - (W * B).sum(1)).clamp_min(floor)
         self._set_parameters(W, mu, psi)
         self.fit_config = {"method": "em", "iterations": iteration, "binarize": None}
-        record: dict[str, Any] = {"epoch": len(self.history) + 1, "train_log_likelihood": log_likelihood,
-                                  "iterations": iteration, "seconds": time.perf_counter() - started}  # fmt: skip
+        record: dict[str, Any] = {
+            "epoch": len(self.history) + 1,
+            "train_log_likelihood": log_likelihood,
+            "iterations": iteration,
+            "seconds": time.perf_counter() - started,
+        }
         if test is not None:
             record["test_log_likelihood"] = self.log_evidence(x_test).mean().item()
         self.history.append(record)

@@ -25,9 +25,10 @@ import shutil
 import signal
 import tempfile
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -109,9 +110,15 @@ def check_run_folder(directory: str | Path, resume: bool = False, overwrite: boo
         raise ValueError(f"the run folder {directory} is a file; give a folder to write the run in")
     held = sorted(p.name for p in directory.iterdir() if p.name != LOCK) if directory.is_dir() else []
     if held and not (resume or overwrite):
-        what = "a run" if SPEC in held else f"{len(held)} file(s) ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''})"
-        raise ValueError(f"{directory} already holds {what}: continue it with resume=True (--resume) or replace it "
-                         "with overwrite=True (--overwrite)")  # fmt: skip
+        what = (
+            "a run"
+            if SPEC in held
+            else f"{len(held)} file(s) ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''})"
+        )
+        raise ValueError(
+            f"{directory} already holds {what}: continue it with resume=True (--resume) or replace it "
+            "with overwrite=True (--overwrite)"
+        )
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
@@ -130,9 +137,11 @@ class RunLock:
         self.directory = Path(directory)
         self._descriptor: int | None = None
 
-    def __enter__(self) -> "RunLock":
-        busy = RunFolderBusy(f"another training is writing {self.directory} (it holds the folder's lock); wait "
-                             "for it to end or train into another folder")  # fmt: skip
+    def __enter__(self) -> RunLock:
+        busy = RunFolderBusy(
+            f"another training is writing {self.directory} (it holds the folder's lock); wait "
+            "for it to end or train into another folder"
+        )
         if fcntl is not None:
             descriptor = os.open(self.directory, os.O_RDONLY)
             try:
@@ -221,29 +230,45 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 # -- writing a run ----------------------------------------------------------------------------------
 
 
-def spec_of(model: "LatentVariableModel") -> dict[str, Any]:
-    return {"format": FORMAT_VERSION, "model": type(model).__name__, "config": model.config(),
-            "fit": model.fit_config, "data": model.data_source}  # fmt: skip
+def spec_of(model: LatentVariableModel) -> dict[str, Any]:
+    return {
+        "format": FORMAT_VERSION,
+        "model": type(model).__name__,
+        "config": model.config(),
+        "fit": model.fit_config,
+        "data": model.data_source,
+    }
 
 
-def save_figures(model: "LatentVariableModel", directory: Path) -> list[Path]:
+def save_figures(model: LatentVariableModel, directory: Path) -> list[Path]:
     """Training curves, a grid of 64 samples and, if the fit saw test images, their reconstructions."""
     paths = []
     if any("_elbo" in k for row in model.history for k in row):
         paths.append(save_figure_atomic(viz.history_plot, directory / "loss.png", model.history))
     if model.samples_from_prior:
         samples = model.sample(64, seed=0).cpu()
-        paths.append(save_figure_atomic(viz.image_grid, directory / "samples.png", samples,
-                                        title=f"{type(model).__name__} samples"))  # fmt: skip
+        paths.append(
+            save_figure_atomic(
+                viz.image_grid, directory / "samples.png", samples, title=f"{type(model).__name__} samples"
+            )
+        )
     if model.preview is not None and model.has_latent:
         recon = model.reconstruct(model.preview.to(model.device), y=model.preview_y).cpu()
-        paths.append(save_figure_atomic(viz.reconstruction_grid, directory / "reconstructions.png", model.preview,
-                                        {"reconstruction": recon}))  # fmt: skip
+        paths.append(
+            save_figure_atomic(
+                viz.reconstruction_grid, directory / "reconstructions.png", model.preview, {"reconstruction": recon}
+            )
+        )
     return paths + model.draw_figures(directory)
 
 
-def write_run(model: "LatentVariableModel", directory: Path, weights: dict[str, torch.Tensor] | None = None,
-              checkpoint: dict[str, Any] | None = None, figures: bool = False) -> Path:  # fmt: skip
+def write_run(
+    model: LatentVariableModel,
+    directory: Path,
+    weights: dict[str, torch.Tensor] | None = None,
+    checkpoint: dict[str, Any] | None = None,
+    figures: bool = False,
+) -> Path:
     """Write a run folder: spec, checkpoint, weights, metrics (in that order), then figures.
 
     The spec comes first because nothing can resume without it: a kill at any moment after the first
@@ -257,16 +282,23 @@ def write_run(model: "LatentVariableModel", directory: Path, weights: dict[str, 
             save_torch_atomic(checkpoint, directory / CHECKPOINT)
         if weights is None:
             weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        save_torch_atomic({"state_dict": weights, "preview": model.preview, "preview_y": model.preview_y,
-                           "snapshots": model.snapshots, "snapshot_labels": model.snapshot_labels},
-                          directory / WEIGHTS)  # fmt: skip
+        save_torch_atomic(
+            {
+                "state_dict": weights,
+                "preview": model.preview,
+                "preview_y": model.preview_y,
+                "snapshots": model.snapshots,
+                "snapshot_labels": model.snapshot_labels,
+            },
+            directory / WEIGHTS,
+        )
         write_text_atomic(directory / METRICS, metrics_text(model.history))
     if figures:
         save_figures(model, directory)
     return directory
 
 
-def save_run(model: "LatentVariableModel", directory: str | Path, figures: bool = True) -> Path:
+def save_run(model: LatentVariableModel, directory: str | Path, figures: bool = True) -> Path:
     """Write the model as it is now: spec.json, weights.pt, metrics.jsonl, the training state and (with ``figures``) PNGs.
 
     What the folder held that described other weights goes: the evaluation, the figures and, for a
@@ -322,24 +354,32 @@ def validate_spec(spec: Any, where: str | Path = "the spec") -> dict[str, Any]:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"{where}: field 'format' must be a positive whole number, got {version!r}")
     if version > FORMAT_VERSION:
-        raise ValueError(f"{where} has format {version}, written by a newer ppvae; this version reads formats up to "
-                         f"{FORMAT_VERSION}: upgrade ppvae")  # fmt: skip
+        raise ValueError(
+            f"{where} has format {version}, written by a newer ppvae; this version reads formats up to "
+            f"{FORMAT_VERSION}: upgrade ppvae"
+        )
     cls = model_class(spec.get("model"), str(where))
     config = spec.get("config")
     if not isinstance(config, dict):
         raise ValueError(f"{where}: field 'config' must be an object of {cls.__name__}'s arguments, got {config!r}")
-    parameters = {name: p for name, p in inspect.signature(cls.__init__).parameters.items()
-                  if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}  # fmt: skip
+    parameters = {
+        name: p
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
     unknown = sorted(set(config) - set(parameters))
     if unknown:
-        raise ValueError(f"{where}: unknown field 'config.{unknown[0]}' for {cls.__name__}; it takes "
-                         f"{', '.join(parameters)}")  # fmt: skip
+        raise ValueError(
+            f"{where}: unknown field 'config.{unknown[0]}' for {cls.__name__}; it takes {', '.join(parameters)}"
+        )
     for name, parameter in parameters.items():
         if name not in config:
             raise ValueError(f"{where}: field 'config.{name}' is missing")
         if not _type_fits(config[name], parameter.default):
-            raise ValueError(f"{where}: field 'config.{name}' has the wrong type: {config[name]!r} "
-                             f"(like the default, {parameter.default!r})")  # fmt: skip
+            raise ValueError(
+                f"{where}: field 'config.{name}' has the wrong type: {config[name]!r} "
+                f"(like the default, {parameter.default!r})"
+            )
     for name in ("fit", "data"):
         if spec.get(name) is not None and not isinstance(spec[name], dict):
             raise ValueError(f"{where}: field {name!r} must be an object, got {spec[name]!r}")
@@ -359,7 +399,7 @@ def data_source_of(spec: dict[str, Any]) -> dict[str, Any] | None:
     return spec.get("data") or spec.get("fit", {}).get("data")
 
 
-def build(spec: dict[str, Any], directory: str | Path = "the spec") -> "LatentVariableModel":
+def build(spec: dict[str, Any], directory: str | Path = "the spec") -> LatentVariableModel:
     """The untrained model a spec describes."""
     where = f"{directory}/{SPEC}"
     validate_spec(spec, where)
@@ -374,16 +414,20 @@ def read_weights(path: Path) -> dict[str, Any]:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path.parent} has a spec but no {path.name}: the run never finished an epoch") from None
+        raise FileNotFoundError(
+            f"{path.parent} has a spec but no {path.name}: the run never finished an epoch"
+        ) from None
     except Exception as error:  # torch raises several kinds for a damaged zip or pickle
-        raise ValueError(f"{path} is damaged or not a ppvae weights file ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else ''})") from None  # fmt: skip
+        raise ValueError(
+            f"{path} is damaged or not a ppvae weights file ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''})"
+        ) from None
     if not isinstance(saved, dict) or not isinstance(saved.get("state_dict"), dict):
         raise ValueError(f"{path} is not a ppvae weights file: it holds no state_dict")
     return saved
 
 
-def load(directory: str | Path, device: str | torch.device = "cpu") -> "LatentVariableModel":
+def load(directory: str | Path, device: str | torch.device = "cpu") -> LatentVariableModel:
     """Rebuild a model from its run folder: same class, same parts, same weights, same history."""
     directory = Path(directory)
     device = check_device(device)
@@ -393,8 +437,10 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> "LatentVa
     try:
         model.load_state_dict(saved["state_dict"])
     except RuntimeError as error:
-        raise ValueError(f"{directory / WEIGHTS} does not fit the model {directory / SPEC} describes: "
-                         f"{str(error).splitlines()[0]} ...") from None  # fmt: skip
+        raise ValueError(
+            f"{directory / WEIGHTS} does not fit the model {directory / SPEC} describes: "
+            f"{str(error).splitlines()[0]} ..."
+        ) from None
     model.preview, model.preview_y = saved.get("preview"), saved.get("preview_y")
     model.snapshots, model.snapshot_labels = dict(saved.get("snapshots") or {}), saved.get("snapshot_labels")
     model.fit_config = spec.get("fit", {})

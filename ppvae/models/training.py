@@ -25,11 +25,24 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
-from ppvae.data import ImageDataset, binarize as binarize_images, check_binarize, fixed_binarization, to_float_images
+from ppvae.data import ImageDataset, check_binarize, fixed_binarization, to_float_images
+from ppvae.data import binarize as binarize_images
 from ppvae.infer import (
-    OBJECTIVES, PYRO_LOCK, KLWeight, LoaderBatches, ObjectiveModule, TensorBatches, TrainingLoop, derive_seed, launch, make_adam,
-    make_elbo, make_fabric, seeded, validate_programs,
-)  # fmt: skip
+    OBJECTIVES,
+    PYRO_LOCK,
+    KLWeight,
+    LoaderBatches,
+    ObjectiveModule,
+    TensorBatches,
+    TrainingLoop,
+    derive_seed,
+    launch,
+    make_adam,
+    make_elbo,
+    make_fabric,
+    seeded,
+    validate_programs,
+)
 from ppvae.infer.batches import local_batch_size
 from ppvae.infer.launch import check_engine, under_torchrun
 from ppvae.models import runs
@@ -49,13 +62,22 @@ class TrainingDiverged(ValueError):
 
 # -- what a fit may change ---------------------------------------------------------------------------
 
-FIT_ATTRIBUTES = ("history", "fit_config", "data_source", "training_state", "preview", "preview_y", "snapshots",
-                  "snapshot_labels", "run_folder")  # fmt: skip
+FIT_ATTRIBUTES = (
+    "history",
+    "fit_config",
+    "data_source",
+    "training_state",
+    "preview",
+    "preview_y",
+    "snapshots",
+    "snapshot_labels",
+    "run_folder",
+)
 """What ``fit`` sets on a model besides its weights."""
 
 
 @contextlib.contextmanager
-def unchanged_on_error(model: "LatentVariableModel"):
+def unchanged_on_error(model: LatentVariableModel):
     """A fit that fails (bad data or options, an error mid-training) leaves the model as it was: its
     weights, device and what it records of its fit. A divergence is not a failure of this kind: the
     model keeps its last finite weights, as :class:`TrainingDiverged` says; Ctrl-C keeps what it has."""
@@ -89,7 +111,7 @@ def writes_run_folder() -> bool:
 
 
 @contextlib.contextmanager
-def run_folder(model: "LatentVariableModel", out: str | Path | None, resume: bool, overwrite: bool):
+def run_folder(model: LatentVariableModel, out: str | Path | None, resume: bool, overwrite: bool):
     """The run folder checked before anything trains (see :func:`runs.check_run_folder`) and locked
     for the whole fit, so that two trainings never write one folder. A model may go on writing its own
     run (the folder it was fitted into, loaded from or saved to), as resuming does."""
@@ -112,7 +134,7 @@ def _positive(name: str, value: Any, integer: bool = False) -> None:
         raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}")
 
 
-def check_options(options: dict[str, Any], model: "LatentVariableModel") -> None:
+def check_options(options: dict[str, Any], model: LatentVariableModel) -> None:
     """Every option of ``fit`` checked up front, with a message that names it."""
     _positive("epochs", options["epochs"], integer=True)
     _positive("batch_size", options["batch_size"], integer=True)
@@ -126,29 +148,50 @@ def check_options(options: dict[str, Any], model: "LatentVariableModel") -> None
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"kl_warmup must be a number of epochs >= 0, got {warmup!r}")
     if options["elbo"] == "iwae" and (model.beta != 1.0 or warmup):
-        raise ValueError("elbo='iwae' trains the importance-weighted bound, which has no beta; use beta=1 and no kl_warmup")
+        raise ValueError(
+            "elbo='iwae' trains the importance-weighted bound, which has no beta; use beta=1 and no kl_warmup"
+        )
     if options["clip_norm"] is not None:
         _positive("clip_norm", options["clip_norm"])
     if options["early_stopping"] is not None:
         _positive("early_stopping", options["early_stopping"], integer=True)
         if options["validation"] is None:
-            raise ValueError("early_stopping needs held-out data to watch: pass validation=0.1 (a fraction) or a dataset")
+            raise ValueError(
+                "early_stopping needs held-out data to watch: pass validation=0.1 (a fraction) or a dataset"
+            )
     if isinstance(options["validation"], float) and not 0 < options["validation"] < 1:
         raise ValueError(f"validation as a fraction must be in (0, 1), got {options['validation']}")
     if options["resume"] and options["out"] is None and model.training_state is None:
         raise ValueError("resume=True needs a run folder (out=...) or a model that has been fitted in this session")
-    if isinstance(options["num_workers"], bool) or not isinstance(options["num_workers"], int) or options["num_workers"] < 0:
+    if (
+        isinstance(options["num_workers"], bool)
+        or not isinstance(options["num_workers"], int)
+        or options["num_workers"] < 0
+    ):
         raise ValueError(f"num_workers must be an integer >= 0, got {options['num_workers']!r}")
     snapshots = options["snapshot_epochs"]
     if snapshots is not None:
-        if isinstance(snapshots, (int, str)) or any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in snapshots):
+        if isinstance(snapshots, (int, str)) or any(
+            isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in snapshots
+        ):
             raise ValueError(f"snapshot_epochs must be a list of epoch numbers >= 1, got {snapshots!r}")
         if not model.has_latent:
             raise ValueError(f"{type(model).__name__} has no latent space to take snapshots of")
 
 
-RECORDED = ("epochs", "batch_size", "lr", "elbo", "num_particles", "kl_warmup", "clip_norm", "seed", "precision",
-            "validation", "early_stopping")  # fmt: skip
+RECORDED = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "elbo",
+    "num_particles",
+    "kl_warmup",
+    "clip_norm",
+    "seed",
+    "precision",
+    "validation",
+    "early_stopping",
+)
 """The options a run folder records, and that a resumed run takes from it (``epochs`` from the call)."""
 
 
@@ -188,7 +231,7 @@ def data_source_of(data: Any) -> dict[str, Any] | None:
 class FitJob:
     """Everything one training process needs: the model, its batches, held-out data, options, run folder."""
 
-    model: "LatentVariableModel"
+    model: LatentVariableModel
     batches: TensorBatches | LoaderBatches
     options: dict[str, Any]
     schedule: KLWeight
@@ -211,7 +254,9 @@ class EpochEnd:
 
     def scores(self, x: torch.Tensor, c: torch.Tensor | None) -> dict[str, float]:
         model = self.job.model
-        return {k: v for k, v in model.evaluate(x, y=c, binarize=None, seed=self.job.options["seed"]).items() if k != "n"}
+        return {
+            k: v for k, v in model.evaluate(x, y=c, binarize=None, seed=self.job.options["seed"]).items() if k != "n"
+        }
 
     def __call__(self, record: dict[str, Any], training_state: dict[str, Any]) -> bool:
         job, model, options = self.job, self.job.model, self.job.options
@@ -229,18 +274,26 @@ class EpochEnd:
         if job.validation is not None:
             record.update({f"val_{k}": v for k, v in self.scores(job.validation, job.validation_c).items()})
             if not job.best or record["val_elbo"] > job.best["score"]:
-                job.best.update(epoch=record["epoch"], score=record["val_elbo"],
-                                weights={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})  # fmt: skip
+                job.best.update(
+                    epoch=record["epoch"],
+                    score=record["val_elbo"],
+                    weights={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                )
             patience = options["early_stopping"]
             stop = patience is not None and record["epoch"] - job.best["epoch"] >= patience
         model.history.append(record)
         self.training_state = {
-            "format": CHECKPOINT_FORMAT, "epoch": record["epoch"], "global_step": training_state["global_step"],
-            "seed": options["seed"], "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "optimizer": copy.deepcopy(training_state["optimizer"]), "history": copy.deepcopy(model.history),
-            "best_epoch": job.best.get("epoch"), "best_score": job.best.get("score"),
+            "format": CHECKPOINT_FORMAT,
+            "epoch": record["epoch"],
+            "global_step": training_state["global_step"],
+            "seed": options["seed"],
+            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "optimizer": copy.deepcopy(training_state["optimizer"]),
+            "history": copy.deepcopy(model.history),
+            "best_epoch": job.best.get("epoch"),
+            "best_score": job.best.get("score"),
             "snapshots": dict(model.snapshots),
-        }  # fmt: skip
+        }
         if job.out is not None:
             runs.write_run(model, job.out, weights=job.best.get("weights"), checkpoint=self.training_state)
         if options["progress"]:
@@ -270,8 +323,10 @@ def run_job(fabric, job: FitJob) -> dict[str, Any]:
         _unshare(model)
     model.to(fabric.device)
     objective = make_elbo(options["elbo"], options["num_particles"])
-    loss, optimizer = fabric.setup(ObjectiveModule(model, model.model, model.guide, objective),
-                                   make_adam([p for p in model.parameters() if p.requires_grad], options["lr"]))  # fmt: skip
+    loss, optimizer = fabric.setup(
+        ObjectiveModule(model, model.model, model.guide, objective),
+        make_adam([p for p in model.parameters() if p.requires_grad], options["lr"]),
+    )
     if job.state is not None:  # resume: the optimizer and step where they were, up to ``epochs`` in all
         optimizer.load_state_dict(job.state["optimizer"])
         first_epoch, last_epoch, global_step = job.state["epoch"] + 1, options["epochs"], job.state["global_step"]
@@ -280,18 +335,30 @@ def run_job(fabric, job: FitJob) -> dict[str, Any]:
         last_epoch = first_epoch + options["epochs"] - 1
     batches = job.batches.for_rank(fabric.world_size, fabric.global_rank, fabric.device)
     hook = EpochEnd(job, len(batches))
-    loop = TrainingLoop(fabric, loss, optimizer, batches, job.schedule, seed=options["seed"],
-                        clip_norm=options["clip_norm"], progress=options["progress"], on_epoch_end=hook)  # fmt: skip
+    loop = TrainingLoop(
+        fabric,
+        loss,
+        optimizer,
+        batches,
+        job.schedule,
+        seed=options["seed"],
+        clip_norm=options["clip_norm"],
+        progress=options["progress"],
+        on_epoch_end=hook,
+    )
     result = loop.run(first_epoch, last_epoch, global_step)
     for logger in fabric.loggers:
         logger.finalize("success")
     spawned = fabric.world_size > 1
     return {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()} if spawned else {},
-        "history": model.history, "training_state": hook.training_state,
-        "best": job.best, "snapshots": model.snapshots,
-        "stopped": result.stopped, "message": result.message,
-    }  # fmt: skip
+        "history": model.history,
+        "training_state": hook.training_state,
+        "best": job.best,
+        "snapshots": model.snapshots,
+        "stopped": result.stopped,
+        "message": result.message,
+    }
 
 
 # -- fit -------------------------------------------------------------------------------------------------
@@ -310,14 +377,16 @@ def _loggers(out: Path | None, history: list[dict[str, Any]]) -> list:
     (csv_dir / "metrics.csv").unlink(missing_ok=True)
     csv = CSVLogger(out, name="logs", version="csv", flush_logs_every_n_steps=1)
     for record in history:
-        csv.log_metrics({k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"}, step=record["epoch"])
+        csv.log_metrics(
+            {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"}, step=record["epoch"]
+        )
     loggers = [csv]
     if importlib.util.find_spec("tensorboard") is not None:
         loggers.append(TensorBoardLogger(out, name="logs", version="tensorboard", default_hp_metric=False))
     return loggers
 
 
-def _resume_state(model: "LatentVariableModel", out: Path | None) -> dict[str, Any]:
+def _resume_state(model: LatentVariableModel, out: Path | None) -> dict[str, Any]:
     state = runs.read_checkpoint(out) if out is not None else model.training_state
     if state is None:
         where = f"{out} holds no {runs.CHECKPOINT}" if out is not None else "the model has no training state"
@@ -325,8 +394,9 @@ def _resume_state(model: "LatentVariableModel", out: Path | None) -> dict[str, A
     return state
 
 
-def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tensor | None, validation: Any,
-              options: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+def fit_model(
+    model: LatentVariableModel, data: Any, test: Any, y: torch.Tensor | None, validation: Any, options: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Train ``model`` on ``data`` by SVI with ``options`` (the arguments of ``fit``); see its docstring."""
     check_options(options, model)
     out = Path(options["out"]) if options["out"] is not None else None
@@ -350,8 +420,11 @@ def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tenso
     accelerator, _ = check_engine(options["accelerator"], options["devices"], options["strategy"], options["precision"])
     local_batch_size(options["batch_size"], options["devices"])
     # one process prepares on its device; several each move the prepared data to their own
-    device = torch.device("cuda", torch.cuda.current_device()) if accelerator == "cuda" and options["devices"] == 1 \
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if accelerator == "cuda" and options["devices"] == 1
         else torch.device("cpu")
+    )
     if fresh:
         model.reset_parameters(seed)
     model.to(device)
@@ -377,16 +450,27 @@ def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tenso
             x = binarize_images(x, method, seed=seed)
         model.check_data(torch.bernoulli(x[: options["batch_size"]]) if dynamic else x)
         labels = model.conditions(data, y) if model.conditional else None
-        batches: TensorBatches | LoaderBatches = TensorBatches(x, labels, options["batch_size"], seed, transform,
-                                                               model.batch_conditioner())  # fmt: skip
+        batches: TensorBatches | LoaderBatches = TensorBatches(
+            x, labels, options["batch_size"], seed, transform, model.batch_conditioner()
+        )
     else:
         if method == "static":
-            raise ValueError("binarize='static' draws one fixed sample of the whole set in memory; for data read "
-                             "from disk use 'dynamic' or 'threshold'")  # fmt: skip
+            raise ValueError(
+                "binarize='static' draws one fixed sample of the whole set in memory; for data read "
+                "from disk use 'dynamic' or 'threshold'"
+            )
         model.check_data(transform(head) if transform else head)
         condition = model.condition if model.conditional else None
-        batches = LoaderBatches(data, loader_prepare, options["batch_size"], seed, transform, condition,
-                                model.batch_conditioner(), options["num_workers"])  # fmt: skip
+        batches = LoaderBatches(
+            data,
+            loader_prepare,
+            options["batch_size"],
+            seed,
+            transform,
+            condition,
+            model.batch_conditioner(),
+            options["num_workers"],
+        )
     if dynamic and (head.min() < 0 or head.max() > 1):
         raise ValueError("binarisation needs pixel values in [0, 1]")
 
@@ -409,22 +493,37 @@ def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tenso
     if fresh:
         with PYRO_LOCK, seeded(derive_seed(seed, 0), device):
             model.initialize(head)
-    validate_programs(make_elbo(options["elbo"], options["num_particles"]), model.model, model.guide, first_x, first_c,
-                      **schedule(1))  # fmt: skip
+    validate_programs(
+        make_elbo(options["elbo"], options["num_particles"]), model.model, model.guide, first_x, first_c, **schedule(1)
+    )
 
     model.fit_config = {**{k: options[k] for k in RECORDED}, "binarize": method}
     model.data_source = model.data_source or data_source_of(data)
     best = {}
     if state is not None and state.get("best_epoch") is not None and out is not None:
-        best = {"epoch": state["best_epoch"], "score": state["best_score"],
-                "weights": torch.load(out / runs.WEIGHTS, map_location="cpu", weights_only=True)["state_dict"]}  # fmt: skip
-    job = FitJob(model, batches, options, schedule, x_test, model.conditions(test, None, x_test) if test is not None else None,
-                 x_val, model.conditions(validation, None, x_val) if validation is not None else None, out, state,
-                 best)  # fmt: skip
+        best = {
+            "epoch": state["best_epoch"],
+            "score": state["best_score"],
+            "weights": torch.load(out / runs.WEIGHTS, map_location="cpu", weights_only=True)["state_dict"],
+        }
+    job = FitJob(
+        model,
+        batches,
+        options,
+        schedule,
+        x_test,
+        model.conditions(test, None, x_test) if test is not None else None,
+        x_val,
+        model.conditions(validation, None, x_val) if validation is not None else None,
+        out,
+        state,
+        best,
+    )
     if out is not None and writes_run_folder():  # the data and options passed: the old run's files go
         runs.remove_stale(out, everything=options["overwrite"])
-    fabric = make_fabric(accelerator, options["devices"], options["strategy"], options["precision"],
-                         loggers=_loggers(out, model.history))  # fmt: skip
+    fabric = make_fabric(
+        accelerator, options["devices"], options["strategy"], options["precision"], loggers=_loggers(out, model.history)
+    )
     result = launch(fabric, run_job, job)
 
     if fabric.world_size > 1:  # the processes trained copies; rank 0's come back
@@ -437,6 +536,8 @@ def fit_model(model: "LatentVariableModel", data: Any, test: Any, y: torch.Tenso
     if out is not None and result["stopped"] != "diverged":
         runs.save_figures(model, out)
     if result["stopped"] == "diverged":
-        kept = f" {out} keeps the checkpoint of epoch {len(model.history)}." if out is not None and model.history else ""
+        kept = (
+            f" {out} keeps the checkpoint of epoch {len(model.history)}." if out is not None and model.history else ""
+        )
         raise TrainingDiverged(result["message"] + kept)
     return model.history

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pyro
 import pyro.poutine as poutine
@@ -37,8 +38,9 @@ class VAE(LatentVariableModel):
         super().__init__(tuple(x_shape), z_dim, beta)
         self._build_parts(prior, likelihood, guide, network, condition_dim=0)
 
-    def _build_parts(self, prior: PartSpec, likelihood: PartSpec, guide: PartSpec, network: PartSpec,
-                     condition_dim: int) -> None:  # fmt: skip
+    def _build_parts(
+        self, prior: PartSpec, likelihood: PartSpec, guide: PartSpec, network: PartSpec, condition_dim: int
+    ) -> None:
         """Build every part from its spec; ``condition_dim`` is the width of the condition c (0: none)."""
         self.specs = {
             "prior": normalize_spec(prior, "prior"),
@@ -69,7 +71,9 @@ class VAE(LatentVariableModel):
             "guide": self._with_parameters(guide=self.guide_family, encoder=self.networks.encoder_net),
         }
 
-    def pseudo_posterior(self, u: torch.Tensor, c: torch.Tensor | None = None, batch_shape: tuple[int, ...] | None = None):
+    def pseudo_posterior(
+        self, u: torch.Tensor, c: torch.Tensor | None = None, batch_shape: tuple[int, ...] | None = None
+    ):
         """q(z | u, c) for pseudo-images u: what the VampPrior averages (a method, so the model pickles)."""
         h = self.networks.encoder(u, c)
         return self.guide_family(h if batch_shape is None else h.reshape(*batch_shape, h.shape[-1]))
@@ -92,8 +96,13 @@ class VAE(LatentVariableModel):
 
     # -- the Pyro programs ------------------------------------------------------------------------
 
-    def model(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0,
-              size: int | None = None):  # fmt: skip
+    def model(
+        self,
+        x: torch.Tensor | None = None,
+        c: torch.Tensor | None = None,
+        kl_weight: float = 1.0,
+        size: int | None = None,
+    ):
         """p(z | c) p(x | z, c): z ~ prior, x ~ likelihood(decoder(z, c)), observed where ``x`` is given.
 
         ``kl_weight`` scales the latent site (beta, times a warm-up factor, in training);
@@ -112,8 +121,13 @@ class VAE(LatentVariableModel):
         """p(x | z, c) as the model observes it: whole images here; a completion model scores only hidden pixels."""
         return likelihood
 
-    def guide(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0,
-              size: int | None = None):  # fmt: skip
+    def guide(
+        self,
+        x: torch.Tensor | None = None,
+        c: torch.Tensor | None = None,
+        kl_weight: float = 1.0,
+        size: int | None = None,
+    ):
         """q(z | x, c): the encoder's distribution over z for each image, its site scaled like the model's."""
         self._register("guide")
         x = x.reshape((x.shape[0],) + self.x_shape)

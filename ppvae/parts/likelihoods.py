@@ -103,7 +103,7 @@ class Bernoulli(Likelihood):
             raise ValueError(
                 "the Bernoulli likelihood needs binary pixels (0 or 1), but the data has grey levels "
                 f"(for example {grey:.4g}); binarise it with binarize='dynamic', 'static' or 'threshold', "
-                "or use likelihood=\"continuous_bernoulli\" for grey levels"
+                'or use likelihood="continuous_bernoulli" for grey levels'
             )
 
 
@@ -120,8 +120,13 @@ class LocationScaleLikelihood(Likelihood):
 
     MEANS = ("identity", "sigmoid")
 
-    def __init__(self, x_shape: tuple[int, ...], scale: float | str = "per_pixel", min_scale: float = 1e-3,
-                 mean: str = "identity"):  # fmt: skip
+    def __init__(
+        self,
+        x_shape: tuple[int, ...],
+        scale: float | str = "per_pixel",
+        min_scale: float = 1e-3,
+        mean: str = "identity",
+    ):
         super().__init__(x_shape)
         if isinstance(scale, str) and scale not in self.SCALES:
             raise ValueError(f"scale must be a positive number or one of {self.SCALES}, got {scale!r}")
@@ -157,7 +162,9 @@ class LocationScaleLikelihood(Likelihood):
 
     def check(self, x: torch.Tensor) -> None:
         if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"the {self.registry_name} likelihood needs finite pixel values; the data has NaN or infinity")
+            raise ValueError(
+                f"the {self.registry_name} likelihood needs finite pixel values; the data has NaN or infinity"
+            )
 
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -72,7 +72,9 @@ class MLPNetworks(Networks):
 class LinearNetworks(MLPNetworks):
     """One linear map each way: the decoder of factor analysis and of a "linear VAE"."""
 
-    def __init__(self, x_shape: tuple[int, ...], z_dim: int, encoder_out: int, decoder_out: int, condition_dim: int = 0):
+    def __init__(
+        self, x_shape: tuple[int, ...], z_dim: int, encoder_out: int, decoder_out: int, condition_dim: int = 0
+    ):
         super().__init__(x_shape, z_dim, encoder_out, decoder_out, condition_dim, hidden=())
 
 
@@ -107,7 +109,9 @@ class ConvNetworks(Networks):
         c1, c2 = (int(k) for k in channels)
         per_pixel, extra = divmod(decoder_out, c * h * w)
         if extra:
-            raise ValueError(f"the conv decoder outputs whole channels; {decoder_out} numbers is not a multiple of {c * h * w}")
+            raise ValueError(
+                f"the conv decoder outputs whole channels; {decoder_out} numbers is not a multiple of {c * h * w}"
+            )
         self.x_shape, self.z_dim = tuple(x_shape), z_dim
         self.code_shape = (c2, h // 4, w // 4)
         code = math.prod(self.code_shape)

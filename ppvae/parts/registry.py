@@ -8,7 +8,8 @@ rejected with a message that lists what exists.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 PartSpec = str | Mapping[str, Any]
 
@@ -87,7 +88,9 @@ class Registry:
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             listed = ", ".join(f"{k}={v!r}" for k, v in allowed.items()) or "none"
-            raise ValueError(f"{self.kind} {name!r} has no option {', '.join(map(repr, unknown))}; its options: {listed}")
+            raise ValueError(
+                f"{self.kind} {name!r} has no option {', '.join(map(repr, unknown))}; its options: {listed}"
+            )
         accepted = inspect.signature(self._parts[name].__init__).parameters
         context = {k: v for k, v in context.items() if k in accepted}  # each part takes the context it needs
         try:

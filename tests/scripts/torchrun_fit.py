@@ -15,5 +15,10 @@ if __name__ == "__main__":
     g = torch.Generator().manual_seed(0)
     x = torch.bernoulli(torch.rand(256, 1, 8, 8, generator=g) * 0.6 + 0.2, generator=g)
     vae = ppvae.VAE(x_shape=(1, 8, 8), z_dim=2, network={"name": "mlp", "hidden": [32]})
-    vae.fit(x, epochs=2, batch_size=32, devices=2, accelerator="cpu", out=os.path.join(out, "run"), progress=False, seed=3)
-    torch.save(torch.cat([p.detach().flatten() for p in vae.parameters()]), os.path.join(out, f"weights-{os.environ['RANK']}.pt"))
+    vae.fit(
+        x, epochs=2, batch_size=32, devices=2, accelerator="cpu", out=os.path.join(out, "run"), progress=False, seed=3
+    )
+    torch.save(
+        torch.cat([p.detach().flatten() for p in vae.parameters()]),
+        os.path.join(out, f"weights-{os.environ['RANK']}.pt"),
+    )
