@@ -45,7 +45,8 @@ def main() -> None:
         started = time.perf_counter()
         scores[name] = ppvae.completion_scores(model, test, num_samples=args.num_samples, particles=10)
         print(
-            f"{name}: trained in {seconds[name]:.0f} s, scored in {time.perf_counter() - started:.0f} s: {scores[name]}",
+            f"{name}: trained in {seconds[name]:.0f} s, scored in {time.perf_counter() - started:.0f} s: "
+            f"{scores[name]}",
             flush=True,
         )
     x = models["CVAE"].prepare(test)[:10]

@@ -91,7 +91,8 @@ def main() -> None:
         )
 
     print(
-        f"\nmedian over {args.rounds} rounds; speed-up: median of each round's CPU / GPU ratio [bootstrap 95% interval]\n"
+        f"\nmedian over {args.rounds} rounds; speed-up: median of each round's CPU / GPU ratio [bootstrap 95% "
+        "interval]\n"
     )
     header = " | ".join(f"{acc} (s)" for acc in args.accelerators)
     both = {"cpu", "cuda"} <= set(args.accelerators)

@@ -4,9 +4,9 @@ The setting of the evidence issue: a z_dim=2 VAE (MLP, Bernoulli) trained 2 epoc
 6,000 Fashion-MNIST images, scored on 40 statically binarised test images. The exact
 log p(x) comes from dense quadrature (with its refinement error); against it, importance
 sampling with the guide and the defensive mixture at several K, and annealed importance
-sampling from the guide at several numbers of steps (from the prior at the first two): mean error (estimate minus exact; negative is below),
-the worst three images, the share of images whose Pareto k-hat exceeds 0.7 (IS), and the
-seconds each took.
+sampling from the guide at several numbers of steps (from the prior at the first two):
+mean error (estimate minus exact; negative is below), the worst three images, the share
+of images whose Pareto k-hat exceeds 0.7 (IS), and the seconds each took.
 
     python benchmarks/evidence_accuracy.py [--images 40] [--epochs 2] [--limit 6000] [--ais-steps 100 500 2000]
 """

@@ -28,14 +28,16 @@ def main() -> None:
     fa.fit(train)
     seconds = time.perf_counter() - started
     print(
-        f"| ppvae EM | {seconds:.1f} s, {fa.history[-1]['iterations']} iterations | {fa.log_evidence(test).mean():.2f} |"
+        f"| ppvae EM | {seconds:.1f} s, {fa.history[-1]['iterations']} iterations | "
+        f"{fa.log_evidence(test).mean():.2f} |"
     )
 
     started = time.perf_counter()
     reference = SklearnFA(n_components=args.z_dim).fit(train.numpy())
     seconds = time.perf_counter() - started
     print(
-        f"| scikit-learn, defaults | {seconds:.1f} s, {reference.n_iter_} iterations | {reference.score(test.numpy()):.2f} |"
+        f"| scikit-learn, defaults | {seconds:.1f} s, {reference.n_iter_} iterations | "
+        f"{reference.score(test.numpy()):.2f} |"
     )
 
 

@@ -110,8 +110,8 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(
-            f"| {r['images']:,} | {r['file_mb']:.0f} | {r['mode']} | {r['seconds']:.1f} | {r['images'] / r['seconds']:,.0f} "
-            f"| {r['peak_rss_mb']} | {r['peak_anon_mb']} |"
+            f"| {r['images']:,} | {r['file_mb']:.0f} | {r['mode']} | {r['seconds']:.1f} "
+            f"| {r['images'] / r['seconds']:,.0f} | {r['peak_rss_mb']} | {r['peak_anon_mb']} |"
         )
 
 

@@ -174,7 +174,8 @@ def main() -> None:
     ]
     for label, values, target in rows:
         print(
-            f"| {label} | {statistics.median(values):.3f} | {ratio_cell(values, base)} | {ratio_cell(values, fused)} | {target} |"
+            f"| {label} | {statistics.median(values):.3f} | {ratio_cell(values, base)} "
+            f"| {ratio_cell(values, fused)} | {target} |"
         )
 
 

@@ -8,7 +8,8 @@
 
 Layers, imports pointing downward only:
     cli, report, compare, sweep, latent   what a person runs, reads and measures
-    models               VAE ...: the Pyro programs and the estimator API (fit, encode, save)
+    models               VAE, CVAE, ...: the Pyro programs, one capabilities line each
+    estimator            the estimator API, fitting, run folders, the evidence front door, the contract
     infer                the training loop on Lightning Fabric, objectives, evidence (any Pyro model/guide)
     parts                priors, likelihoods, guide families, networks, by name
     data, viz            datasets and figures (leaves)
@@ -16,6 +17,16 @@ Layers, imports pointing downward only:
 
 from ppvae import data, latent, plots
 from ppvae.compare import Comparison, compare
+from ppvae.estimator import (
+    Capabilities,
+    FitRecord,
+    LatentVariableModel,
+    TrainingDiverged,
+    bdmc,
+    bits_per_dim,
+    load,
+    log_evidence,
+)
 from ppvae.models import (
     CVAE,
     MODELS,
@@ -23,14 +34,8 @@ from ppvae.models import (
     CompletionNetwork,
     CompletionVAE,
     FactorAnalysis,
-    LatentVariableModel,
-    TrainingDiverged,
-    bdmc,
-    bits_per_dim,
     completion_rows,
     completion_scores,
-    load,
-    log_evidence,
 )
 from ppvae.plots import plot
 from ppvae.sweep import Sweep, sweep
@@ -38,6 +43,8 @@ from ppvae.sweep import Sweep, sweep
 __version__ = "0.1.0"
 
 __all__ = [
+    "Capabilities",
+    "FitRecord",
     "CVAE",
     "MODELS",
     "VAE",

@@ -15,20 +15,15 @@ from ppvae import viz
 from ppvae.compare import Comparison
 from ppvae.data import BINARIZE_METHODS, DATASET_NAMES, ImageDataset
 from ppvae.demo import run_demo
+from ppvae.estimator import METHODS, model_names
+from ppvae.estimator.figures import run_figures
+from ppvae.estimator.files import write_text_atomic
+from ppvae.estimator.runs import CHECKPOINT, data_source_of, read_spec
+from ppvae.estimator.runs import build as build_run_model
 from ppvae.infer import ACCELERATORS, OBJECTIVES, PRECISIONS, STRATEGIES
-from ppvae.models.runs import (
-    CHECKPOINT,
-    data_source_of,
-    read_spec,
-    save_figures,
-    write_text_atomic,
-)
-from ppvae.models.runs import (
-    build as build_run_model,
-)
 from ppvae.parts import REGISTRIES, normalize_spec
 from ppvae.report import evaluation_table
-from ppvae.specs import MODEL_NAMES, build_model, part_flags, read_toml
+from ppvae.specs import build_model, part_flags, read_toml
 
 DEFAULT_DATASET = "fashion-mnist"
 
@@ -133,7 +128,7 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict:
         model_spec, fit, source = run_spec(args, extra)
         train, test = load_data(source, "train"), load_data(source, "test")
         model = build_model(model_spec, train.shape, train)
-        model.data_source = source
+        model.fit_record.data_source = source
     print(f"training on {train}\ntesting on {test}")
     model.fit(
         train, test=test, out=args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, **fit
@@ -218,7 +213,7 @@ def resume_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple:
         raise ValueError(f"{args.out} does not record its data, so it cannot be resumed from the command line")
     train, test = load_data(source, "train"), load_data(source, "test")
     model = build_run_model(spec, args.out)
-    model.data_source = source
+    model.fit_record.data_source = source
     return model, train, test, {k: getattr(args, k) for k in RESUME_FLAGS if getattr(args, k) is not None}
 
 
@@ -242,11 +237,17 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     test = _run_test_data(args, spec)
     started = time.perf_counter()
     scores = model.evaluate(
-        test, batch_size=args.batch_size, seed=args.seed, num_samples=args.num_samples, progress=not args.quiet
+        test,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        num_samples=args.num_samples,
+        method=args.method,
+        progress=not args.quiet,
+        **ais_options(args),
     )
     scores["seconds"] = time.perf_counter() - started
     print(f"{model!r} on {test}\n")
-    print(evaluation_table(scores, model.x_dim, None if model.binary_likelihood else 256))
+    print(evaluation_table(scores, model.x_dim, None if model.capabilities.binary else 256))
     write_text_atomic(Path(args.run) / "evaluation.json", strict_json(scores) + "\n")
     return scores
 
@@ -257,7 +258,15 @@ def cmd_compare(args: argparse.Namespace) -> Comparison:
     args.run = args.runs[0]
     test = _run_test_data(args, read_spec(args.runs[0]), dequantized=False)  # compare dequantises per model
     comparison = ppvae.compare(
-        models, test, num_samples=args.num_samples, out=args.out, seed=args.seed, progress=not args.quiet, show=False
+        models,
+        test,
+        num_samples=args.num_samples or 1000,
+        out=args.out,
+        seed=args.seed,
+        progress=not args.quiet,
+        show=False,
+        method=args.method,
+        **ais_options(args),
     )
     table = comparison.to_markdown()
     print(table)
@@ -267,6 +276,29 @@ def cmd_compare(args: argparse.Namespace) -> Comparison:
     (out / "comparison.md").write_text(f"# Comparison on {test}\n\n{table}\n{figures}")
     print(f"\nwrote {out / 'comparison.md'} and {', '.join(p.name for p in comparison.figures.values())}")
     return comparison
+
+
+def ais_options(args: argparse.Namespace) -> dict:
+    """The AIS settings given on the command line (the evidence door refuses them under another method)."""
+    for flag in ("chains", "steps"):
+        _check_count(f"--{flag}", getattr(args, flag))
+    if args.num_samples is not None and args.method not in (None, "is"):
+        raise ValueError(f"--num-samples is importance sampling's; --method {args.method} does not take it")
+    return {flag: getattr(args, flag) for flag in ("chains", "steps") if getattr(args, flag) is not None}
+
+
+def add_evidence_arguments(p: argparse.ArgumentParser, default_samples: str) -> None:
+    """--method and the options of its estimators, for evaluate and compare."""
+    group = p.add_argument_group("evidence (log p(x))")
+    group.add_argument(
+        "--method",
+        choices=METHODS,
+        help="is (importance sampling), ais (annealed importance sampling), "
+        "quadrature (z_dim <= 2) or exact (factor analysis); default: exact where a model has it, else is",
+    )
+    group.add_argument("--num-samples", type=int, metavar="K", help=f"importance samples ({default_samples})")
+    group.add_argument("--chains", type=int, help="AIS chains per image (default 16)")
+    group.add_argument("--steps", type=int, help="AIS intermediate distributions (default 500)")
 
 
 def strict_json(values: dict) -> str:
@@ -279,9 +311,9 @@ def cmd_sample(args: argparse.Namespace) -> str:
     _check_count("-n", args.n)
     model = ppvae.load(args.run, device=args.device)
     out = Path(args.out or Path(args.run) / "samples.png")
-    if args.label is not None and not model.conditional:
+    if args.label is not None and model.capabilities.condition != "labels":
         raise ValueError(f"{args.run} holds an unconditional {type(model).__name__}; --label needs a CVAE")
-    if not model.samples_from_prior:  # a completion model: fill in test images
+    if not model.capabilities.samples_from_prior:  # a completion model: fill in test images
         test = _run_test_data(args, read_spec(args.run), dequantized=False)
         x = model.prepare(test.subset(args.n), seed=args.seed)
         visible = args.visible or 2
@@ -300,7 +332,7 @@ def cmd_sample(args: argparse.Namespace) -> str:
 def cmd_plot(args: argparse.Namespace) -> list[str]:
     model = ppvae.load(args.run, device=args.device)
     if not args.kinds:  # the run's own figures
-        paths = [str(p) for p in save_figures(model, Path(args.run))]
+        paths = [str(p) for p in run_figures(model, model.fit_record, Path(args.run))]
         print("wrote " + ", ".join(paths))
         return paths
     unknown = [k for k in args.kinds if k not in ppvae.plots.KINDS]
@@ -368,7 +400,7 @@ def add_training_arguments(p: argparse.ArgumentParser, swept: bool = False) -> N
     group = p.add_argument_group("model")
     group.add_argument(
         "--model",
-        choices=sorted(MODEL_NAMES),
+        choices=sorted(model_names()),
         help="VAE (default), cvae (learns from the labels), "
         "factor-analysis, completion (a CVAE that fills in hidden quadrants) or completion-network (its "
         "deterministic baseline)",
@@ -488,9 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("evaluate", help="test ELBO, its parts and (with --num-samples) log p(x) of a run, in nats")
     p.add_argument("run")
     add_data_arguments(p)
-    p.add_argument(
-        "--num-samples", type=int, metavar="K", help="also estimate log p(x) by importance sampling with K samples"
-    )
+    add_evidence_arguments(p, "also estimate log p(x) by importance sampling with K samples")
     p.add_argument("--batch-size", type=int, default=1000)
     add_run_options(p)
     p.set_defaults(func=cmd_evaluate)
@@ -498,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("compare", help="score runs side by side on one test set: table and figures")
     p.add_argument("runs", nargs="+", metavar="RUN")
     add_data_arguments(p)
-    p.add_argument("--num-samples", type=int, default=1000, metavar="K", help="importance samples for log p(x)")
+    add_evidence_arguments(p, "default 1000")
     p.add_argument("--out", default="runs/compare", help="folder for comparison.md, .json and the figures")
     add_run_options(p)
     p.set_defaults(func=cmd_compare)

@@ -5,8 +5,12 @@ a binary likelihood scores the test images binarised (one fixed, seeded
 draw); a model with a continuous likelihood scores them dequantised,
 (pixel + u) / 256, also seeded, so every continuous model sees the same
 values. The table says which each model saw; nats and bits per dimension
-compare within a representation, not across. log p(x) is exact where the
-model has a closed form (factor analysis) and importance-sampled otherwise.
+compare within a representation, not across. log p(x) comes from the
+estimator the comparison is given (``method``): by default the closed form
+where a model has one (factor analysis) and importance sampling otherwise;
+``method="ais"`` (or "is", "quadrature", "exact") scores every model by that
+one estimator. Models are ranked by it within each representation, and the
+table names it beside every number.
 """
 
 from __future__ import annotations
@@ -17,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ppvae import latent, viz
-from ppvae.data import ImageDataset, as_images, dequantize
-from ppvae.models import LatentVariableModel, bits_per_dim
-from ppvae.models.base import Data
-from ppvae.models.evidence import reliability_warning
+from ppvae.data import Data, ImageDataset, as_images, dequantize
+from ppvae.estimator import LatentVariableModel, bits_per_dim
+from ppvae.estimator.evidence import METHOD_OPTIONS, default_method, reliability_warning
 
 LEVELS = 256
 MMD_IMAGES = 1000  # samples and test images in the maximum mean discrepancy
@@ -41,6 +44,7 @@ class Comparison:
             "model",
             "data",
             "log p(x) (nats)",
+            "rank",
             "method",
             "k-hat > 0.7",
             "bits/dim",
@@ -53,7 +57,8 @@ class Comparison:
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for r in self.rows:
             lines.append(
-                f"| {r['model']} | {r['data']} | {r['log_px']:.2f} ± {r['log_px_se']:.2f} | {r['method']} "
+                f"| {r['model']} | {r['data']} | {r['log_px']:.2f} ± {r['log_px_se']:.2f} | {r['rank']} | "
+                f"{r['method']} "
                 f"| {'-' if r.get('khat_unreliable') is None else format(r['khat_unreliable'], '.0%')} "
                 f"| {r['bits_per_dim']:.4f} | {r['elbo']:.2f} ± {r['elbo_se']:.2f} | {r['squared_error']:.2f} "
                 f"| {r['sample_mmd']:.4f} | {r['parameters']:,} | {r['fit_seconds']:.1f} |"
@@ -62,7 +67,8 @@ class Comparison:
             "",
             f"Per test image, mean ± standard error over {self.rows[0]['n']} images. log p(x) and bits/dim "
             "compare only between models on the same data: binarised pixels (a probability) or "
-            "dequantised pixels (a density; bits/dim on the 0-255 scale). Squared error: "
+            "dequantised pixels (a density; bits/dim on the 0-255 scale); rank: by log p(x) among the models on "
+            "the same data, by the estimator named in the method column. Squared error: "
             "sum over pixels of (reconstruction - image)^2 on the model's own data. MMD²: maximum mean "
             f"discrepancy (Gaussian kernel, median-heuristic bandwidth) between up to {MMD_IMAGES} samples "
             "(their means E[x | z]) and as many test images in grey levels; lower is closer. k-hat > 0.7: the "
@@ -77,7 +83,7 @@ class Comparison:
 
 
 def _representation(model: LatentVariableModel, test: Data, seed: int) -> tuple[str, Data]:
-    if model.binary_likelihood:
+    if model.capabilities.binary:
         return "binarised", test
     try:
         return "dequantised", dequantize(test, LEVELS, seed)
@@ -95,16 +101,40 @@ def _named(models: Mapping[str, LatentVariableModel] | Sequence[LatentVariableMo
     return names
 
 
+def _method_label(method: str, num_samples: int, options: dict[str, Any]) -> str:
+    if method == "is":
+        return f"IS, K={num_samples}"
+    if method == "ais":
+        settings = {**METHOD_OPTIONS["ais"], **options}
+        return f"AIS, {settings['chains']}x{settings['steps']}"
+    return method
+
+
 def score(
-    model: LatentVariableModel, test: Data, num_samples: int = 1000, seed: int = 0, progress: bool = True
+    model: LatentVariableModel,
+    test: Data,
+    num_samples: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+    method: str | None = None,
+    **evidence_options: Any,
 ) -> dict[str, Any]:
-    """One model's row: log p(x), ELBO, bits/dim, squared reconstruction error, parameters, fit time."""
+    """One model's row: log p(x) by ``method`` (by default the model's best: exact or IS), ELBO, bits/dim,
+    squared reconstruction error, parameters, fit time."""
     data_kind, data = _representation(model, test, seed)
     x = model.prepare(data, "auto", seed)
-    labels = data.y if isinstance(data, ImageDataset) and model.conditional else None
-    exact = model.has_exact_evidence
+    labels = data.y if isinstance(data, ImageDataset) and model.capabilities.condition == "labels" else None
+    method = method or default_method(model)
+    exact = method == "exact"
     scores = model.evaluate(
-        x, y=labels, binarize=None, seed=seed, num_samples=None if exact else num_samples, progress=progress
+        x,
+        y=labels,
+        binarize=None,
+        seed=seed,
+        num_samples=num_samples if method == "is" else None,
+        method=method,
+        progress=progress,
+        **evidence_options,
     )
     key = "log_px_exact" if exact else "log_px"
     reconstruction = model.reconstruct(x, y=labels)
@@ -117,7 +147,7 @@ def score(
         "n": scores["n"],
         "log_px": scores[key],
         "log_px_se": scores[f"{key}_se"],
-        "method": "exact" if exact else f"IS, K={num_samples}",
+        "method": _method_label(method, num_samples, evidence_options),
         "khat_unreliable": scores.get("khat_unreliable"),
         "z_dim": model.z_dim,
         "bits_per_dim": bits_per_dim(scores[key], model.x_dim, None if data_kind == "binarised" else LEVELS),
@@ -139,8 +169,14 @@ def compare(
     seed: int = 0,
     progress: bool = True,
     show: bool = True,
+    method: str | None = None,
+    **evidence_options: Any,
 ) -> Comparison:
     """Score every model on ``test`` and (with ``out``) write side-by-side figures.
+
+    log p(x) comes from ``method`` ("is" with K = ``num_samples``, "ais", "quadrature", "exact"; by
+    default each model's best: exact where it has a closed form, IS otherwise) with that method's
+    ``evidence_options`` (``chains=``, ``steps=`` for AIS); the table ranks the models by it and names it.
 
     ``models`` is a dict of name to model, or a list (named by class). Figures:
     ``samples.png`` (each model's samples from the prior), ``reconstructions.png``
@@ -154,7 +190,12 @@ def compare(
     shapes = {m.x_shape for m in named.values()}
     if len(shapes) > 1:
         raise ValueError(f"the models take images of different shapes {sorted(shapes)}; compare needs one test set")
-    rows = [{"model": name, **score(model, test, num_samples, seed, progress)} for name, model in named.items()]
+    rows = [
+        {"model": name, **score(model, test, num_samples, seed, progress, method, **evidence_options)}
+        for name, model in named.items()
+    ]
+    for row in rows:  # 1 = the highest log p(x) among the models scored on the same data
+        row["rank"] = 1 + sum(other["log_px"] > row["log_px"] for other in rows if other["data"] == row["data"])
     comparison = Comparison(rows)
     if out is not None:
         comparison.figures = _figures(named, test, Path(out), num_images, seed)
@@ -174,7 +215,7 @@ def _figures(
     samples, reconstructions, planes = {}, {}, {}
     for name, model in named.items():
         x = model.prepare(_representation(model, test, seed)[1], "auto", seed)
-        y = labels if model.conditional else None
+        y = labels if model.capabilities.condition == "labels" else None
         samples[name] = model.sample(num_images, seed=seed).cpu()
         reconstructions[name] = model.reconstruct(x[:num_images], y=None if y is None else y[:num_images]).cpu()
         if model.z_dim == 2:

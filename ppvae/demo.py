@@ -39,7 +39,8 @@ def run_demo(
     ais_steps: int = 100,
     progress: bool = True,
 ) -> Path:
-    """Train, evaluate and compare; returns the path of ``report.md``. An earlier demo's runs in ``out`` are replaced."""
+    """Train, evaluate and compare; returns the path of ``report.md``. An earlier demo's runs in ``out`` are "
+    "replaced."""
     out = Path(out)
     train = ppvae.data.load(DATASET, split="train", root=root, limit=limit)
     test = ppvae.data.load(DATASET, split="test", root=root)
@@ -50,7 +51,7 @@ def run_demo(
 
     fit = dict(epochs=epochs, seed=seed, accelerator=device, progress=progress, overwrite=True)
     model = ppvae.VAE(x_shape=train.shape, z_dim=20)
-    model.data_source = source
+    model.fit_record.data_source = source
     model.fit(train, binarize="dynamic", test=test, out=out, **fit)
     scores = model.evaluate(test)
     evidence = model.evaluate(held_out, num_samples=num_samples, progress=progress)
@@ -71,7 +72,7 @@ def run_demo(
         ),
     }
     for name, (other, data) in others.items():
-        other.data_source = {**source, "dequantize": data is dequantized}
+        other.fit_record.data_source = {**source, "dequantize": data is dequantized}
         if isinstance(other, ppvae.FactorAnalysis):
             other.fit(data, out=out / name, seed=seed, progress=progress, overwrite=True)
         else:
@@ -140,13 +141,17 @@ def annealed_table(a: dict[str, float]) -> str:
         [
             "| estimator | mean log p(x), nats | seconds |",
             "| --- | --- | --- |",
-            f"| importance sampling, K = {a['num_samples']} | {a['is_log_px']:.2f} (k-hat > 0.7 on {a['is_khat_unreliable']:.0%}) "
+            f"| importance sampling, K = {a['num_samples']} | {a['is_log_px']:.2f} (k-hat > 0.7 on "
+            f"{a['is_khat_unreliable']:.0%}) "
             f"| {a['is_seconds']:.1f} |",
-            f"| AIS, {a['chains']} chains x {a['steps']} steps | {a['ais_log_px']:.2f} (chain noise ± {a['ais_se']:.2f}) "
+            f"| AIS, {a['chains']} chains x {a['steps']} steps | {a['ais_log_px']:.2f} (chain noise ± "
+            f"{a['ais_se']:.2f}) "
             f"| {a['ais_seconds']:.1f} |",
             "",
-            f"AIS sits {a['ais_gain']:.2f} nats per image above importance sampling: both are stochastic lower bounds, so "
-            f"the higher is the closer. On {a['images']} images simulated from the model, bidirectional Monte Carlo with "
+            f"AIS sits {a['ais_gain']:.2f} nats per image above importance sampling: both are stochastic lower "
+            "bounds, so "
+            f"the higher is the closer. On {a['images']} images simulated from the model, bidirectional Monte "
+            "Carlo with "
             f"the same settings bounds log p(x) between {a['bdmc_lower']:.2f} (forward AIS) and {a['bdmc_upper']:.2f} "
             f"(reverse AIS): a gap of {a['bdmc_gap']:+.2f} nats per image{noise}, which bounds the AIS error on images "
             "drawn from the model itself.",

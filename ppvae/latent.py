@@ -23,29 +23,33 @@ from dataclasses import dataclass
 import torch
 
 from ppvae.data import Data, ImageDataset
-from ppvae.models import LatentVariableModel
+from ppvae.estimator import LatentVariableModel, labels_for
+from ppvae.infer.batches import slices
 
 ACTIVE_THRESHOLD = 0.01
 
 
-def _labels(data: Data, y: torch.Tensor | None) -> torch.Tensor | None:
-    return y if y is not None else getattr(data, "y", None)
+def _takes_labels(model: LatentVariableModel) -> bool:
+    return model.capabilities.condition == "labels"
 
 
 @torch.no_grad()
 def encodings(
-    model: LatentVariableModel, data: Data, y: torch.Tensor | None = None, batch_size: int = 1000
+    model: LatentVariableModel,
+    data: Data,
+    y: torch.Tensor | None = None,
+    batch_size: int = 1000,
+    site: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(means, scales) of q(z | x) for every image, each (N, z_dim) on the CPU; labels ``y`` (or the
-    dataset's) for a conditional model."""
-    if not model.has_latent:
+    """(means, scales) of q(z | x) for every image, each (N, dim) on the CPU, of the latent ``site`` (by default
+    the one ``encode`` returns); labels ``y`` (or the dataset's) for a model conditioned on labels."""
+    if not model.capabilities.latent:
         raise ValueError(f"{type(model).__name__} has no latent variables")
     x = model.prepare(data)  # once: batch by batch, each batch would draw the same binarisation noise
-    labels = _labels(data, y) if model.conditional else None
+    labels = labels_for(model, data, y)
     means, scales = [], []
-    for i in range(0, x.shape[0], batch_size):
-        batch_labels = None if labels is None else labels[i : i + batch_size]
-        loc, scale = model.encode(x[i : i + batch_size], batch_labels, return_scale=True, binarize=None)
+    for xb, yb in slices(batch_size, x, labels):
+        loc, scale = model.encode(xb, yb, return_scale=True, binarize=None, site=site)
         means.append(loc.cpu())
         scales.append(scale.cpu())
     return torch.cat(means), torch.cat(scales)
@@ -63,10 +67,15 @@ class ActiveUnits:
 
 
 def active_units(
-    model: LatentVariableModel, data: Data, y: torch.Tensor | None = None, threshold: float = ACTIVE_THRESHOLD
+    model: LatentVariableModel,
+    data: Data,
+    y: torch.Tensor | None = None,
+    threshold: float = ACTIVE_THRESHOLD,
+    site: str | None = None,
 ) -> ActiveUnits:
-    """Active units (Burda et al., 2016): dimensions d with Var_x E_q[z_d | x] > ``threshold``."""
-    means, scales = encodings(model, data, y)
+    """Active units (Burda et al., 2016): dimensions d with Var_x E_q[z_d | x] > ``threshold``, of the latent
+    ``site`` (by default the one ``encode`` returns; ask for each layer of a hierarchy in turn)."""
+    means, scales = encodings(model, data, y, site=site)
     variance = means.var(0) if means.shape[0] > 1 else torch.zeros(means.shape[1])
     return ActiveUnits(int((variance > threshold).sum()), variance, (scales**2).mean(0), threshold)
 
@@ -273,7 +282,7 @@ def project(
 
 def _condition_labels(model: LatentVariableModel, y, n: int) -> torch.Tensor | None:
     """``n`` copies of one label (or None) for a conditional model's decoder."""
-    if not model.conditional:
+    if not _takes_labels(model):
         if y is not None:
             raise ValueError(f"{type(model).__name__} is not conditional: it takes no label")
         return None
@@ -289,7 +298,8 @@ def _grid_values(
     for a prior without a quantile function (mixture, VampPrior, Student-t), the same quantiles of the
     latent means of ``data`` (the aggregate posterior)."""
     q = torch.linspace(tail, 1 - tail, steps, dtype=torch.float64)
-    prior = model.prior(model.condition(_condition_labels(model, y, 1).to(model.device)) if model.conditional else None)
+    labels = _condition_labels(model, y, 1)
+    prior = model.prior(model.condition(None, None if labels is None else labels.to(model.device)))
     base = getattr(prior, "base_dist", None)
     try:
         if base is None:
@@ -304,7 +314,7 @@ def _grid_values(
             raise ValueError(
                 f"the {type(prior).__name__} prior has no quantile function: pass data to span the latent means instead"
             ) from None
-    means = encodings(model, data, y if model.conditional and isinstance(y, torch.Tensor) else None)[0].double()
+    means = encodings(model, data, y if _takes_labels(model) and isinstance(y, torch.Tensor) else None)[0].double()
     return (
         torch.quantile(means[:, dims[0]], q).float(),
         torch.quantile(means[:, dims[1]], q).float(),
@@ -399,7 +409,7 @@ def attribute(
     """Attribute vectors (the lecture's "add glasses"): the mean latent of class ``target`` minus that of
     class ``source``, added with each of ``strengths`` to the codes of ``images``: (N, len(strengths), C, H, W).
     Boot minus sneaker, added to sneakers, turns them into boots."""
-    if model.conditional:
+    if _takes_labels(model):
         raise ValueError("attribute vectors move an image's class through z; a conditional model takes the class as y")
     if data.y is None:
         raise ValueError("attribute vectors need labelled data")
@@ -420,7 +430,7 @@ def uncertainty(
     """How sure the encoder is: the posterior scales (N, z_dim), and the mean and pixel-wise standard
     deviation of images decoded from ``draws`` samples of q(z | x), each (N, C, H, W). ``y``: the images'
     labels, for a conditional model."""
-    labels = None if not model.conditional else torch.as_tensor(_condition_labels(model, y, len(images)))
+    labels = None if not _takes_labels(model) else torch.as_tensor(_condition_labels(model, y, len(images)))
     loc, scale = model.encode(images, labels, return_scale=True)
     g = torch.Generator(device=loc.device).manual_seed(seed)
     z = loc + scale * torch.randn((draws, *loc.shape), generator=g, device=loc.device)

@@ -17,13 +17,13 @@ import torch
 
 from ppvae import latent, viz
 from ppvae.data import ImageDataset
-from ppvae.models import LatentVariableModel
+from ppvae.estimator import LatentVariableModel
 
 SHOWN = 2000  # test images in a scatter
 
 
 def _labels_for(model: LatentVariableModel, test: ImageDataset) -> torch.Tensor | None:
-    return test.y if model.conditional else None
+    return test.y if model.capabilities.condition == "labels" else None
 
 
 def _need_labels(test: ImageDataset, kind: str) -> None:
@@ -104,7 +104,7 @@ def interpolate(
     for i in range(pairs):
         a = 2 * i
         b = next((j for j in range(a + 1, len(x)) if labels is None or labels[j] != labels[a]), a + 1)
-        y = None if not model.conditional else labels[a]
+        y = labels[a] if model.capabilities.condition == "labels" else None
         latent_path, pixel_path = latent.interpolate(model, x[a], x[b], steps, y)
         rows[f"{i + 1}. through z"] = latent_path
         rows[f"{i + 1}. in pixels"] = pixel_path
@@ -150,11 +150,11 @@ def training(
     model: LatentVariableModel, test: ImageDataset | None, path: Path, projection: str = "pca", seed: int = 0, **_: Any
 ) -> Path:
     """The kept latent means at each snapshot epoch (``fit(snapshot_epochs=...)``), side by side."""
-    if not model.snapshots:
+    if not model.fit_record.snapshots:
         raise ValueError("the model kept no snapshots: train with snapshot_epochs=[1, 5, 10] (--snapshot-epochs)")
-    labels = model.snapshot_labels
+    labels = model.fit_record.snapshot_labels
     planes, axes = {}, ("", "")
-    for epoch, codes in sorted(model.snapshots.items()):
+    for epoch, codes in sorted(model.fit_record.snapshots.items()):
         points, axes = latent.project(codes, projection, seed)
         planes[f"epoch {epoch}"] = (points, labels)
     return viz.latent_planes(
@@ -184,7 +184,7 @@ def plot(
     figure needs them (all but manifold, traverse and training)."""
     if kind not in KINDS:
         raise ValueError(f"unknown figure {kind!r}; choose from {', '.join(KINDS)}")
-    if not model.has_latent:
+    if not model.capabilities.latent:
         raise ValueError(f"{type(model).__name__} has no latent space to draw")
     if test is None and kind in ("scatter", "interpolate", "attribute", "uncertainty"):
         raise ValueError(f"the {kind} figure needs test images")

@@ -10,14 +10,24 @@ from typing import Any
 
 import torch
 
-from ppvae.models import LatentVariableModel, bits_per_dim
-from ppvae.models.evidence import reliability_warning
+from ppvae.estimator import LatentVariableModel, bits_per_dim
+from ppvae.estimator.evidence import reliability_warning
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
     if isinstance(value, float):
         return "n/a" if not math.isfinite(value) else f"{value:.{digits}f}"
     return str(value)
+
+
+def _evidence_label(scores: Mapping[str, Any]) -> str:
+    """What the ``log_px`` row is: the estimator ``evaluate`` used."""
+    method = scores.get("method", "is")
+    if method == "ais":
+        return f"log p(x), annealed importance sampling (chain noise ± {scores.get('chain_se', float('nan')):.2f})"
+    if method == "quadrature":
+        return "log p(x), quadrature (exact to its refinement error)"
+    return f"log p(x), importance sampled (K = {scores.get('num_samples', '?')})"
 
 
 def evaluation_table(scores: Mapping[str, float], x_dim: int, levels: int | None = None) -> str:
@@ -30,7 +40,7 @@ def evaluation_table(scores: Mapping[str, float], x_dim: int, levels: int | None
         ("elbo", "ELBO"),
         ("reconstruction", "reconstruction log p(x|z)"),
         ("kl", "KL(q(z|x) || p(z))"),
-        ("log_px", f"log p(x), importance sampled (K = {scores.get('num_samples', '?')})"),
+        ("log_px", _evidence_label(scores)),
         ("gap", "log p(x) - ELBO"),
         ("log_px_exact", "log p(x), exact"),
     ]
@@ -76,7 +86,7 @@ def run_report(
 ) -> Path:
     """Write ``report.md`` into a run folder that already holds the figures."""
     directory = Path(directory)
-    fit = model.fit_config
+    fit = model.fit_record.options
     total_seconds = sum(r.get("seconds", 0.0) for r in model.history)
     lines = [
         f"# {title}",
@@ -84,13 +94,15 @@ def run_report(
         f"`{model!r}`, {model.num_parameters():,} parameters.",
         "",
         f"Trained for {len(model.history)} epochs ({total_seconds:.0f} s of training) on "
-        f"{(model.data_source or {}).get('dataset', 'the training data')} with binarisation `{fit.get('binarize')}`, "
-        f"objective `{fit.get('elbo')}`, batch {fit.get('batch_size')}, learning rate {fit.get('lr')}, seed {fit.get('seed')}.",
+        f"{(model.fit_record.data_source or {}).get('dataset', 'the training data')} with binarisation "
+        f"`{fit.get('binarize')}`, "
+        f"objective `{fit.get('elbo')}`, batch {fit.get('batch_size')}, learning rate {fit.get('lr')}, seed "
+        f"{fit.get('seed')}.",
         f"Measured on {platform.machine()} with {torch.get_num_threads()} threads, torch {torch.__version__}.",
         "",
         f"## Test set ({int(scores['n'])} images)",
         "",
-        evaluation_table(scores, model.x_dim, None if model.binary_likelihood else 256),
+        evaluation_table(scores, model.x_dim, None if model.capabilities.binary else 256),
         "",
         "## Training",
         "",

@@ -34,19 +34,11 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from ppvae.models import MODELS, VAE, LatentVariableModel
+from ppvae.estimator import LatentVariableModel, model_names
+from ppvae.models import MODELS
 from ppvae.parts import REGISTRIES, normalize_spec
 
 SECTIONS = ("model", "fit", "data")
-MODEL_NAMES = {
-    "vae": "VAE",
-    "cvae": "CVAE",
-    "factor-analysis": "FactorAnalysis",
-    "fa": "FactorAnalysis",
-    "completion": "CompletionVAE",
-    "completion-network": "CompletionNetwork",
-    **{m: m for m in MODELS},
-}
 
 
 def read_toml(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -91,7 +83,7 @@ def part_flags(model: dict[str, Any], extra: Sequence[str]) -> dict[str, Any]:
             i += 1
         if not values:
             raise ValueError(f"{flag} needs a value")
-        spec = normalize_spec(model.get(kind, _default_part(kind)), kind)
+        spec = normalize_spec(model[kind] if kind in model else _default_part(model_class(model), kind), kind)
         option = option.replace("-", "_")
         allowed = REGISTRIES[kind].options(spec["name"]) if spec["name"] in REGISTRIES[kind] else {}
         if option not in allowed:
@@ -102,20 +94,29 @@ def part_flags(model: dict[str, Any], extra: Sequence[str]) -> dict[str, Any]:
     return model
 
 
-def _default_part(kind: str) -> str:
-    """The VAE's own default for a part, read off its signature so that there is one source of truth."""
-    return inspect.signature(VAE).parameters[kind].default
+def model_class(model_spec: dict[str, Any]) -> type[LatentVariableModel]:
+    """The class a ``[model]`` table names (by any of its names; VAE by default), or an error listing them."""
+    name = model_spec.get("name", "VAE")
+    names = model_names()
+    if name not in names:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(set(names.values())))}")
+    return MODELS[names[name]]
+
+
+def _default_part(cls: type[LatentVariableModel], kind: str) -> Any:
+    """The model's own default for a part, read off its signature so that there is one source of truth."""
+    parameter = inspect.signature(cls).parameters.get(kind)
+    if parameter is None:
+        raise ValueError(f"{cls.__name__} takes no {kind}, so it has no --{kind}-... options")
+    return parameter.default
 
 
 def build_model(model_spec: dict[str, Any], x_shape: Sequence[int], data: Any = None) -> LatentVariableModel:
     """The model a ``[model]`` table describes, for images of ``x_shape``; a conditional model takes its
     number of classes and their names from ``data`` unless the table gives them."""
-    spec = dict(model_spec)
-    name = spec.pop("name", "VAE")
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(set(MODEL_NAMES.values())))}")
-    cls = MODELS[MODEL_NAMES[name]]
-    if cls.conditional and "num_classes" not in spec:
+    cls = model_class(model_spec)
+    spec = {k: v for k, v in model_spec.items() if k != "name"}
+    if cls.capabilities.condition == "labels" and "num_classes" not in spec:
         if getattr(data, "y", None) is None:
             raise ValueError(f"{cls.__name__} learns from labels, and this data has none")
         spec.update(num_classes=data.num_classes, classes=getattr(data, "classes", None))

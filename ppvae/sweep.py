@@ -25,8 +25,8 @@ import torch
 
 from ppvae import latent, viz
 from ppvae.data import ImageDataset
-from ppvae.models import LatentVariableModel
-from ppvae.models.evidence import KHAT_UNRELIABLE
+from ppvae.estimator import LatentVariableModel
+from ppvae.estimator.evidence import KHAT_UNRELIABLE
 from ppvae.specs import build_model
 
 SWEPT = ("beta", "z_dim")
@@ -128,7 +128,7 @@ def sweep(
     for value in values:
         spec = {"name": model, **(model_options or {}), parameter: value}
         instance = build_model(spec, train.shape, train)
-        if not instance.has_latent:
+        if not instance.capabilities.latent:
             raise ValueError(f"{type(instance).__name__} has no latent space to sweep")
         if progress:
             print(f"{parameter}={value:g}: {instance!r}", flush=True)
@@ -147,14 +147,15 @@ def sweep(
                 khat_unreliable=(estimate.pareto_k > KHAT_UNRELIABLE).double().mean().item(),
             )
         x_test = instance.prepare(test, seed=seed)
-        labels = test.y if instance.conditional else None
+        takes_labels = instance.capabilities.condition == "labels"
+        labels = test.y if takes_labels else None
         units = latent.active_units(instance, x_test, labels)
         row.update(active_units=units.count, mean_variance=units.variance.mean().item())
         codes = latent.encodings(instance, x_test, labels)[0]
         if labelled:
             known = train.subset(knn_train)
             train_codes = latent.encodings(
-                instance, instance.prepare(known, seed=seed), known.y if instance.conditional else None
+                instance, instance.prepare(known, seed=seed), known.y if takes_labels else None
             )[0]
             row.update(knn_accuracy=latent.knn_accuracy(train_codes, known.y, codes, test.y, k), k=k)
         rows.append(row)

@@ -2,7 +2,9 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
+import ppvae
 from ppvae.cli import main
 
 
@@ -232,3 +234,57 @@ def test_counts_are_checked_and_evaluation_json_is_strict(tmp_path, capsys):
     assert main(["evaluate", str(run), "--test-limit", "1", "--quiet"]) == 0  # one image: its standard errors are NaN
     text = (run / "evaluation.json").read_text()
     assert "NaN" not in text and json.loads(text)["elbo_se"] is None
+
+
+PART_OPTIONS = {
+    "vae": ("--prior-components", "4", "prior", None),  # the normal prior has no components: refused
+    "cvae": ("--prior-hidden", "16", "prior", {"name": "conditional", "hidden": 16}),
+    "completion": ("--prior-hidden", "16", "prior", {"name": "conditional", "hidden": 16}),
+    "completion-network": ("--network-hidden", "16", "network", {"name": "mlp", "hidden": 16}),
+    "fa": ("--likelihood-scale", "learned", "likelihood", None),  # factor analysis takes no likelihood
+}
+
+
+@pytest.mark.parametrize("name", sorted(PART_OPTIONS))
+def test_part_options_read_the_defaults_of_the_model_being_built(name):
+    from ppvae.specs import build_model, part_flags
+
+    flag, value, kind, expected = PART_OPTIONS[name]
+    if expected is None:
+        with pytest.raises(ValueError, match="no option 'components'|takes no likelihood"):
+            part_flags({"name": name}, [flag, value])
+        return
+    spec = part_flags({"name": name}, [flag, value])
+    assert spec[kind] == expected
+    labelled = ppvae.data.ImageDataset(torch.rand(10, 1, 8, 8), torch.arange(10) % 3, classes=["a", "b", "c"])
+    model = build_model(spec, (1, 8, 8), labelled)
+    assert model.config()[kind] == expected
+
+
+def test_evaluate_and_compare_take_the_estimator_and_name_it(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "shapes.npy", (rng.random((200, 8, 8)) > 0.5).astype(np.uint8) * 255)
+    for seed, name in enumerate(("a", "b")):
+        train = f"train --data {tmp_path / 'shapes.npy'} --epochs 1 --z-dim 2 --hidden 16 --quiet --seed {seed}"
+        assert main([*train.split(), "--out", str(tmp_path / name), "--model", "vae"]) == 0
+    run = str(tmp_path / "a")
+    assert main(["evaluate", run, "--method", "ais", "--chains", "2", "--steps", "5", "--quiet"]) == 0
+    scores = json.loads((tmp_path / "a" / "evaluation.json").read_text())
+    assert (
+        scores["method"] == "ais" and scores["log_px"] < 0 and "annealed importance sampling" in capsys.readouterr().out
+    )
+    assert main(["evaluate", run, "--method", "quadrature", "--quiet"]) == 0
+    assert json.loads((tmp_path / "a" / "evaluation.json").read_text())["method"] == "quadrature"
+    assert main(["evaluate", run, "--method", "ais", "--num-samples", "5", "--quiet"]) == 2
+    assert "--num-samples is importance sampling's" in capsys.readouterr().err
+    assert main(["evaluate", run, "--method", "exact", "--quiet"]) == 2
+    assert "no closed-form evidence" in capsys.readouterr().err
+    out = tmp_path / "compared"
+    runs = [run, str(tmp_path / "b")]
+    assert (
+        main(["compare", *runs, "--method", "ais", "--chains", "2", "--steps", "5", "--out", str(out), "--quiet"]) == 0
+    )
+    rows = json.loads((out / "comparison.json").read_text())
+    assert [r["method"] for r in rows] == ["AIS, 2x5"] * 2 and sorted(r["rank"] for r in rows) == [1, 2]
+    assert rows[0]["rank"] == (1 if rows[0]["log_px"] > rows[1]["log_px"] else 2)
+    assert "| rank |" in (out / "comparison.md").read_text()

@@ -39,7 +39,7 @@ def test_only_the_hidden_pixels_are_scored(cls):
     assert c.shape == (6, 128) and model.hidden_pixels(c).sum() == 6 * 32
 
     def log_likelihood(images):  # log p(x | z, c) at a fixed z
-        program = poutine.condition(model.model, data={"z": torch.zeros(6, 20)} if model.has_latent else {})
+        program = poutine.condition(model.model, data={"z": torch.zeros(6, 20)} if model.capabilities.latent else {})
         return poutine.trace(program).get_trace(images, c).nodes["x"]["fn"].log_prob(images)
 
     visible_changed, hidden_changed = x.clone(), x.clone()
@@ -53,7 +53,7 @@ def test_only_the_hidden_pixels_are_scored(cls):
 
 def test_each_training_image_shows_a_number_of_quadrants_drawn_from_visible():
     x = two_kinds(300)
-    shown = lambda model: model.random_condition(x)[:, 64:].sum(1) / 16  # noqa: E731 (quadrants shown per image)
+    shown = lambda model: model.condition(x, None, train=True)[:, 64:].sum(1) / 16  # noqa: E731 (quadrants shown per image)
     torch.manual_seed(0)
     counts = shown(ppvae.CompletionVAE(x_shape=(1, 8, 8), visible=(1, 2, 3)))
     assert set(counts.tolist()) == {1.0, 2.0, 3.0} and all((counts == k).sum() > 70 for k in (1, 2, 3))

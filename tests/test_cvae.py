@@ -16,12 +16,12 @@ SMALL = {"x_shape": (1, 8, 8), "num_classes": 3, "z_dim": 2, "network": {"name":
 def test_the_condition_reaches_encoder_decoder_and_prior():
     model = ppvae.CVAE(**SMALL, prior="conditional")
     data = labelled(12)
-    c = model.condition(data.y)
+    c = model.condition(data.x, data.y)
     assert c.shape == (12, 3) and torch.equal(c.argmax(-1), data.y)
     guide_trace = poutine.trace(model.guide).get_trace(data.x, c)
     model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(data.x, c)
     assert model_trace.nodes["z"]["fn"].batch_shape == (12,)  # p(z | c): one prior per example
-    other = model.condition((data.y + 1) % 3)
+    other = model.condition(data.x, (data.y + 1) % 3)
     assert not torch.equal(model.prior(c).mean, model.prior(other).mean)
     assert not torch.equal(
         model.networks.decoder(torch.zeros(12, 2), c), model.networks.decoder(torch.zeros(12, 2), other)
@@ -38,9 +38,9 @@ def test_the_condition_reaches_encoder_decoder_and_prior():
 def test_every_conditional_combination_trains_scores_samples_and_reloads(prior, likelihood, guide, tmp_path):
     model = ppvae.CVAE(**SMALL, prior=prior, likelihood=likelihood, guide=guide)
     data = labelled(48)
-    if not model.binary_likelihood:
+    if not model.capabilities.binary:
         data = ppvae.data.ImageDataset(data.x * 0.8 + 0.1, data.y, "bars", "train", data.classes)
-    history = model.fit(data, epochs=2, batch_size=16, test=data, out=tmp_path / "run", progress=False)
+    history = model.fit(data, epochs=2, batch_size=16, test=data, out=tmp_path / "run", progress=False).history
     assert np.isfinite(history[-1]["test_elbo"])
     scores = model.evaluate(data, num_samples=4)
     assert np.isfinite(scores["log_px"])
@@ -71,7 +71,7 @@ def test_labels_come_from_the_dataset_a_tensor_or_a_stream(tmp_path):
     np.save(tmp_path / "y.npy", data.y.numpy())
     stream = ppvae.data.NpyImages(tmp_path / "x.npy", labels=tmp_path / "y.npy")
     from_stream = ppvae.CVAE(**SMALL).fit(stream, epochs=1, batch_size=20, progress=False)
-    assert len(from_tensor) == len(from_stream) == 1
+    assert len(from_tensor.history) == len(from_stream.history) == 1
     with pytest.raises(ValueError, match="CVAE is conditional: pass labels y"):
         ppvae.CVAE(**SMALL).fit(data.x, epochs=1, progress=False)
 

@@ -100,7 +100,7 @@ def test_data_parallel_fit_with_the_vampprior_a_run_folder_and_a_stream(tmp_path
         out=tmp_path / "run",
         test=small_data(32, 1),
         progress=False,
-    )
+    ).history
     assert [r["epoch"] for r in history] == [1, 2] and history[1]["train_loss"] < history[0]["train_loss"]
     saved = ppvae.load(tmp_path / "run")
     assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), model.state_dict().values()))
@@ -130,7 +130,7 @@ def test_a_conditional_model_trains_data_parallel_from_a_labelled_stream(tmp_pat
     model = ppvae.CVAE(
         x_shape=(1, 8, 8), num_classes=4, z_dim=2, prior="conditional", network={"name": "mlp", "hidden": [16]}
     )
-    history = model.fit(stream, epochs=2, batch_size=32, devices=2, accelerator="cpu", progress=False)
+    history = model.fit(stream, epochs=2, batch_size=32, devices=2, accelerator="cpu", progress=False).history
     assert len(history) == 2 and np.isfinite(history[-1]["train_loss"])
     assert model.sample(4, y=3).shape == (4, 1, 8, 8)
 

@@ -138,7 +138,7 @@ def test_iwae_training_tightens_the_bound(binary_images):
     x = torch.bernoulli(torch.rand(1, 1, 28, 28).expand(256, 1, 28, 28).clone())
     vae = ppvae.VAE(x_shape=(1, 28, 28), z_dim=4)
     before = ppvae.log_evidence(vae, x[:64], num_samples=50, progress=False).mean()
-    history = vae.fit(x, epochs=3, batch_size=64, elbo="iwae", num_particles=5, progress=False)
+    history = vae.fit(x, epochs=3, batch_size=64, elbo="iwae", num_particles=5, progress=False).history
     assert "train_iwae" in history[-1] and "train_elbo" not in history[-1]
     assert ppvae.log_evidence(vae, x[:64], num_samples=50, progress=False).mean() > before + 50
     with pytest.raises(ValueError, match="no beta"):
@@ -218,9 +218,9 @@ def test_quadrature_is_the_ceiling_importance_sampling_climbs_toward():
 
 def test_quadrature_refuses_what_it_cannot_integrate():
     model = ppvae.VAE(x_shape=(1, 8, 8), z_dim=3)
-    with pytest.raises(ValueError, match="1 or 2 latent dimensions"):
+    with pytest.raises(ValueError, match="at most 2 latent dimensions"):
         ppvae.log_evidence(model, torch.zeros(2, 1, 8, 8), method="quadrature", progress=False)
-    with pytest.raises(ValueError, match="method must be"):
+    with pytest.raises(ValueError, match="no closed-form evidence"):
         ppvae.log_evidence(model, torch.zeros(2, 1, 8, 8), method="exact", progress=False)
     cvae = ppvae.CVAE(x_shape=(1, 8, 8), num_classes=3, z_dim=2, network={"name": "mlp", "hidden": [8]})
     data = ppvae.data.ImageDataset(torch.bernoulli(torch.full((4, 1, 8, 8), 0.5)), torch.arange(4) % 3)
@@ -329,3 +329,42 @@ def test_ais_conditions_on_the_label_like_quadrature():
     exact = ppvae.log_evidence(cvae, data.subset(10), method="quadrature", progress=False)  # log p(x | y)
     annealed = ppvae.log_evidence(cvae, data.subset(10), method="ais", steps=200, progress=False)
     assert (annealed - exact).abs().mean() < 0.05
+
+
+def test_the_front_door_takes_one_method_and_only_its_options():
+    model = ppvae.VAE(x_shape=(1, 8, 8), z_dim=2, network={"name": "mlp", "hidden": [8]})
+    x = torch.bernoulli(torch.full((3, 1, 8, 8), 0.4))
+    refusals = [
+        (
+            {"method": "ais", "num_samples": 5},
+            "num_samples does not apply to method='ais' .it is an option of method='is'",
+        ),
+        (
+            {"chains": 4},
+            "chains does not apply to method='is' .it is an option of method='ais'.; its options: num_samples",
+        ),
+        ({"method": "quadrature", "steps": 3}, "steps does not apply to method='quadrature'"),
+        ({"method": "is", "leapfrog": 3}, "leapfrog does not apply to method='is' .no method takes it."),
+        ({"method": "bridge"}, "method must be one of is, ais, quadrature, exact"),
+    ]
+    for options, message in refusals:
+        with pytest.raises(ValueError, match=message):
+            ppvae.log_evidence(model, x, progress=False, **options)
+    with pytest.raises(ValueError, match="num_samples does not apply to method='quadrature'"):
+        model.evaluate(x, num_samples=5, method="quadrature")
+
+
+def test_factor_analysis_honours_the_method_it_is_given():
+    train, test = fa_data(2000, d=6, k=2)
+    fa = ppvae.FactorAnalysis(x_shape=(6,), z_dim=2).fit(train, progress=False)
+    exact = fa.log_evidence(test[:20])
+    assert torch.equal(exact, fa.exact_log_evidence(test[:20])) and torch.equal(
+        ppvae.log_evidence(fa, test[:20], progress=False), exact
+    )  # the closed form, by default, from the model and the front door alike
+    annealed = fa.log_evidence(test[:20], method="ais", steps=50, chains=4, progress=False, diagnostics=True)
+    assert not torch.equal(annealed.log_evidence, exact)  # AIS ran: it was not the closed form again
+    assert (annealed.log_evidence - exact).abs().max() < 0.05
+    sampled = fa.log_evidence(test[:20], 200, progress=False)  # num_samples asks for importance sampling
+    assert not torch.equal(sampled, exact) and (sampled - exact).abs().max() < 0.05
+    scores = fa.evaluate(test[:20], method="ais", steps=20, chains=2)
+    assert scores["method"] == "ais" and abs(scores["log_px"] - scores["log_px_exact"]) < 0.1

@@ -19,7 +19,7 @@ def test_em_scores_as_well_as_scikit_learn():
     sklearn = pytest.importorskip("sklearn.decomposition")
     train, test = fa_data(3000)
     fa = ppvae.FactorAnalysis(x_shape=(15,), z_dim=3)
-    history = fa.fit(train, test=test)
+    history = fa.fit(train, test=test).history
     reference = sklearn.FactorAnalysis(n_components=3, svd_method="lapack").fit(train.numpy()).score(test.numpy())
     assert history[-1]["test_log_likelihood"] > reference - 0.1  # measured: -17.4224 against -17.4222
     assert history[-1]["iterations"] < 1000
@@ -90,7 +90,7 @@ def test_svi_reaches_the_em_optimum_within_one_nat(guide):
     em.fit(train)
     fa = ppvae.FactorAnalysis(x_shape=(15,), z_dim=3, guide=guide, method="svi")
     start = fa.log_evidence(test).mean().item()
-    history = fa.fit(train, epochs=15, lr=0.05, batch_size=256, progress=False)
+    history = fa.fit(train, epochs=15, lr=0.05, batch_size=256, progress=False).history
     assert len(history) == 15 and history[-1]["train_elbo"] > history[0]["train_elbo"]
     optimum = em.log_evidence(test).mean().item()
     # measured: 0.04 nats below EM with the exact guide, 0.19 with the amortised one

@@ -23,7 +23,7 @@ GPU = {"accelerator": "cuda", "progress": False}
 
 def test_training_evaluation_and_evidence_run_on_the_gpu():
     model = ppvae.VAE(**SMALL)
-    history = model.fit(small_data(), epochs=3, batch_size=32, lr=3e-3, test=small_data(64, 1), **GPU)
+    history = model.fit(small_data(), epochs=3, batch_size=32, lr=3e-3, test=small_data(64, 1), **GPU).history
     assert model.device.type == "cuda" and history[-1]["train_loss"] < history[0]["train_loss"]
     assert np.isfinite(model.evaluate(small_data(64, 1), num_samples=10)["log_px"])
     assert ppvae.log_evidence(model, small_data(8, 1), num_samples=20, progress=False).shape == (8,)
@@ -47,7 +47,7 @@ def test_every_model_trains_on_the_gpu_and_loads_on_the_cpu(name, tmp_path):
     if name == "FactorAnalysis":
         x = ppvae.data.dequantize(torch.round(x * 128 + 64) / 255)
     data = ppvae.data.ImageDataset(x, torch.arange(200) % 10, "images", "train")
-    model = cls(x_shape=(1, 8, 8), **({"z_dim": 2} if cls.has_latent else {}))
+    model = cls(x_shape=(1, 8, 8), **({"z_dim": 2} if cls.capabilities.latent else {}))
     model.fit(data, out=tmp_path / "run", test=data.subset(40), **GPU)  # options every model takes
     assert model.device.type == "cuda"
     on_cpu = ppvae.load(tmp_path / "run")  # the default device: weights saved from the GPU, read on the CPU
@@ -56,7 +56,7 @@ def test_every_model_trains_on_the_gpu_and_loads_on_the_cpu(name, tmp_path):
     )
     on_gpu = ppvae.load(tmp_path / "run", device="cuda")
     assert on_gpu.device.type == "cuda"
-    if model.samples_from_prior:
+    if model.capabilities.samples_from_prior:
         assert model.sample(3).shape == (3, 1, 8, 8)
     else:
         assert model.complete(data.subset(3), visible=1, samples=2).shape == (3, 2, 1, 8, 8)
@@ -126,14 +126,14 @@ def test_streamed_data_and_conv_networks_with_a_vampprior_train_on_the_gpu(tmp_p
         network={"name": "conv", "channels": [8, 16]},
         prior={"name": "vamp", "components": 5},
     )
-    history = model.fit(data, epochs=3, batch_size=64, lr=3e-3, binarize=None, **GPU)
+    history = model.fit(data, epochs=3, batch_size=64, lr=3e-3, binarize=None, **GPU).history
     assert model.device.type == "cuda" and history[-1]["train_loss"] < history[0]["train_loss"]
 
 
 @pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
 def test_mixed_precision_trains_on_the_gpu(precision):
     model = ppvae.VAE(**SMALL)
-    history = model.fit(small_data(), epochs=3, batch_size=32, lr=3e-3, precision=precision, **GPU)
+    history = model.fit(small_data(), epochs=3, batch_size=32, lr=3e-3, precision=precision, **GPU).history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert next(model.parameters()).dtype == torch.float32  # mixed: the weights stay float32
 

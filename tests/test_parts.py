@@ -59,7 +59,7 @@ def test_every_combination_builds_steps_and_scores(prior, likelihood, guide):
         network={"name": "mlp", "hidden": [16]},
     )
     x = torch.rand(16, 1, 8, 8)
-    if vae.binary_likelihood:
+    if vae.capabilities.binary:
         x = torch.bernoulli(x)
     vae.initialize(x)
     before = [p.detach().clone() for p in vae.parameters()]

@@ -51,12 +51,16 @@ def test_the_walks_agree_with_the_model(fitted):
 
 def test_snapshots_are_kept_saved_and_reloaded(fitted, tmp_path):
     model, test = fitted
-    assert sorted(model.snapshots) == [1, 4] and model.snapshots[4].shape == (150, 2)
-    assert not torch.equal(model.snapshots[1], model.snapshots[4])  # the latent space moved during training
-    assert torch.allclose(model.snapshots[4], model.encode(model.prepare(test)).cpu(), atol=1e-5)
+    assert sorted(model.fit_record.snapshots) == [1, 4] and model.fit_record.snapshots[4].shape == (150, 2)
+    assert not torch.equal(
+        model.fit_record.snapshots[1], model.fit_record.snapshots[4]
+    )  # the latent space moved during training
+    assert torch.allclose(model.fit_record.snapshots[4], model.encode(model.prepare(test)).cpu(), atol=1e-5)
     model.save(tmp_path / "run", figures=False)
     loaded = ppvae.load(tmp_path / "run")
-    assert torch.equal(loaded.snapshots[1], model.snapshots[1]) and torch.equal(loaded.snapshot_labels, test.y)
+    assert torch.equal(loaded.fit_record.snapshots[1], model.fit_record.snapshots[1]) and torch.equal(
+        loaded.fit_record.snapshot_labels, test.y
+    )
     with pytest.raises(ValueError, match="pass test="):
         ppvae.VAE(**SMALL).fit(bars(50), epochs=1, snapshot_epochs=[1], progress=False)
     with pytest.raises(ValueError, match="snapshot_epochs"):

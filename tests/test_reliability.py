@@ -17,7 +17,8 @@ from conftest import bars, same_weights, weights_of
 
 import ppvae
 from ppvae.cli import main
-from ppvae.models.runs import RunFolderBusy, RunLock, read_metrics
+from ppvae.estimator.files import RunFolderBusy, RunLock
+from ppvae.estimator.runs import read_metrics
 
 NET = {"name": "mlp", "hidden": [8]}
 
@@ -103,7 +104,7 @@ def test_an_out_that_cannot_hold_a_run_is_refused_before_training(tmp_path):
         fit(model, bars(64), out=tmp_path / "afile")
     with pytest.raises(ValueError, match="cannot write the run folder"):
         fit(model, bars(64), out=tmp_path / "afile" / "run")
-    assert model.history == [] and model.fit_config == {}
+    assert model.history == [] and model.fit_record.options == {}
 
 
 def test_ctrl_c_exits_130_with_one_line_and_the_checkpoint_resumes(tmp_path):
@@ -143,7 +144,7 @@ def test_ctrl_c_exits_130_with_one_line_and_the_checkpoint_resumes(tmp_path):
 
 def test_a_run_saved_from_python_records_named_data_and_the_cli_says_which_flag_otherwise(tmp_path, fashion, capsys):
     fit(ppvae.VAE(x_shape=(1, 28, 28), z_dim=2, network=NET), fashion[0].subset(300), out=tmp_path / "named")
-    assert ppvae.load(tmp_path / "named").data_source["dataset"] == "fashion-mnist"
+    assert ppvae.load(tmp_path / "named").fit_record.data_source["dataset"] == "fashion-mnist"
     assert main(["evaluate", str(tmp_path / "named"), "--test-limit", "50", "--quiet"]) == 0  # no flag needed
     fit(small_vae(), bars(64).x, out=tmp_path / "tensor")  # a tensor has no name to record
     capsys.readouterr()
@@ -154,7 +155,7 @@ def test_a_run_saved_from_python_records_named_data_and_the_cli_says_which_flag_
 def test_a_ctrl_c_while_an_epoch_is_written_waits_until_the_run_folder_is_whole(tmp_path, monkeypatch):
     import os
 
-    import ppvae.models.runs as runs
+    import ppvae.estimator.runs as runs
 
     model = fit(small_vae(), bars(64))
     save = runs.save_torch_atomic
@@ -166,7 +167,7 @@ def test_a_ctrl_c_while_an_epoch_is_written_waits_until_the_run_folder_is_whole(
 
     monkeypatch.setattr(runs, "save_torch_atomic", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        runs.write_run(model, tmp_path / "run", checkpoint=model.training_state)
+        runs.write_run(model, model.fit_record, tmp_path / "run", checkpoint=model.fit_record.training_state)
     assert all(
         (tmp_path / "run" / name).exists() for name in ("spec.json", "checkpoint.pt", "weights.pt", "metrics.jsonl")
     )
@@ -358,7 +359,7 @@ def test_empty_data_is_a_message():
 
 def test_a_failed_fit_leaves_the_model_as_it_was():
     model = fit(small_vae(), bars(64).x, binarize="threshold")
-    weights, config, history = weights_of(model), dict(model.fit_config), list(model.history)
+    weights, config, history = weights_of(model), dict(model.fit_record.options), list(model.history)
 
     class Poisoned(torch.utils.data.Dataset):  # read from disk, as it were; image 40 is broken
         def __len__(self):
@@ -374,7 +375,9 @@ def test_a_failed_fit_leaves_the_model_as_it_was():
     ):  # fails in the middle of training
         with pytest.raises(ValueError, match="NaN"):
             bad()
-        assert same_weights(weights_of(model), weights) and model.fit_config == config and model.history == history
+        assert (
+            same_weights(weights_of(model), weights) and model.fit_record.options == config and model.history == history
+        )
 
 
 # -- memory and threads ------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 silent default; what is whole in it is still read."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,3 +74,21 @@ def test_evaluate_refuses_weights_that_are_not_finite(run):
         next(model.parameters()).fill_(float("nan"))
     with pytest.raises(ValueError, match="NaN or infinite"):
         model.evaluate(bars(10).x)
+
+
+def test_a_run_folder_written_before_the_estimator_floor_still_loads_and_scores_the_same(tmp_path):
+    """tests/data holds run folders (format 2) written by the version before the estimator floor, with what that
+    version computed from them; this version loads them, scores them the same, and resumes them."""
+    data = Path(__file__).parent / "data"
+    saved = torch.load(data / "format-2-outputs.pt", weights_only=True)
+    vae, cvae = ppvae.load(data / "vae-format-2"), ppvae.load(data / "cvae-format-2")
+    x, y = saved["x"][:5], saved["y"][:5]
+    assert torch.equal(vae.encode(x), saved["vae_codes"]) and torch.equal(vae.elbo_terms(x)["elbo"], saved["vae_elbo"])
+    assert torch.equal(cvae.encode(x, y), saved["cvae_codes"])
+    assert torch.equal(cvae.elbo_terms(x, y)["elbo"], saved["cvae_elbo"])
+    assert len(vae.history) == 2 and vae.fit_record.options["binarize"] is None and cvae.classes == ["a", "b", "c"]
+    assert vae.fit_record.training_state["epoch"] == 2
+    shutil.copytree(data / "vae-format-2", tmp_path / "run")
+    resumed = ppvae.load(tmp_path / "run")
+    resumed.fit(saved["x"], epochs=3, batch_size=32, out=tmp_path / "run", resume=True, progress=False)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3] and resumed.fit_record.training_state["epoch"] == 3

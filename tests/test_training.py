@@ -15,10 +15,10 @@ from conftest import SMALL, assert_same_weights, small_data, weights_of
 
 import ppvae
 from ppvae.cli import main
+from ppvae.estimator.files import write_text_atomic
 from ppvae.infer import shard_order
 from ppvae.infer.batches import local_batch_size
 from ppvae.infer.launch import plain_cuda_check
-from ppvae.models.runs import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def test_a_seed_fixes_the_weights_the_data_order_and_the_noise():
     for seed in (7, 7, 8):
         torch.manual_seed(seed * 100)  # the global stream before the fit must not matter
         model = ppvae.VAE(**SMALL)
-        history = model.fit(x, epochs=2, batch_size=32, seed=seed, progress=False)
+        history = model.fit(x, epochs=2, batch_size=32, seed=seed, progress=False).history
         runs.append(([r["train_loss"] for r in history], weights_of(model)))
     assert runs[0][0] == runs[1][0]
     assert_same_weights(runs[0][1], runs[1][1])
@@ -99,7 +99,9 @@ def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path):
     assert _train(killed, 2, resume=True).wait(timeout=300) == 0
     a, b = ppvae.load(straight), ppvae.load(killed)
     assert_same_weights(weights_of(a), weights_of(b))
-    assert_same_weights(a.training_state["optimizer"]["state"][0], b.training_state["optimizer"]["state"][0])
+    assert_same_weights(
+        a.fit_record.training_state["optimizer"]["state"][0], b.fit_record.training_state["optimizer"]["state"][0]
+    )
     assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
 
 
@@ -159,7 +161,7 @@ def test_divergence_stops_keeps_the_last_finite_checkpoint_and_says_what_to_try(
     assert_same_weights(good, weights_of(model))  # the model in memory is the last finite one
     saved = ppvae.load(run)
     assert_same_weights(good, weights_of(saved))
-    assert saved.training_state["epoch"] == 2 and len(saved.history) == 2
+    assert saved.fit_record.training_state["epoch"] == 2 and len(saved.history) == 2
 
 
 def test_the_cli_exits_2_on_divergence(tmp_path, capsys):
@@ -192,7 +194,9 @@ def test_clip_norm_is_applied_and_a_huge_step_still_ends_in_our_message():
     for clip_norm in (None, 1.0):  # the ELBO's gradient norm is far above 1 on a fresh model
         model = ppvae.VAE(**SMALL)
         runs.append(
-            model.fit(small_data(), epochs=1, batch_size=32, clip_norm=clip_norm, progress=False)[0]["train_loss"]
+            model.fit(small_data(), epochs=1, batch_size=32, clip_norm=clip_norm, progress=False).history[0][
+                "train_loss"
+            ]
         )
     assert np.isfinite(runs).all() and runs[0] != runs[1]
     with pytest.raises(ppvae.TrainingDiverged, match="lower the learning rate"):
@@ -215,13 +219,16 @@ def test_validation_chooses_the_weights_and_early_stopping_ends_the_run(tmp_path
         binarize=None,
         out=tmp_path / "run",
         progress=False,
-    )
+    ).history
     scores = [r["val_elbo"] for r in history]
     best = int(np.argmax(scores)) + 1
     assert len(history) == best + 3 < 40  # three epochs without a better validation ELBO, then stop
     saved = ppvae.load(tmp_path / "run")
     assert_same_weights(weights_of(model), weights_of(saved))  # weights.pt holds the chosen epoch
-    assert saved.training_state["epoch"] == len(history) and saved.training_state["best_epoch"] == best
+    assert (
+        saved.fit_record.training_state["epoch"] == len(history)
+        and saved.fit_record.training_state["best_epoch"] == best
+    )
     held_out = x[
         torch.randperm(96, generator=torch.Generator().manual_seed(ppvae.infer.derive_seed(0, 0, 1)))[:24].sort().values
     ]
@@ -256,7 +263,7 @@ def test_training_streams_a_memory_mapped_array(tmp_path):
     data = ppvae.data.load(tmp_path / "images.npy", lazy=True)
     assert isinstance(data, ppvae.data.NpyImages) and len(data) == 512 and data.shape == (1, 8, 8)
     model = ppvae.VAE(**SMALL)
-    history = model.fit(data, epochs=3, batch_size=64, lr=3e-3, binarize=None, progress=False)
+    history = model.fit(data, epochs=3, batch_size=64, lr=3e-3, binarize=None, progress=False).history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     in_memory = ppvae.VAE(**SMALL)
     in_memory.fit(torch.from_numpy(pixels), epochs=3, batch_size=64, lr=3e-3, binarize=None, progress=False)
@@ -275,7 +282,7 @@ def test_training_reads_a_folder_of_images_lazily(tmp_path):
         write_png(image, str(folder / f"{i:03d}.png"))
     data = ppvae.data.load(tmp_path, lazy=True)
     assert isinstance(data, ppvae.data.FolderImages) and data.classes == ["even", "odd"] and data.shape == (1, 8, 8)
-    history = ppvae.VAE(**SMALL).fit(data, epochs=2, batch_size=16, num_workers=1, progress=False)
+    history = ppvae.VAE(**SMALL).fit(data, epochs=2, batch_size=16, num_workers=1, progress=False).history
     assert len(history) == 2 and np.isfinite(history[-1]["train_loss"])
     with pytest.raises(ValueError, match="for data read from disk use 'dynamic' or 'threshold'"):
         ppvae.VAE(**SMALL).fit(data, binarize="static", progress=False)
@@ -287,7 +294,7 @@ def test_training_reads_a_folder_of_images_lazily(tmp_path):
 @pytest.mark.parametrize("precision", ["bf16-mixed", "64-true"])
 def test_other_precisions_train(precision):
     model = ppvae.VAE(**SMALL)
-    history = model.fit(small_data(), epochs=3, batch_size=32, lr=3e-3, precision=precision, progress=False)
+    history = model.fit(small_data(), epochs=3, batch_size=32, lr=3e-3, precision=precision, progress=False).history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 
 
@@ -372,7 +379,7 @@ def test_tensorboard_logs_every_epoch_when_installed(tmp_path):
     model = ppvae.VAE(**SMALL)
     history = model.fit(
         small_data(), epochs=2, batch_size=64, test=small_data(32, seed=1), out=tmp_path, progress=False
-    )
+    ).history
     events = event_accumulator.EventAccumulator(str(tmp_path / "logs" / "tensorboard"))
     events.Reload()
     logged = events.Scalars("test_elbo")
@@ -380,36 +387,7 @@ def test_tensorboard_logs_every_epoch_when_installed(tmp_path):
     assert [e.value for e in logged] == pytest.approx([r["test_elbo"] for r in history], rel=1e-6)
 
 
-# -- one contract for every model ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", sorted(ppvae.MODELS))
-def test_every_model_keeps_the_contract(name, tmp_path):
-    cls = ppvae.MODELS[name]
-    x = small_data(200)
-    if name == "FactorAnalysis":  # a density: continuous pixels
-        x = ppvae.data.dequantize(torch.round(x * 128 + 64) / 255)
-    data = ppvae.data.ImageDataset(x, torch.arange(200) % 10, "images", "train")  # labels: used by conditional models
-    size = {"z_dim": 2} if cls.has_latent else {}
-    model = cls(x_shape=(1, 8, 8), **size)
-    history = model.fit(data, out=tmp_path / "run", test=data.subset(40), progress=False)  # options every model takes
-    assert len(history) == (1 if model.has_exact_evidence else 10)  # EM runs once, to convergence
-
-    def output(m):  # what the model gives for an input: its codes, or its completions where it has none
-        return m.encode(data.subset(5)) if m.has_latent else m.complete(data.subset(5), visible=2)
-
-    loaded = ppvae.load(tmp_path / "run")
-    assert type(loaded) is cls and torch.equal(output(loaded), output(model))
-    again = cls(x_shape=(1, 8, 8), **size)
-    again.fit(data, out=tmp_path / "run", resume=True, progress=False)
-    assert_same_weights(weights_of(model), weights_of(again))
-    if model.samples_from_prior:
-        assert model.sample(3).shape == (3, 1, 8, 8)
-    else:
-        assert model.complete(data.subset(3), visible=1, samples=2).shape == (3, 2, 1, 8, 8)
-    scores = model.evaluate(data.subset(20), num_samples=5)
-    assert {"n", "elbo", "elbo_se", "reconstruction", "kl", "log_px", "gap", "bits_per_dim"} <= set(scores)
-    assert ppvae.log_evidence(model, data.subset(7), num_samples=5, progress=False).shape == (7,)
+# -- the signature of fit ----------------------------------------------------------------------
 
 
 def test_fit_has_one_signature_and_the_cli_reads_it():
@@ -421,7 +399,7 @@ def test_fit_has_one_signature_and_the_cli_reads_it():
 
 def test_a_point_mass_guide_trains_an_autoencoder_and_refuses_evidence():
     model = ppvae.VAE(**{**SMALL, "guide": "delta"})
-    history = model.fit(small_data(), epochs=3, batch_size=32, lr=3e-3, progress=False)
+    history = model.fit(small_data(), epochs=3, batch_size=32, lr=3e-3, progress=False).history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     loc, scale = model.encode(small_data(4), return_scale=True)
     assert torch.equal(scale, torch.zeros_like(loc))

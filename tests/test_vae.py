@@ -61,7 +61,9 @@ def test_model_learns_on_fashion_mnist(fashion):
     train, test = fashion
     model = ppvae.VAE(z_dim=20)
     before = model.evaluate(test.subset(2000), binarize="static")["elbo"]
-    history = model.fit(train.subset(10000), epochs=1, binarize="dynamic", test=test.subset(2000), progress=False)
+    history = model.fit(
+        train.subset(10000), epochs=1, binarize="dynamic", test=test.subset(2000), progress=False
+    ).history
     after = history[-1]["test_elbo"]
     assert after > before + 150, (before, after)  # from about -549 at init to about -305 nats
     assert history[-1]["test_kl"] > 1  # the latent code is used
@@ -109,7 +111,7 @@ def test_save_and_load_reproduce_the_model_exactly(tmp_path, binary_images):
     assert torch.equal(same.reconstruct(binary_images), model.reconstruct(binary_images))
     assert torch.equal(same.sample(8, seed=3), model.sample(8, seed=3))
     assert same.history == json.loads(json.dumps(model.history)) and len(same.history) == 2
-    assert same.fit_config["binarize"] is None
+    assert same.fit_record.options["binarize"] is None
     weights = torch.load(tmp_path / "run" / "weights.pt", weights_only=True)
     assert set(weights["state_dict"]) == set(model.state_dict())
     assert (tmp_path / "run" / "weights.pt").stat().st_size < 3e6  # weights and 16 preview images, no more
@@ -133,7 +135,7 @@ def test_bernoulli_rejects_grey_levels_with_advice():
 def test_auto_binarization_is_dynamic_for_grey_data():
     model = ppvae.VAE(z_dim=2)
     model.fit(torch.rand(32, 1, 28, 28), epochs=1, progress=False)
-    assert model.fit_config["binarize"] == "dynamic"
+    assert model.fit_record.options["binarize"] == "dynamic"
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,8 @@ def check_finite(x: torch.Tensor, source: str | None = None) -> None:
     if x.is_floating_point() and not torch.isfinite(x).all():
         bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1) if x.dim() > 1 else ~torch.isfinite(x)
         raise ValueError(
-            f"{source + ': ' if source else ''}{int(bad.sum())} of {len(bad)} images hold NaN or infinite pixels (the first at "
+            f"{source + ': ' if source else ''}{int(bad.sum())} of {len(bad)} images hold NaN or infinite "
+            "pixels (the first at "
             f"index {int(bad.nonzero()[0])}); remove or repair them"
         )
 

@@ -11,7 +11,10 @@ as T grows; unlike importance sampling it does not need a proposal that covers t
 because the chains walk there. Each move is HMC (identity mass, ``leapfrog_steps`` steps)
 leaving f_t invariant; the step size is one per image, nudged after every move toward an
 acceptance rate of 0.65 as Wu et al. (2017) do for decoder-based models. Everything is
-vectorised over images and chains: one model evaluation per leapfrog step per batch.
+vectorised over images and chains: one model evaluation per leapfrog step per batch. A model
+with several latent sites is annealed over all of them at once, z being their values laid end
+to end (:class:`ppvae.infer.traces.LatentSpace`); starting from the guide needs a guide that
+can score any point, log q(z | x) at z it did not draw.
 
 Run backwards from an exact posterior sample (which data simulated from the model provide:
 x ~ p(x | z), z ~ p(z)), the same procedure gives an unbiased estimate of 1 / p(x), hence a
@@ -29,7 +32,8 @@ from dataclasses import dataclass
 import pyro.poutine as poutine
 import torch
 
-from ppvae.infer.traces import latent_site, log_joint_parts, spread
+from ppvae.infer.batches import slices
+from ppvae.infer.traces import LatentSpace
 
 STARTS = ("prior", "guide")
 TARGET_ACCEPTANCE = 0.65
@@ -80,31 +84,18 @@ def log_standard_error(log_weights: torch.Tensor) -> torch.Tensor:
 
 
 class TemperedPosterior:
-    """The densities along the path for one batch: log p0, log p(x, z) and their gradients in z."""
+    """The densities along the path for one batch: log p0, log p(x, z) and their gradients in z (chains, N, D)."""
 
-    def __init__(
-        self,
-        model: Callable,
-        site_name: str,
-        start_fn,
-        x: torch.Tensor,
-        c: torch.Tensor | None,
-        start: str,
-        scalar_event: bool,
-    ):
-        self.model, self.site_name, self.start_fn = model, site_name, start_fn
-        self.x, self.c, self.start, self.scalar_event = x, c, start, scalar_event
-
-    def _as_site(self, z: torch.Tensor) -> torch.Tensor:
-        return z[..., 0] if self.scalar_event else z
+    def __init__(self, space: LatentSpace, start: str):
+        self.space, self.start = space, start
 
     def evaluate(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """log p0(z), log p(x, z) (chains, N) and their gradients (chains, N, d) at ``z``."""
+        """log p0(z), log p(x, z) (chains, N) and their gradients (chains, N, D) at ``z``."""
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
-            log_prior, log_likelihood = log_joint_parts(self.model, self.site_name, self._as_site(z), self.x, self.c)
+            log_prior, log_likelihood = self.space.log_joint(z)
             log_joint = log_prior + log_likelihood
-            log_start = log_prior if self.start == "prior" else self.start_fn.log_prob(self._as_site(z))
+            log_start = log_prior if self.start == "prior" else self.space.log_guide(z)
             grad_start = torch.autograd.grad(log_start.sum(), z, retain_graph=True)[0]
             grad_joint = torch.autograd.grad(log_joint.sum(), z)[0]
         return log_start.detach(), log_joint.detach(), grad_start, grad_joint
@@ -160,20 +151,19 @@ def anneal(
     return log_weights, accepted_total / (betas.shape[0] - 1), step_size
 
 
-def _start(model: Callable, guide: Callable, x: torch.Tensor, c: torch.Tensor | None, start: str):
+def start_chains(
+    model: Callable, guide: Callable, x: torch.Tensor, c: torch.Tensor | None, start: str, chains: int
+) -> tuple[TemperedPosterior, torch.Tensor, torch.Tensor]:
+    """The path for one batch, ``chains`` starting points per image (chains, N, D) drawn from ``start``, and
+    each image's initial HMC step size (N,): half the start distribution's mean standard deviation, the scale
+    the first moves see; the adaptation then follows the tempered posterior as it narrows."""
     if start not in STARTS:
         raise ValueError(f"AIS starts from one of {STARTS}, got {start!r}")
-    name, prior_site, guide_site = latent_site(model, guide, x, c, purpose="AIS")
-    fn = prior_site["fn"] if start == "prior" else guide_site["fn"]
-    return name, fn, prior_site["fn"].event_shape == ()
-
-
-def initial_step_size(start_fn, n: int, scalar: bool, device) -> torch.Tensor:
-    """Half the start distribution's mean standard deviation per image (N,): the scale the first moves see.
-    The adaptation then follows the tempered posterior as it narrows."""
-    std = spread(start_fn, non_finite=1.0)[1].expand(start_fn.batch_shape + start_fn.event_shape)
-    per_image = std if scalar else std.reshape(n, -1).mean(-1)
-    return (0.5 * per_image).clamp(*STEP_SIZE_RANGE).to(device)
+    space = LatentSpace(model, guide, x, c).require("AIS")
+    z, fns = space.sample(start, chains)
+    std = space.flat_spread(fns, non_finite=1.0)[1]
+    step_size = (0.5 * std.reshape(-1, x.shape[0], space.dim).mean((0, 2))).clamp(*STEP_SIZE_RANGE)
+    return TemperedPosterior(space, start), z.detach(), step_size.to(x.device)
 
 
 @torch.no_grad()
@@ -200,18 +190,10 @@ def ais_log_evidence(
     started = time.perf_counter()
     betas = sigmoid_schedule(steps)
     results = []
-    for begin in range(0, x.shape[0], batch_size):
-        xb = x[begin : begin + batch_size]
-        cb = None if c is None else c[begin : begin + batch_size]
-        name, start_fn, scalar = _start(model, guide, xb, cb, start)
-        z = start_fn.sample((chains,))
-        z = z[..., None] if scalar else z
-        path = TemperedPosterior(model, name, start_fn, xb, cb, start, scalar)
-        eps = (
-            initial_step_size(start_fn, xb.shape[0], scalar, xb.device)
-            if step_size is None
-            else torch.full((xb.shape[0],), step_size, device=xb.device)
-        )
+    for xb, cb in slices(batch_size, x, c):
+        path, z, eps = start_chains(model, guide, xb, cb, start, chains)
+        if step_size is not None:
+            eps = torch.full((xb.shape[0],), step_size, device=xb.device)
         results.append(anneal(path, z, betas, eps, leapfrog_steps, progress))
     log_weights = torch.cat([r[0] for r in results], 1).cpu()
     return AISEstimate(
@@ -229,20 +211,14 @@ def ais_log_evidence(
 
 
 def simulate(model: Callable, guide: Callable, x_like: torch.Tensor, c: torch.Tensor | None = None):
-    """Draw (z, x) from the model's joint, as many as rows of ``x_like`` (whose values are ignored): each z is
-    an exact sample of p(z | x) for its x, the start of a reverse chain."""
-    guide_trace = poutine.trace(guide).get_trace(x_like, c)
-    observed = [
-        n
-        for n, s in poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x_like, c).nodes.items()
-        if s["type"] == "sample" and s["is_observed"]
-    ]
-    if len(observed) != 1:
-        raise ValueError(f"simulating data needs one observed site, the model has {observed}")
-    name, _, _ = latent_site(model, guide, x_like, c, purpose="simulation")
+    """Draw (z, x) from the model's joint, as many as rows of ``x_like`` (whose values are ignored): each z (every
+    latent site, laid end to end, (N, D)) is an exact sample of p(z | x) for its x, the start of a reverse chain."""
+    space = LatentSpace(model, guide, x_like, c).require("simulation")
+    if len(space.observed) != 1:
+        raise ValueError(f"simulating data needs one observed site, the model has {space.observed}")
     trace = poutine.trace(poutine.uncondition(model)).get_trace(x_like, c)
-    x = trace.nodes[observed[0]]["value"].reshape(x_like.shape).to(x_like.dtype)
-    return trace.nodes[name]["value"], x
+    x = trace.nodes[space.observed[0]]["value"].reshape(x_like.shape).to(x_like.dtype)
+    return space.join({name: trace.nodes[name]["value"] for name in space.names}, batch_dims=1), x
 
 
 @torch.no_grad()
@@ -256,14 +232,10 @@ def bidirectional(
     chains, batch_size = forward.chains, options.get("batch_size", 100)
     betas = sigmoid_schedule(forward.steps).flip(0)
     reverse = []
-    for begin in range(0, x.shape[0], batch_size):
-        xb, zb = x[begin : begin + batch_size], z[begin : begin + batch_size]
-        cb = None if c is None else c[begin : begin + batch_size]
-        name, start_fn, scalar = _start(model, guide, xb, cb, forward.start)
-        zb = zb[:, None] if scalar else zb
+    for xb, zb, cb, eps in slices(batch_size, x, z, c, forward.step_size):
+        path = TemperedPosterior(LatentSpace(model, guide, xb, cb).require("AIS"), forward.start)
         zb = zb.expand(chains, *zb.shape).clone()  # every chain starts at the image's exact posterior sample
-        path = TemperedPosterior(model, name, start_fn, xb, cb, forward.start, scalar)
-        eps = forward.step_size[begin : begin + batch_size].float().to(xb.device)
+        eps = eps.float().to(xb.device)
         reverse.append(anneal(path, zb, betas, eps, forward.leapfrog_steps, options.get("progress"))[0])
     forward.upper = -log_mean_exp(torch.cat(reverse, 1).cpu())  # reverse weights estimate 1 / p(x)
     return forward

@@ -1,7 +1,9 @@
 """Batch sources: where the training loop's minibatches come from.
 
 Two sources, one contract (``batches(epoch)`` yields ``(x, c)`` on the device,
-``len()`` batches per epoch, the same on every rank):
+``len()`` batches per epoch, the same on every rank). Each batch's condition c
+is built by the ``conditioner(x, y)`` from its images (after the transform) and
+its labels y, if the data has any:
 
 - :class:`TensorBatches`, the fast path: images already in one tensor on the
   device, batches are index slices of it, no DataLoader;
@@ -47,6 +49,14 @@ def shard_order(
     return order[rank::world_size]
 
 
+def slices(size: int, *tensors: torch.Tensor | None) -> Iterator[tuple[torch.Tensor | None, ...]]:
+    """Consecutive slices of ``size`` rows of every tensor at once (a None stays None): the batch loop of every
+    estimator, which scores a whole set a batch at a time."""
+    n = next(t.shape[0] for t in tensors if t is not None)
+    for start in range(0, n, size):
+        yield tuple(None if t is None else t[start : start + size] for t in tensors)
+
+
 def local_batch_size(batch_size: int, world_size: int) -> int:
     """Each process's share of a global batch; the global batch must divide evenly."""
     if batch_size % world_size:
@@ -58,25 +68,26 @@ def local_batch_size(batch_size: int, world_size: int) -> int:
 
 
 def finish_batch(
-    x: torch.Tensor, c: torch.Tensor | None, transform: Transform | None, conditioner: Conditioner | None
+    x: torch.Tensor, y: torch.Tensor | None, transform: Transform | None, conditioner: Conditioner | None
 ) -> Batch:
-    """A batch as the programs take it: images transformed (binarised), then the condition built."""
+    """A batch as the programs take it: images transformed (binarised), then the condition built from them
+    and the labels ``y`` (None without a conditioner: the programs take no condition)."""
     if transform is not None:
         x = transform(x)
-    return x, (conditioner(x, c) if conditioner is not None else c)
+    return x, (conditioner(x, y) if conditioner is not None else None)
 
 
 @dataclass
 class TensorBatches:
-    """Minibatches sliced from images (N, C, H, W) and optional conditions (N, ...) already on the device.
+    """Minibatches sliced from images (N, C, H, W) and optional labels (N,) already on the device.
 
     ``transform`` runs on each batch (dynamic binarisation draws a fresh sample there);
-    ``conditioner(x, c)`` then gives the batch's condition (a completion model draws
-    which pixels are visible there), from the loop's seeded noise like the transform.
+    ``conditioner(x, y)`` then gives the batch's condition (one-hot labels; a completion
+    model draws which pixels are visible there, from the loop's seeded noise like the transform).
     """
 
     x: torch.Tensor
-    c: torch.Tensor | None = None
+    y: torch.Tensor | None = None
     batch_size: int = 128
     seed: int = 0
     transform: Transform | None = None
@@ -88,8 +99,8 @@ class TensorBatches:
         """This source as process ``rank`` of ``world_size`` sees it, its tensors on ``device``."""
         local_batch_size(self.batch_size, world_size)
         x = self.x if device is None else self.x.to(device)
-        c = self.c if device is None or self.c is None else self.c.to(device)
-        return replace(self, x=x, c=c, world_size=world_size, rank=rank)
+        y = self.y if device is None or self.y is None else self.y.to(device)
+        return replace(self, x=x, y=y, world_size=world_size, rank=rank)
 
     @property
     def num_examples(self) -> int:
@@ -105,7 +116,7 @@ class TensorBatches:
 
     def head(self, n: int) -> Batch:
         """The first ``n`` examples in storage order, untransformed: for data-dependent initialisation."""
-        return self.x[:n], None if self.c is None else self.c[:n]
+        return self.x[:n], None if self.y is None else self.y[:n]
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         order = shard_order(self.num_examples, self.seed, epoch, self.world_size, self.rank, self.x.device)
@@ -113,7 +124,7 @@ class TensorBatches:
         for start in range(0, order.shape[0], size):
             index = order[start : start + size]
             x = self.x[index]
-            yield finish_batch(x, None if self.c is None else self.c[index], self.transform, self.conditioner)
+            yield finish_batch(x, None if self.y is None else self.y[index], self.transform, self.conditioner)
 
 
 class ShardSampler(Sampler[int]):
@@ -139,8 +150,7 @@ class LoaderBatches:
 
     Items are images or (image, label) pairs; ``prepare`` turns a collated batch of images
     into float images on the device (uint8 arrives as is and is scaled there: a quarter of
-    the bytes to move). ``condition`` turns labels into what the programs take;
-    ``transform`` and ``conditioner`` act as for :class:`TensorBatches`.
+    the bytes to move). ``transform`` and ``conditioner`` act as for :class:`TensorBatches`.
     """
 
     dataset: Dataset
@@ -148,7 +158,6 @@ class LoaderBatches:
     batch_size: int = 128
     seed: int = 0
     transform: Transform | None = None
-    condition: Callable[[torch.Tensor], torch.Tensor] | None = None
     conditioner: Conditioner | None = None
     num_workers: int = 0
     world_size: int = 1
@@ -170,18 +179,15 @@ class LoaderBatches:
     def _to_device(self, batch) -> Batch:
         images, labels = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
         x = self.prepare(images.to(self.device, non_blocking=True) if self.device is not None else images)
-        if self.condition is None or labels is None:
-            return x, None
-        labels = torch.as_tensor(labels)
-        return x, self.condition(labels.to(x.device))
+        return x, None if labels is None else torch.as_tensor(labels).to(x.device)
 
     def head(self, n: int) -> Batch:
-        """The first ``n`` examples in storage order, untransformed."""
+        """The first ``n`` examples in storage order, untransformed, and their labels."""
         first = torch.utils.data.Subset(self.dataset, range(min(n, self.num_examples)))
         parts = [self._to_device(b) for b in DataLoader(first, batch_size=max(1, min(n, 1024)), num_workers=0)]
         x = torch.cat([p[0] for p in parts])
-        c = None if parts[0][1] is None else torch.cat([p[1] for p in parts])
-        return x, c
+        y = None if parts[0][1] is None else torch.cat([p[1] for p in parts])
+        return x, y
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         sampler = ShardSampler(self.num_examples, self.seed, self.world_size, self.rank)

@@ -24,11 +24,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.ops.stats import fit_generalized_pareto
-from pyro.poutine.util import site_is_subsample
+
+from ppvae.infer.batches import slices
+from ppvae.infer.traces import LatentSpace, in_points, sample_sites, traced_pair
 
 PROPOSALS = ("guide", "prior", "defensive")
 DEFENSIVE_SHARE = 0.2  # the prior's share of the defensive mixture
@@ -49,29 +50,21 @@ def _site_log_prob(site: dict, shape: torch.Size) -> torch.Tensor:
 
 def in_particles(fn: Callable, num_samples: int) -> Callable:
     """``fn`` run inside a plate of ``num_samples`` particles at dim -2: K draws per example at once."""
-
-    def vectorised(*args, **kwargs):
-        with pyro.plate(PARTICLE_PLATE, num_samples, dim=-2):
-            return fn(*args, **kwargs)
-
-    return vectorised
+    return in_points(fn, num_samples, PARTICLE_PLATE)
 
 
 def log_importance_weights(model: Callable, guide: Callable | None, *args, num_samples: int, **kwargs) -> torch.Tensor:
-    """Log importance weights, shape (num_samples, N), for the batch in ``args``.
-
-    ``guide=None`` samples z from the model's prior and weighs by the observed sites alone.
-    Both programs must put their sites in a plate named ``"data"`` at dim -1.
+    """Log importance weights, shape (num_samples, N), for the batch in ``args``: every latent site of the model
+    drawn from the guide (or, with ``guide=None``, ancestrally from the model's prior, weighed by the observed
+    sites alone). Both programs must put their sites in a plate named ``"data"`` at dim -1.
     """
     if guide is None:
-        model_trace = poutine.trace(in_particles(model, num_samples)).get_trace(*args, **kwargs)
-        guide_trace = None
+        guide_trace, model_trace = None, poutine.trace(in_particles(model, num_samples)).get_trace(*args, **kwargs)
     else:
-        guide_trace = poutine.trace(in_particles(guide, num_samples)).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(in_particles(model, num_samples), trace=guide_trace)).get_trace(
-            *args, **kwargs
+        guide_trace, model_trace = traced_pair(
+            in_particles(model, num_samples), in_particles(guide, num_samples), *args, **kwargs
         )
-    sites = [s for s in model_trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
+    sites = sample_sites(model_trace)
     outside = [s["name"] for s in sites if not any(f.name == "data" for f in s["cond_indep_stack"])]
     if outside or not sites:
         raise ValueError(
@@ -91,35 +84,28 @@ def log_importance_weights(model: Callable, guide: Callable | None, *args, num_s
 
 
 def defensive_log_weights(
-    model: Callable, guide: Callable, *args, num_samples: int, prior_share: float = DEFENSIVE_SHARE, **kwargs
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    c: torch.Tensor | None,
+    num_samples: int,
+    prior_share: float = DEFENSIVE_SHARE,
 ) -> torch.Tensor:
     """Log importance weights (num_samples, N) under the proposal (1 - a) q(z | x) + a p(z), a = ``prior_share``.
 
-    For models with one latent site: z is drawn from the guide or (with probability a) from the
-    prior, then weighed by p(x, z) / [(1 - a) q(z | x) + a p(z)].
+    z is every latent site at once: drawn whole from the guide or (with probability a) ancestrally from the
+    prior, then weighed by p(x, z) / [(1 - a) q(z | x) + a p(z)], the guide scored at z wherever it came
+    from (so the guide must score any point).
     """
-
-    guide_trace = poutine.trace(in_particles(guide, num_samples)).get_trace(*args, **kwargs)
-    latent = [s for s in guide_trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
-    if len(latent) != 1:
-        raise ValueError(f"the defensive proposal needs one latent site; the guide has {[s['name'] for s in latent]}")
-    name, q = latent[0]["name"], latent[0]["fn"]
-    prior_trace = poutine.trace(in_particles(model, num_samples)).get_trace(*args, **kwargs)
-    z_q, z_p = guide_trace.nodes[name]["value"], prior_trace.nodes[name]["value"]
+    space = LatentSpace(model, guide, x, c).require("the defensive proposal")
+    z_q, _ = space.sample("guide", num_samples)
+    z_p, _ = space.sample("prior", num_samples)
     from_prior = torch.rand(z_q.shape[:2], device=z_q.device) < prior_share
-    z = torch.where(from_prior.reshape(from_prior.shape + (1,) * (z_q.dim() - 2)), z_p, z_q)
-    model_trace = poutine.trace(poutine.condition(in_particles(model, num_samples), data={name: z})).get_trace(
-        *args, **kwargs
-    )
-    shape = torch.Size(z_q.shape[:2])
-    log_joint = torch.zeros(shape, device=z.device)
-    for site in model_trace.nodes.values():
-        if site["type"] == "sample" and not site_is_subsample(site):
-            log_joint = log_joint + _site_log_prob(site, shape)
-    log_prior = _site_log_prob(model_trace.nodes[name], shape)
-    log_q = q.log_prob(z).expand(shape)
+    z = torch.where(from_prior[..., None], z_p, z_q)
+    log_prior, log_likelihood = space.log_joint(z)
+    log_q = space.log_guide(z)
     log_proposal = torch.logaddexp(math.log1p(-prior_share) + log_q, math.log(prior_share) + log_prior)
-    return log_joint - log_proposal
+    return log_prior + log_likelihood - log_proposal
 
 
 def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
@@ -173,7 +159,7 @@ def estimate_log_evidence(
     model: Callable,
     guide: Callable | None,
     x: torch.Tensor,
-    y: torch.Tensor | None = None,
+    c: torch.Tensor | None = None,
     num_samples: int = 1000,
     batch_size: int = 100,
     chunk_size: int = 1000,
@@ -181,7 +167,7 @@ def estimate_log_evidence(
     progress: Callable | None = None,
     proposal: str | None = None,
 ) -> EvidenceEstimate:
-    """log p(x_i) and the effective sample size for each row of ``x`` (and label ``y``); k-hat with ``diagnostics``.
+    """log p(x_i) and the effective sample size for each row of ``x`` (and condition ``c``); k-hat with ``diagnostics``.
 
     ``batch_size`` examples and ``chunk_size`` particles go through the programs at once.
     The ESS comes from running sums, so it costs nothing; the PSIS k-hat needs every weight
@@ -200,19 +186,17 @@ def estimate_log_evidence(
     if proposal != "prior" and guide is None:
         raise ValueError(f"proposal={proposal!r} needs the guide")
     estimates, sizes, tails = [], [], []
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start : start + batch_size]
-        yb = None if y is None else y[start : start + batch_size]
+    for xb, cb in slices(batch_size, x, c):
         chunks = []
         total = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=xb.device)
         total_squares = total.clone()  # log sum of w^2, for the ESS
         for done in range(0, num_samples, chunk_size):
             k = min(chunk_size, num_samples - done)
             if proposal == "defensive":
-                log_weights = defensive_log_weights(model, guide, xb, yb, num_samples=k).double()
+                log_weights = defensive_log_weights(model, guide, xb, cb, num_samples=k).double()
             else:
                 log_weights = log_importance_weights(
-                    model, guide if proposal == "guide" else None, xb, yb, num_samples=k
+                    model, guide if proposal == "guide" else None, xb, cb, num_samples=k
                 ).double()
             total = torch.logaddexp(total, torch.logsumexp(log_weights, 0))
             total_squares = torch.logaddexp(total_squares, torch.logsumexp(2 * log_weights, 0))

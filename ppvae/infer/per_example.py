@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pyro.poutine as poutine
 import torch
-from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
+
+from ppvae.infer.traces import sample_sites, traced_pair
 
 
 def _per_example(value: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -36,24 +36,23 @@ def _analytic_kl(q, p) -> torch.Tensor | None:
 def elbo_terms(model: Callable, guide: Callable, *args, analytic_kl: bool = True, **kwargs) -> dict[str, torch.Tensor]:
     """Per-example ``elbo``, ``reconstruction`` (log p(x|z)) and ``kl`` for the batch in ``args``, each (N,).
 
-    N is the size of the ``"data"`` plate. One z is drawn per example.
+    N is the size of the ``"data"`` plate. One z is drawn per example. The KL is analytic only for a
+    model with one latent site: with several, a site's prior or guide may depend on another site's draw
+    (p(z1 | z2), q(z2 | z1, x)), and the closed form at that draw would be biased; there it is
+    log q(z) - log p(z) at the draw, summed over the sites, as Pyro's ``Trace_ELBO`` computes it.
     """
-    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    sites = [
-        (name, site)
-        for name, site in model_trace.nodes.items()
-        if site["type"] == "sample" and not site_is_subsample(site)
-    ]
-    n = next(f.size for _, site in sites for f in site["cond_indep_stack"] if f.name == "data")
-    device = sites[0][1]["value"].device  # where the values live, even for a program without latent sites
+    guide_trace, model_trace = traced_pair(model, guide, *args, **kwargs)
+    sites = sample_sites(model_trace)
+    n = next(f.size for site in sites for f in site["cond_indep_stack"] if f.name == "data")
+    device = sites[0]["value"].device  # where the values live, even for a program without latent sites
+    analytic_kl = analytic_kl and sum(not site["is_observed"] for site in sites) == 1
     reconstruction = torch.zeros(n, device=device)
     kl = torch.zeros(n, device=device)
-    for name, site in sites:
+    for site in sites:
         if site["is_observed"]:
             reconstruction = reconstruction + _per_example(site["fn"].log_prob(site["value"]), n)
             continue
-        q = guide_trace.nodes[name]["fn"]
+        q = guide_trace.nodes[site["name"]]["fn"]
         term = _analytic_kl(q, site["fn"]) if analytic_kl else None
         if term is None:
             z = site["value"]

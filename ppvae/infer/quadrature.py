@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ppvae.infer.traces import latent_site, log_joint_parts, spread
+from ppvae.infer.batches import slices
+from ppvae.infer.traces import LatentSpace
 
 MAX_DIM = 2
 
@@ -43,27 +44,39 @@ class QuadratureEstimate:
     seconds: float = 0.0
 
 
-def _moments(fn) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation of a distribution, (..., d); a wide guess where the variance is infinite."""
-    mean, std = spread(fn, non_finite=10.0)
-    return mean.reshape(-1, mean.shape[-1]) if mean.dim() else mean, std.reshape(
-        -1, std.shape[-1]
-    ) if std.dim() else std
+MOMENT_DRAWS = 2000  # draws per image that estimate the moments of a model with several latent sites
+
+
+def moments(space: LatentSpace) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Mean and standard deviation per latent dimension of the prior and of each image's posterior, each
+    (rows, D): read off the distributions for one site (a wide guess where the variance is infinite), and
+    from draws (the prior's ancestrally) for several, whose later sites depend on the earlier ones."""
+    if len(space.names) == 1:
+        name = space.names[0]
+        prior = space.flat_spread({name: space.prior_sites[name]["fn"]}, non_finite=10.0)
+        posterior = space.flat_spread({name: space.guide_sites[name]["fn"]}, non_finite=10.0)
+    else:
+        prior = _draw_moments(space.sample("prior", MOMENT_DRAWS)[0])
+        posterior = _draw_moments(space.sample("guide", MOMENT_DRAWS)[0])
+    return tuple(t.reshape(-1, space.dim) for t in prior), tuple(t.reshape(-1, space.dim) for t in posterior)
+
+
+def _draw_moments(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return z.mean(0), z.std(0)
 
 
 def grid_for(
-    prior_site: dict,
-    guide_site: dict,
+    prior: tuple[torch.Tensor, torch.Tensor],
+    posterior: tuple[torch.Tensor, torch.Tensor],
     prior_width: float,
     posterior_width: float,
     points_per_scale: float,
     max_points: int,
 ) -> tuple[list[torch.Tensor], float]:
-    """The grid per dimension and its spacing: a box over the prior's bulk and every posterior, spaced at
-    ``points_per_scale`` points per smallest posterior scale, at most ``max_points`` per dimension (odd, so the
-    coarse grid of every other point shares its ends)."""
-    prior_mean, prior_std = _moments(prior_site["fn"])
-    q_mean, q_std = _moments(guide_site["fn"])
+    """The grid per dimension and its spacing: a box over the prior's bulk and every posterior (means and standard
+    deviations, (rows, D)), spaced at ``points_per_scale`` points per smallest posterior scale, at most
+    ``max_points`` per dimension (odd, so the coarse grid of every other point shares its ends)."""
+    (prior_mean, prior_std), (q_mean, q_std) = prior, posterior
     low = torch.minimum(
         (prior_mean - prior_width * prior_std).min(0).values, (q_mean - posterior_width * q_std).min(0).values
     )
@@ -98,7 +111,7 @@ def quadrature_log_evidence(
     max_points: int = 801,
     progress: Callable[[int], None] | None = None,
 ) -> QuadratureEstimate:
-    """log p(x_i) for each row of ``x`` (condition ``c``) by quadrature over the one latent site (d <= 2).
+    """log p(x_i) for each row of ``x`` (condition ``c``) by quadrature over the latent sites (D <= 2 in all).
 
     ``batch_size`` images share a grid; ``chunk_size`` grid points go through the model at once
     (by default as many as keep about 4 million decoded pixel values in flight).
@@ -107,11 +120,10 @@ def quadrature_log_evidence(
     images_per_row = 1 if c is None else min(batch_size, x.shape[0])  # decoder rows per grid point (see below)
     chunk_size = chunk_size or max(16, 4_000_000 // (images_per_row * x[0].numel()))
     estimates, errors, used = [], [], []
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start : start + batch_size]
-        cb = None if c is None else c[start : start + batch_size]
-        name, prior_site, guide_site = latent_site(model, guide, xb, cb, max_dim=MAX_DIM, purpose="quadrature")
-        axes, spacing = grid_for(prior_site, guide_site, prior_width, posterior_width, points_per_scale, max_points)
+    for xb, cb in slices(batch_size, x, c):
+        space = LatentSpace(model, guide, xb, cb).require("quadrature", max_dim=MAX_DIM)
+        prior, posterior = moments(space)
+        axes, spacing = grid_for(prior, posterior, prior_width, posterior_width, points_per_scale, max_points)
         grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))  # (G, d)
         coarse = (
             torch.stack(torch.meshgrid(*[torch.arange(a.numel()) % 2 == 0 for a in axes], indexing="ij"), -1)
@@ -129,9 +141,7 @@ def quadrature_log_evidence(
                 if cb is None
                 else points[:, None, :].expand(points.shape[0], xb.shape[0], points.shape[1])
             )
-            if prior_site["fn"].event_shape == ():
-                z = z[..., 0]
-            log_joint = sum(log_joint_parts(model, name, z, xb, cb)).double()
+            log_joint = sum(space.log_joint(z)).double()
             fine_total = torch.logaddexp(fine_total, torch.logsumexp(log_joint, 0))
             keep = coarse[begin : begin + chunk_size].to(xb.device)
             if keep.any():

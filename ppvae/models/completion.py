@@ -18,6 +18,7 @@ plausible ones (Sohn, Lee & Yan, 2015).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,10 @@ import torch
 
 from ppvae import viz
 from ppvae.data import Data
+from ppvae.estimator import Capabilities, FitRecord, LatentVariableModel
+from ppvae.estimator.evidence import KHAT_UNRELIABLE
+from ppvae.estimator.figures import save_figure_atomic
 from ppvae.infer import seeded
-from ppvae.models.base import LatentVariableModel
-from ppvae.models.evidence import KHAT_UNRELIABLE
-from ppvae.models.runs import save_figure_atomic
 from ppvae.models.vae import VAE
 from ppvae.parts import LIKELIHOODS, MLP, normalize_spec, observed_where
 from ppvae.parts.registry import PartSpec
@@ -58,8 +59,7 @@ class Completion:
     """What both completion models share: the condition from visible pixels, the training masks,
     completing images and the figure. Mixed into a :class:`LatentVariableModel`."""
 
-    conditional = False  # the condition comes from the images, not from labels
-    samples_from_prior = False  # a sample completes an image: see ``complete``
+    capabilities = Capabilities(samples_from_prior=False, condition="images")  # a sample completes an image
     visible: tuple[int, ...]
     x_shape: tuple[int, ...]
     x_dim: int
@@ -99,22 +99,16 @@ class Completion:
             )
         return self.visible_part(x, quadrant_masks(self.x_shape, x.device)[counts])
 
-    def conditions(self, data: Data | None, y: Any = None, images: torch.Tensor | None = None) -> torch.Tensor:
-        """c for ``data`` (as prepared: ``images``) with ``y`` visible quadrants (a number or one per image);
-        by default the images take 1, 2 and 3 in turn, a held-out score over all three. A ready c passes through."""
-        if isinstance(y, torch.Tensor) and y.is_floating_point() and y.dim() == 2 and y.shape[1] == self.condition_dim:
-            return y.to(self.device)
-        x = images if images is not None else self.images(data)
-        counts = torch.arange(x.shape[0], device=x.device) % 3 + 1 if y is None else y
-        return self.quadrant_condition(x, counts)
-
-    def batch_conditioner(self):
-        return self.random_condition
-
-    def random_condition(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        """A training batch's condition: each image shows a number of quadrants drawn from ``visible``."""
-        choices = torch.tensor(self.visible, device=x.device)
-        return self.quadrant_condition(x, choices[torch.randint(len(choices), (x.shape[0],), device=x.device)])
+    def condition(self, x: torch.Tensor | None, y: torch.Tensor | None = None, train: bool = False) -> torch.Tensor:
+        """The visible part c of images x (as scored): in training (``train``) each image shows a number of
+        quadrants drawn from ``visible``; otherwise the images show 1, 2 and 3 in turn, a held-out score over
+        all three. Labels play no part. For another number of quadrants, pass c=quadrant_condition(x, k)."""
+        if x is None:
+            raise ValueError(f"{type(self).__name__} builds its condition from images: pass c=quadrant_condition(x, k)")
+        if train:
+            choices = torch.tensor(self.visible, device=x.device)
+            return self.quadrant_condition(x, choices[torch.randint(len(choices), (x.shape[0],), device=x.device)])
+        return self.quadrant_condition(x, torch.arange(x.shape[0], device=x.device) % 3 + 1)
 
     def sample(self, n: int = 64, y: Any = None, seed: int | None = None) -> torch.Tensor:
         raise ValueError(
@@ -146,11 +140,11 @@ class Completion:
         x = self.prepare(data)
         return torch.where(self.hidden_pixels(self.quadrant_condition(x, visible)), torch.full_like(x, 0.5), x)
 
-    def draw_figures(self, directory: Path) -> list[Path]:
+    def draw_figures(self, directory: Path, record: FitRecord) -> list[Path]:
         """completions.png: the preview's test images with 1, 2 and 3 quadrants shown, and what the model fills in."""
-        if self.preview is None:
+        if record.preview is None:
             return []
-        x = self.preview[:8]
+        x = record.preview[:8]
         rows = {}
         for k in QUADRANTS:
             rows.update(
@@ -180,6 +174,8 @@ class CompletionVAE(Completion, VAE):
         model.fit(train, epochs=10)
         model.complete(test[:8], visible=1, samples=4)   # (8, 4, 1, 28, 28)
     """
+
+    aliases = ("completion",)  # a name for the CLI and spec files, beside completion-vae
 
     def __init__(
         self,
@@ -234,7 +230,7 @@ class CompletionNetwork(Completion, LatentVariableModel):
     ELBO is then the exact log-likelihood of the hidden pixels, and ``fit`` maximises it.
     """
 
-    has_latent = False
+    capabilities = Capabilities(latent=False, samples_from_prior=False, condition="images")
 
     def __init__(
         self,
@@ -252,10 +248,12 @@ class CompletionNetwork(Completion, LatentVariableModel):
         options = {k: v for k, v in self.specs["network"].items() if k != "name"}
         if self.specs["network"]["name"] != "mlp" or set(options) - {"hidden"}:
             raise ValueError(f"CompletionNetwork takes network='mlp' with an optional 'hidden' list, got {network!r}")
-        hidden = [int(h) for h in options.get("hidden", (400,))]
+        hidden = options.get("hidden", (400,))
+        hidden = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]  # one width, or a list
         if any(h < 1 for h in hidden):
             raise ValueError(f"hidden widths must be positive, got {hidden}")
         self.likelihood = LIKELIHOODS.build(likelihood, x_shape=self.x_shape)
+        self.capabilities = dataclasses.replace(type(self).capabilities, binary=self.likelihood.binary)
         self.net = MLP(self.condition_dim, self.likelihood.width, hidden)
 
     def config(self) -> dict[str, Any]:
@@ -287,18 +285,11 @@ class CompletionNetwork(Completion, LatentVariableModel):
     ):
         """Nothing to infer: no latent variables."""
 
-    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        raise ValueError("CompletionNetwork has no latent variables to encode")
-
-    def likelihood_mean(self, z: torch.Tensor | None, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.likelihood(self.net(y)).mean
+    def likelihood_mean(self, z: torch.Tensor | None, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.likelihood(self.net(self.required(c))).mean
 
     def completion_means(self, c: torch.Tensor, samples: int) -> torch.Tensor:
         return self.likelihood_mean(None, c).expand((samples,) + (c.shape[0],) + self.x_shape)
-
-    @property
-    def binary_likelihood(self) -> bool:
-        return self.likelihood.binary
 
     def check_data(self, x: torch.Tensor) -> None:
         self.likelihood.check(x)
@@ -333,12 +324,19 @@ def completion_scores(
     """
     scores = {}
     for k in visible:
-        counts = torch.full((len(data),), int(k), dtype=torch.long)
-        elbo = torch.stack([model.elbo_terms(data, counts, seed=seed + i)["elbo"] for i in range(particles)]).mean(0)
-        elbo_nll = -elbo.mean().item()
+        draws = []
+        for i in range(particles):  # each particle scores its own seeded binarisation of the images
+            x = model.prepare(data, seed=seed + i)
+            c = model.quadrant_condition(x, int(k))
+            draws.append(model.elbo_terms(x, c=c, binarize=None, seed=seed + i)["elbo"])
+        elbo_nll = -torch.stack(draws).mean(0).mean().item()
         scores[int(k)] = {"nll": elbo_nll, "elbo_nll": elbo_nll}  # no latent: the likelihood is exact
-        if model.has_latent:
-            estimate = model.log_evidence(data, num_samples, counts, seed=seed, diagnostics=True, progress=progress)
+        if model.capabilities.latent:
+            x = model.prepare(data, seed=seed)
+            c = model.quadrant_condition(x, int(k))
+            estimate = model.log_evidence(
+                x, num_samples, c=c, binarize=None, seed=seed, diagnostics=True, progress=progress
+            )
             scores[int(k)].update(
                 nll=-estimate.log_evidence.mean().item(),
                 khat_unreliable=(estimate.pareto_k > KHAT_UNRELIABLE).double().mean().item(),
@@ -355,7 +353,8 @@ def completion_rows(
     x = first.prepare(data, seed=seed)
     rows = {"test images": x.cpu(), "shown": first.shown(x, visible).cpu()}
     for name, model in models.items():
-        draws = model.complete(x, visible, samples=samples if model.has_latent else 1, seed=seed).transpose(0, 1)
+        draws = model.complete(x, visible, samples=samples if model.capabilities.latent else 1, seed=seed)
+        draws = draws.transpose(0, 1)
         for i, row in enumerate(draws.cpu()):
             rows[f"{name} {i + 1}" if draws.shape[0] > 1 else name] = row
     return rows

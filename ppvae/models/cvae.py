@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from ppvae import viz
+from ppvae.estimator import Capabilities, FitRecord, LatentVariableModel
+from ppvae.estimator.figures import save_figure_atomic
 from ppvae.infer import seeded
-from ppvae.models.base import LatentVariableModel
-from ppvae.models.runs import save_figure_atomic
 from ppvae.models.vae import VAE
 from ppvae.parts.registry import PartSpec
 
@@ -40,7 +40,7 @@ class CVAE(VAE):
         CVAE(x_shape=(1, 28, 28), num_classes=10)
     """
 
-    conditional = True
+    capabilities = Capabilities(condition="labels")
 
     def __init__(
         self,
@@ -66,7 +66,7 @@ class CVAE(VAE):
     def config(self) -> dict[str, Any]:
         return {**super().config(), "num_classes": self.num_classes, "classes": self.classes}
 
-    def _fit(self, data: Any, test: Any, y: torch.Tensor | None, validation: Any, options: dict[str, Any]):
+    def _fit(self, data: Any, test: Any, y: torch.Tensor | None, validation: Any, options: dict[str, Any]) -> FitRecord:
         """SVI as for the VAE; a model built without class names takes its training data's."""
         names = getattr(data, "classes", None)
         if self.classes is None and names is not None and len(names) == self.num_classes:
@@ -93,17 +93,11 @@ class CVAE(VAE):
         labels = torch.tensor([self.label_index(label) for label in ([y] if isinstance(y, (int, str)) else list(y))])
         return labels.expand(n) if labels.numel() == 1 else labels
 
-    def condition(self, y: torch.Tensor) -> torch.Tensor:
-        """Labels as one-hot vectors, the condition every part takes."""
-        y = torch.as_tensor(y)
-        if y.is_floating_point() and y.dim() == 2 and y.shape[-1] == self.num_classes:
-            return y  # already one-hot (or soft) labels
-        y = y.long()
-        if y.numel() and (y.min() < 0 or y.max() >= self.num_classes):
-            raise ValueError(
-                f"labels must lie in 0..{self.num_classes - 1}, got values in [{int(y.min())}, {int(y.max())}]"
-            )
-        return F.one_hot(y, self.num_classes).float()
+    def condition(self, x: torch.Tensor | None, y: torch.Tensor | None, train: bool = False) -> torch.Tensor:
+        """Labels (class indices, checked at the door) as one-hot vectors, the condition every part takes."""
+        if y is None:
+            raise ValueError("a CVAE takes labels y (or a ready condition c)")
+        return F.one_hot(torch.as_tensor(y, device=self.device).long(), self.num_classes).float()
 
     # -- the course report's experiments: each one call, one tensor of images -------------------------
 
@@ -117,7 +111,7 @@ class CVAE(VAE):
         column j decodes the same z in every row, so a column shows one style across the classes."""
         self.eval()
         labels = torch.arange(self.num_classes, device=self.device).repeat_interleave(per_class)
-        c = self.condition(labels)
+        c = self.condition(None, labels)
         with seeded(seed, self.device):
             if self.prior.depends_on_condition():
                 z = self.prior_sample(len(labels), c)
@@ -136,7 +130,7 @@ class CVAE(VAE):
         z = self.encode(x, y)
         n = z.shape[0]
         every = torch.arange(self.num_classes, device=self.device).repeat(n)
-        return self.likelihood_mean(z.repeat_interleave(self.num_classes, 0), self.condition(every)).reshape(
+        return self.likelihood_mean(z.repeat_interleave(self.num_classes, 0), self.condition(None, every)).reshape(
             n, self.num_classes, *self.x_shape
         )
 
@@ -151,22 +145,24 @@ class CVAE(VAE):
         z = torch.zeros(steps, self.z_dim, device=self.device)
         z[:, dim] = torch.linspace(-span, span, steps, device=self.device)
         rows = [
-            self.likelihood_mean(z, self.condition(torch.full((steps,), self.label_index(label), device=self.device)))
+            self.likelihood_mean(
+                z, self.condition(None, torch.full((steps,), self.label_index(label), device=self.device))
+            )
             for label in labels
         ]
         return torch.stack(rows)
 
-    def draw_figures(self, directory: Path) -> list[Path]:
+    def draw_figures(self, directory: Path, record: FitRecord) -> list[Path]:
         """classes.png, transfer.png (from the preview's test images) and slider.png in ``directory``."""
         names = self.class_names
         rows = dict(zip(names, self.class_samples(10).cpu()))
         paths = [save_figure_atomic(viz.image_rows, directory / "classes.png", rows, title="Samples of each class")]
-        if self.preview is not None and self.preview_y is not None:
-            moved = self.transfer(self.preview[:6], self.preview_y[:6]).cpu()
-            originals = self.preview[:6].cpu()
+        if record.preview is not None and record.preview_y is not None:
+            moved = self.transfer(record.preview[:6], record.preview_y[:6]).cpu()
+            originals = record.preview[:6].cpu()
             rows = {
                 f"{i + 1}. {names[int(label)]}, then every class": torch.cat([original[None], row])
-                for i, (original, label, row) in enumerate(zip(originals, self.preview_y[:6], moved))
+                for i, (original, label, row) in enumerate(zip(originals, record.preview_y[:6], moved))
             }
             paths.append(
                 save_figure_atomic(

@@ -25,9 +25,9 @@ import pyro.distributions as dist
 import torch
 
 from ppvae.data import Data
+from ppvae.estimator import Capabilities, FitRecord, runs
+from ppvae.estimator.fitting import argument
 from ppvae.infer.launch import resolve_accelerator
-from ppvae.models import runs
-from ppvae.models.training import argument
 from ppvae.models.vae import VAE
 
 GUIDES = ("exact", "mean_field", "amortised")
@@ -49,7 +49,8 @@ class FactorAnalysis(VAE):
     ``max_iter`` iterations); ``method="svi"`` by the shared SVI loop, with every option of ``fit``.
     """
 
-    has_exact_evidence = True
+    capabilities = Capabilities(exact_evidence=True)
+    aliases = ("fa",)  # a name for the CLI and spec files, beside factor-analysis
 
     def __init__(
         self,
@@ -147,12 +148,6 @@ class FactorAnalysis(VAE):
         covariance = torch.cholesky_inverse(L)
         return (x - mu) @ W_psi @ covariance, torch.linalg.cholesky(covariance)
 
-    def log_evidence(self, data: Data, num_samples: int | None = None, y: torch.Tensor | None = None, **options: Any):
-        """Exact log p(x) per example (float64, (N,)); with ``num_samples`` the importance-sampled estimate instead."""
-        if num_samples is None:
-            return self.exact_log_evidence(data)
-        return super().log_evidence(data, num_samples, y, **options)
-
     @torch.no_grad()
     def exact_log_evidence(self, data: Data) -> torch.Tensor:
         """Exact log p(x) per example in nats, float64, shape (N,), through the low-rank identities."""
@@ -189,12 +184,6 @@ class FactorAnalysis(VAE):
         with pyro.plate("data", x.shape[0]), self._latent_scale(kl_weight):
             return pyro.sample("z", posterior)
 
-    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.posterior_kind == "amortised":
-            return super().posterior(x, y)
-        posterior = self._closed_form_posterior(x)
-        return posterior.mean, posterior.variance.sqrt()
-
     def mean_field_gap(self) -> float:
         """KL(mean-field q || p(z | x)) in nats, the same for every x: 0.5 (sum log diag M - log |M|)."""
         W, _, psi = self._float64_parameters()
@@ -206,7 +195,7 @@ class FactorAnalysis(VAE):
 
     def _fit(
         self, data: Data, test: Data | None, y: torch.Tensor | None, validation: Any, options: dict[str, Any]
-    ) -> list[dict[str, Any]]:
+    ) -> FitRecord:
         """SVI through the shared loop, or closed-form EM, which takes only the options in ``EM_OPTIONS``."""
         if self.method == "svi":
             return super()._fit(data, test, y, validation, options)
@@ -223,17 +212,17 @@ class FactorAnalysis(VAE):
         if options["resume"] and out is not None and (Path(out) / runs.WEIGHTS).exists():
             fitted = runs.load(out)  # EM ran to convergence: there is nothing left to continue
             self.load_state_dict(fitted.state_dict())
-            self.history, self.fit_config = fitted.history, fitted.fit_config
-            return self.history
+            return fitted.fit_record
         self.to("cuda" if resolve_accelerator(options["accelerator"]) == "cuda" else "cpu")
-        history = self._fit_em(data, self.max_iter, self.tol, test)
+        record = self._fit_em(data, self.max_iter, self.tol, test)
         if out is not None:
+            record.folder = Path(out)
             runs.remove_stale(out, everything=options["overwrite"])
-            runs.write_run(self, Path(out), figures=True)
-        return history
+            runs.write_run(self, record, Path(out), figures=True)
+        return record
 
     @torch.no_grad()
-    def _fit_em(self, data: Data, max_iter: int, tol: float, test: Data | None) -> list[dict[str, Any]]:
+    def _fit_em(self, data: Data, max_iter: int, tol: float, test: Data | None) -> FitRecord:
         started = time.perf_counter()
         with argument("data"):
             x = self.images(data).reshape(-1, self.x_dim).double()
@@ -275,14 +264,15 @@ class FactorAnalysis(VAE):
             W = torch.linalg.solve(second_moment, B.T).T
             psi = (variance - (W * B).sum(1)).clamp_min(floor)
         self._set_parameters(W, mu, psi)
-        self.fit_config = {"method": "em", "iterations": iteration, "binarize": None}
-        record: dict[str, Any] = {
-            "epoch": len(self.history) + 1,
+        fit = self.fit_record.copy()
+        fit.options = {"method": "em", "iterations": iteration, "binarize": None}
+        epoch: dict[str, Any] = {
+            "epoch": len(fit.history) + 1,
             "train_log_likelihood": log_likelihood,
             "iterations": iteration,
             "seconds": time.perf_counter() - started,
         }
         if test is not None:
-            record["test_log_likelihood"] = self.log_evidence(x_test).mean().item()
-        self.history.append(record)
-        return self.history
+            epoch["test_log_likelihood"] = self.exact_log_evidence(x_test).mean().item()
+        fit.history.append(epoch)
+        return fit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -10,7 +11,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from ppvae.models.base import LatentVariableModel
+from ppvae.estimator import Capabilities, LatentVariableModel
 from ppvae.parts import GUIDES, LIKELIHOODS, NETWORKS, PRIORS, normalize_spec
 from ppvae.parts.registry import PartSpec
 
@@ -24,6 +25,8 @@ class VAE(LatentVariableModel):
 
         VAE(x_shape=(1, 28, 28), z_dim=20)   # MLP 784-400-20, N(0, I) prior, Bernoulli likelihood
     """
+
+    capabilities = Capabilities()  # binary data and a usable proposal follow the likelihood and guide built
 
     def __init__(
         self,
@@ -51,6 +54,9 @@ class VAE(LatentVariableModel):
         self.prior = PRIORS.build(prior, z_dim=self.z_dim, x_shape=self.x_shape, condition_dim=condition_dim)
         self.likelihood = LIKELIHOODS.build(likelihood, x_shape=self.x_shape)
         self.guide_family = GUIDES.build(guide, z_dim=self.z_dim)
+        self.capabilities = dataclasses.replace(
+            type(self).capabilities, binary=self.likelihood.binary, proposal=not self.guide_family.point_mass
+        )
         self.networks = NETWORKS.build(
             network,
             x_shape=self.x_shape,
@@ -137,23 +143,12 @@ class VAE(LatentVariableModel):
 
     # -- the parts, for the estimator API ---------------------------------------------------------
 
-    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.guide_family.loc_scale(self.networks.encoder(x, y))
-
-    def likelihood_mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.likelihood(self.networks.decoder(z, y)).mean
+    def likelihood_mean(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.likelihood(self.networks.decoder(z, c)).mean
 
     def prior_sample(self, n: int, c: torch.Tensor | None = None) -> torch.Tensor:
         prior = self.prior(c)
         return prior.sample() if prior.batch_shape == (n,) else prior.sample((n,))
-
-    @property
-    def binary_likelihood(self) -> bool:
-        return self.likelihood.binary
-
-    @property
-    def point_mass_guide(self) -> bool:
-        return self.guide_family.point_mass
 
     def check_data(self, x: torch.Tensor) -> None:
         self.likelihood.check(x)

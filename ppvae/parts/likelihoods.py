@@ -204,7 +204,8 @@ class ContinuousBernoulli(Likelihood):
     def check(self, x: torch.Tensor) -> None:
         if x.numel() and (x.min() < 0 or x.max() > 1):
             raise ValueError(
-                f"the continuous_bernoulli likelihood needs pixels in [0, 1], got values in [{x.min():.3g}, {x.max():.3g}]; "
+                f"the continuous_bernoulli likelihood needs pixels in [0, 1], got values in [{x.min():.3g}, "
+                f"{x.max():.3g}]; "
                 "rescale the images or choose the normal or laplace likelihood"
             )
 

@@ -49,7 +49,7 @@ class MLPNetworks(Networks):
         hidden: Sequence[int] = (400,),
     ):
         super().__init__()
-        hidden = [int(h) for h in hidden]
+        hidden = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]  # one width, or a list
         if any(h < 1 for h in hidden):
             raise ValueError(f"hidden widths must be positive, got {hidden}")
         self.x_dim = math.prod(x_shape)

@@ -5,96 +5,39 @@
     checkpoint.pt   the last epoch's training state: weights, optimizer, epoch, step, seed, history
     metrics.jsonl   one JSON record per epoch
     logs/           the engine's loggers: csv/metrics.csv always, tensorboard/ when it is installed
-    *.png           training curves, samples, reconstructions
+    *.png           training curves, samples, reconstructions (:mod:`ppvae.estimator.figures`)
 
-Every file is written atomically (a temporary file in the same folder, fsync,
-``os.replace``), so a kill at any moment leaves the previous version whole,
-and a symlink in the folder is replaced, never followed. Weights go before
-the spec. ``.pt`` files hold only tensors and plain containers:
-``torch.load(..., weights_only=True)`` reads them.
+Every file is written atomically (:mod:`ppvae.estimator.files`). The spec goes
+first, so a kill after the first checkpoint leaves a run that resumes. ``.pt``
+files hold only tensors and plain containers: ``torch.load(..., weights_only=True)``
+reads them. A model enters only through its contract: its class name, ``config()``,
+its weights and the :class:`FitRecord` of its fit.
 """
 
 from __future__ import annotations
 
 import inspect
-import io
 import json
 import math
-import os
 import shutil
-import signal
 import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from ppvae import viz
+from ppvae.estimator.contract import FitRecord
+from ppvae.estimator.figures import run_figures
+from ppvae.estimator.files import LOCK, interrupt_after, save_torch_atomic, write_text_atomic
+from ppvae.estimator.registry import model_class
 from ppvae.infer import check_device
-from ppvae.models.registry import model_class
-
-try:
-    import fcntl
-except ImportError:  # Windows: the lock is a file created exclusively
-    fcntl = None
-
-if TYPE_CHECKING:
-    from ppvae.models.base import LatentVariableModel
 
 SPEC, WEIGHTS, CHECKPOINT, METRICS = "spec.json", "weights.pt", "checkpoint.pt", "metrics.jsonl"
-EVALUATION, LOGS, LOCK = "evaluation.json", "logs", ".ppvae-lock"
+EVALUATION, LOGS = "evaluation.json", "logs"
 FORMAT_VERSION = 2
 
 
-# -- atomic writes --------------------------------------------------------------------------------
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a torn one."""
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)  # replaces a symlink at ``path`` itself, never its target
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a crash
-    finally:
-        os.close(directory)
-    return path
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    return write_bytes_atomic(path, text.encode())
-
-
-def save_torch_atomic(obj: Any, path: str | Path) -> Path:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return write_bytes_atomic(path, buffer.getvalue())
-
-
-def save_figure_atomic(draw, path: str | Path, *args: Any, **kwargs: Any) -> Path:
-    """Draw a figure with ``draw(..., path=<buffer>)`` and write its PNG atomically to ``path``."""
-    buffer = io.BytesIO()
-    draw(*args, buffer, **kwargs)
-    return write_bytes_atomic(path, buffer.getvalue())
-
-
 # -- claiming a folder for a training run ----------------------------------------------------------
-
-
-class RunFolderBusy(ValueError):
-    """Another training holds the run folder."""
 
 
 def check_run_folder(directory: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
@@ -128,43 +71,6 @@ def check_run_folder(directory: str | Path, resume: bool = False, overwrite: boo
     return directory
 
 
-class RunLock:
-    """An exclusive claim on a run folder for one training, so that a second training into it is refused
-    instead of mixing one run's spec with the other's weights. Released when the training ends, or when
-    its process dies (an advisory ``flock`` on the folder; on Windows a lock file created exclusively)."""
-
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
-        self._descriptor: int | None = None
-
-    def __enter__(self) -> RunLock:
-        busy = RunFolderBusy(
-            f"another training is writing {self.directory} (it holds the folder's lock); wait "
-            "for it to end or train into another folder"
-        )
-        if fcntl is not None:
-            descriptor = os.open(self.directory, os.O_RDONLY)
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(descriptor)
-                raise busy from None
-        else:
-            try:
-                descriptor = os.open(self.directory / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                raise RunFolderBusy(f"{busy} (if no training runs, delete {self.directory / LOCK})") from None
-        self._descriptor = descriptor
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        if self._descriptor is not None:
-            os.close(self._descriptor)  # closing releases the flock
-            self._descriptor = None
-            if fcntl is None:
-                (self.directory / LOCK).unlink(missing_ok=True)
-
-
 def remove_stale(directory: str | Path, everything: bool = False) -> None:
     """Remove from a run folder what its weights are about to make stale: the evaluation and the figures
     (the run's own are drawn again after training); with ``everything`` (overwrite) also the spec,
@@ -180,23 +86,6 @@ def remove_stale(directory: str | Path, everything: bool = False) -> None:
             shutil.rmtree(logs)
     for path in stale:
         path.unlink(missing_ok=True)
-
-
-@contextmanager
-def _interrupt_after() -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT) until the block ends, then act on it as it would have (in the main thread;
-    elsewhere signals never arrive)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received and callable(previous):
-        previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
 
 
 # -- metrics ----------------------------------------------------------------------------------------
@@ -230,40 +119,19 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 # -- writing a run ----------------------------------------------------------------------------------
 
 
-def spec_of(model: LatentVariableModel) -> dict[str, Any]:
+def spec_of(model: Any, record: FitRecord) -> dict[str, Any]:
     return {
         "format": FORMAT_VERSION,
         "model": type(model).__name__,
         "config": model.config(),
-        "fit": model.fit_config,
-        "data": model.data_source,
+        "fit": record.options,
+        "data": record.data_source,
     }
 
 
-def save_figures(model: LatentVariableModel, directory: Path) -> list[Path]:
-    """Training curves, a grid of 64 samples and, if the fit saw test images, their reconstructions."""
-    paths = []
-    if any("_elbo" in k for row in model.history for k in row):
-        paths.append(save_figure_atomic(viz.history_plot, directory / "loss.png", model.history))
-    if model.samples_from_prior:
-        samples = model.sample(64, seed=0).cpu()
-        paths.append(
-            save_figure_atomic(
-                viz.image_grid, directory / "samples.png", samples, title=f"{type(model).__name__} samples"
-            )
-        )
-    if model.preview is not None and model.has_latent:
-        recon = model.reconstruct(model.preview.to(model.device), y=model.preview_y).cpu()
-        paths.append(
-            save_figure_atomic(
-                viz.reconstruction_grid, directory / "reconstructions.png", model.preview, {"reconstruction": recon}
-            )
-        )
-    return paths + model.draw_figures(directory)
-
-
 def write_run(
-    model: LatentVariableModel,
+    model: Any,
+    record: FitRecord,
     directory: Path,
     weights: dict[str, torch.Tensor] | None = None,
     checkpoint: dict[str, Any] | None = None,
@@ -276,8 +144,8 @@ def write_run(
     files are written, so an interrupted run never holds one epoch's checkpoint beside another's weights.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    with _interrupt_after():
-        write_text_atomic(directory / SPEC, json.dumps(spec_of(model), indent=2) + "\n")
+    with interrupt_after():
+        write_text_atomic(directory / SPEC, json.dumps(spec_of(model, record), indent=2) + "\n")
         if checkpoint is not None:
             save_torch_atomic(checkpoint, directory / CHECKPOINT)
         if weights is None:
@@ -285,21 +153,22 @@ def write_run(
         save_torch_atomic(
             {
                 "state_dict": weights,
-                "preview": model.preview,
-                "preview_y": model.preview_y,
-                "snapshots": model.snapshots,
-                "snapshot_labels": model.snapshot_labels,
+                "preview": record.preview,
+                "preview_y": record.preview_y,
+                "snapshots": record.snapshots,
+                "snapshot_labels": record.snapshot_labels,
             },
             directory / WEIGHTS,
         )
-        write_text_atomic(directory / METRICS, metrics_text(model.history))
+        write_text_atomic(directory / METRICS, metrics_text(record.history))
     if figures:
-        save_figures(model, directory)
+        run_figures(model, record, directory)
     return directory
 
 
-def save_run(model: LatentVariableModel, directory: str | Path, figures: bool = True) -> Path:
-    """Write the model as it is now: spec.json, weights.pt, metrics.jsonl, the training state and (with ``figures``) PNGs.
+def save_run(model: Any, record: FitRecord, directory: str | Path, figures: bool = True) -> Path:
+    """Write the model as it is now: spec.json, weights.pt, metrics.jsonl, the training state and, with
+    ``figures``, PNGs.
 
     What the folder held that described other weights goes: the evaluation, the figures and, for a
     model without a training state, an old checkpoint that ``resume`` would otherwise continue.
@@ -307,9 +176,9 @@ def save_run(model: LatentVariableModel, directory: str | Path, figures: bool = 
     directory = Path(directory)
     if directory.is_dir():
         remove_stale(directory)
-        if model.training_state is None:
+        if record.training_state is None:
             (directory / CHECKPOINT).unlink(missing_ok=True)
-    return write_run(model, directory, checkpoint=model.training_state, figures=figures)
+    return write_run(model, record, directory, checkpoint=record.training_state, figures=figures)
 
 
 # -- reading a run ----------------------------------------------------------------------------------
@@ -399,7 +268,7 @@ def data_source_of(spec: dict[str, Any]) -> dict[str, Any] | None:
     return spec.get("data") or spec.get("fit", {}).get("data")
 
 
-def build(spec: dict[str, Any], directory: str | Path = "the spec") -> LatentVariableModel:
+def build(spec: dict[str, Any], directory: str | Path = "the spec") -> Any:
     """The untrained model a spec describes."""
     where = f"{directory}/{SPEC}"
     validate_spec(spec, where)
@@ -427,7 +296,7 @@ def read_weights(path: Path) -> dict[str, Any]:
     return saved
 
 
-def load(directory: str | Path, device: str | torch.device = "cpu") -> LatentVariableModel:
+def load(directory: str | Path, device: str | torch.device = "cpu") -> Any:
     """Rebuild a model from its run folder: same class, same parts, same weights, same history."""
     directory = Path(directory)
     device = check_device(device)
@@ -441,11 +310,15 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> LatentVar
             f"{directory / WEIGHTS} does not fit the model {directory / SPEC} describes: "
             f"{str(error).splitlines()[0]} ..."
         ) from None
-    model.preview, model.preview_y = saved.get("preview"), saved.get("preview_y")
-    model.snapshots, model.snapshot_labels = dict(saved.get("snapshots") or {}), saved.get("snapshot_labels")
-    model.fit_config = spec.get("fit", {})
-    model.data_source = data_source_of(spec)
-    model.history = read_metrics(directory / METRICS)
-    model.training_state = read_checkpoint(directory)
-    model.run_folder = directory
+    model.fit_record = FitRecord(
+        history=read_metrics(directory / METRICS),
+        options=spec.get("fit", {}),
+        data_source=data_source_of(spec),
+        training_state=read_checkpoint(directory),
+        preview=saved.get("preview"),
+        preview_y=saved.get("preview_y"),
+        snapshots=dict(saved.get("snapshots") or {}),
+        snapshot_labels=saved.get("snapshot_labels"),
+        folder=directory,
+    )
     return model.to(device).eval()

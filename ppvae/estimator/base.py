@@ -1,13 +1,16 @@
 """`LatentVariableModel`: the estimator API every ppvae model shares.
 
-A subclass supplies the two Pyro programs, ``model(x, y)`` and ``guide(x, y)``,
-and the parts they are built from; this class gives it scikit-learn's habits:
-``fit``, ``encode``, ``decode``, ``reconstruct``, ``sample``, ``evaluate``,
-``save``. Each instance registers its networks with Pyro under a name of its
-own, so two models in one process never share weights through Pyro's global
-parameter store, and its entries leave the store when the model is garbage
-collected. Threads may share models: fitting, scoring and sampling take turns
-(see :mod:`ppvae.infer.threads`).
+A subclass supplies its two Pyro programs, ``model(x, c, kl_weight)`` and
+``guide(x, c, kl_weight)``, its :class:`Capabilities` line and the parts the programs
+are built from (:mod:`ppvae.estimator.contract` says what the machinery may use);
+this class gives it scikit-learn's habits: ``fit`` (returns the model), ``encode``,
+``decode``, ``reconstruct``, ``sample``, ``evaluate``, ``log_evidence``, ``save``.
+Public methods take labels as ``y=`` and a ready condition as ``c=``; every program
+and hook names the condition ``c``. Each instance registers its networks with Pyro
+under a name of its own, so two models in one process never share weights through
+Pyro's global parameter store, and its entries leave the store when the model is
+garbage collected. Threads may share models: fitting, scoring and sampling take
+turns (see :mod:`ppvae.infer.threads`).
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ from torch import nn
 
 from ppvae.data import Data, as_images, check_binarize, fixed_binarization
 from ppvae.data import binarize as binarize_images
+from ppvae.estimator import evidence, fitting, runs
+from ppvae.estimator.contract import Capabilities, FitRecord, labels_for
+from ppvae.estimator.registry import register_model
 from ppvae.infer import PYRO_LOCK, elbo_terms, seeded, serialised
-from ppvae.models import evidence, runs, training
-from ppvae.models.registry import register_model
+from ppvae.infer.batches import slices
+from ppvae.infer.traces import posterior_summary
 
 _instance_ids = itertools.count()
 
@@ -42,17 +48,14 @@ def forget_parameters(pyro_name: str) -> None:
 
 
 class LatentVariableModel(nn.Module):
-    """Base class of VAE, CVAE and FactorAnalysis. Subclasses define ``model``, ``guide`` and ``config``.
+    """Base class of every ppvae model. Subclasses define ``model``, ``guide``, ``config`` and ``capabilities``.
 
     ``beta`` weighs the KL term in training: ``fit`` hands ``kl_weight`` = beta (times a warm-up
     factor) to the programs at every step. Called without it, the programs are the plain model.
     """
 
-    conditional = False  # True if the programs take a condition c
-    num_classes = 0  # label classes of a conditional model
-    has_exact_evidence = False  # True if exact_log_evidence has a closed form
-    has_latent = True  # False for a network with no z (the completion baseline)
-    samples_from_prior = True  # False if a sample needs an input (a completion needs the visible pixels)
+    capabilities = Capabilities()  # a subclass's one line; an instance refines it where a part decides
+    num_classes = 0  # label classes of a model conditioned on labels
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -65,7 +68,7 @@ class LatentVariableModel(nn.Module):
             x_shape = (1, 1, x_shape[0])
         if len(x_shape) != 3 or min(x_shape) < 1:
             raise ValueError(f"x_shape must be (C, H, W) (or (D,) for flat data), got {x_shape}")
-        if isinstance(z_dim, bool) or int(z_dim) != z_dim or int(z_dim) < int(self.has_latent):
+        if isinstance(z_dim, bool) or int(z_dim) != z_dim or int(z_dim) < int(self.capabilities.latent):
             raise ValueError(f"z_dim must be a positive integer, got {z_dim}")
         if not beta > 0:
             raise ValueError(f"beta must be positive (Pyro cannot scale a site by {beta})")
@@ -76,15 +79,12 @@ class LatentVariableModel(nn.Module):
         # A name of its own in Pyro's parameter store (see the module docstring).
         self.pyro_name = f"{type(self).__name__.lower()}_{next(_instance_ids)}_{uuid.uuid4().hex[:6]}"
         weakref.finalize(self, forget_parameters, self.pyro_name).atexit = False  # the store would keep them forever
-        self.history: list[dict[str, Any]] = []  # one record per epoch
-        self.fit_config: dict[str, Any] = {}  # the options of the fit, as the run folder records them
-        self.data_source: dict[str, Any] | None = None  # where the training data came from, when known
-        self.preview: torch.Tensor | None = None  # a few test images for the reconstruction figure
-        self.preview_y: torch.Tensor | None = None  # and their labels, for a conditional model
-        self.training_state: dict[str, Any] | None = None  # optimizer, epoch and step, for resume=True
-        self.snapshots: dict[int, torch.Tensor] = {}  # epoch: latent means of the first test images (snapshot_epochs)
-        self.snapshot_labels: torch.Tensor | None = None  # and those images' labels
-        self.run_folder: Path | None = None  # the run folder it was fitted into, loaded from or saved to
+        self.fit_record = FitRecord()
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One record per epoch of training (the fit record's history)."""
+        return self.fit_record.history
 
     # -- what a subclass provides ---------------------------------------------------------------
 
@@ -92,52 +92,36 @@ class LatentVariableModel(nn.Module):
         """The constructor arguments that rebuild this model (JSON-serialisable)."""
         raise NotImplementedError
 
-    def model(
-        self,
-        x: torch.Tensor | None = None,
-        c: torch.Tensor | None = None,
-        kl_weight: float = 1.0,
-        size: int | None = None,
-    ):
-        """p(z | c) p(x | z, c), observed where ``x`` is given; ``size`` images are generated otherwise."""
+    def model(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0):
+        """p(z | c) p(x | z, c), observed where ``x`` is given."""
         raise NotImplementedError
 
-    def guide(
-        self,
-        x: torch.Tensor | None = None,
-        c: torch.Tensor | None = None,
-        kl_weight: float = 1.0,
-        size: int | None = None,
-    ):
+    def guide(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0):
         """q(z | x, c)."""
         raise NotImplementedError
 
-    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Location and scale of q(z | x) for images x on the model's device."""
-        raise NotImplementedError
+    def condition(self, x: torch.Tensor | None, y: torch.Tensor | None, train: bool = False) -> torch.Tensor | None:
+        """The condition hook: the ``c`` the programs take for images ``x`` (as scored) and labels ``y``
+        (checked by :func:`labels_for`). None here: a model without a condition."""
+        return None
 
-    def likelihood_mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """E[x | z] as images (..., C, H, W)."""
+    def likelihood_mean(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """E[x | z, c] as images (..., C, H, W), for codes z of the site ``encode`` returns."""
         raise NotImplementedError
 
     def prior_sample(self, n: int, c: torch.Tensor | None = None) -> torch.Tensor:
         """``n`` draws of z from p(z | c)."""
         raise NotImplementedError
 
-    @property
-    def binary_likelihood(self) -> bool:
-        return False
-
-    @property
-    def point_mass_guide(self) -> bool:
-        """True if q(z | x) is a point mass (an autoencoder): it cannot serve as an importance-sampling proposal."""
-        return False
-
     def check_data(self, x: torch.Tensor) -> None:
         """Raise ValueError if ``x`` lies outside the likelihood's support."""
 
     def initialize(self, x: torch.Tensor) -> None:
         """Data-dependent initialisation of parameters, once, before a fresh model's first step."""
+
+    def draw_figures(self, directory: Path, record: FitRecord) -> list[Path]:
+        """Figures of this kind of model beyond the run's own (loss, samples, reconstructions); none by default."""
+        return []
 
     # -- data handling --------------------------------------------------------------------------
 
@@ -149,38 +133,21 @@ class LatentVariableModel(nn.Module):
         """``data`` as float images (N, C, H, W) on the model's device, as given (not binarised)."""
         return as_images(data, self.x_shape).to(self.device)
 
-    def conditions(
-        self, data: Data | None, y: torch.Tensor | None = None, images: torch.Tensor | None = None
+    def condition_for(
+        self, data: Data | None, x: torch.Tensor | None, y: Any = None, c: torch.Tensor | None = None
     ) -> torch.Tensor | None:
-        """What the programs take as ``c`` for ``data`` (labels ``y``, or the dataset's): None for an unconditional model.
-
-        ``images`` are ``data`` as prepared for scoring (binarised), for a model whose condition is
-        built from the images themselves (completion); a label-conditional model ignores them.
-        """
-        if not self.conditional:
-            return None
-        if y is None:
-            y = getattr(data, "y", None)
-        if y is None:
-            raise ValueError(f"{type(self).__name__} is conditional: pass labels y (or a dataset that has them)")
-        return self.condition(torch.as_tensor(y).to(self.device))
-
-    def condition(self, y: torch.Tensor) -> torch.Tensor:
-        """Labels as the tensor the networks take (one-hot for a CVAE)."""
-        return y
-
-    def batch_conditioner(self):
-        """``(x, c) -> c`` for each training batch, after binarisation, or None to train on ``c`` as given.
-
-        A completion model draws there which pixels of each image are visible.
-        """
-        return None
+        """The condition for ``data`` (prepared as ``x``): ``c`` as given, else the hook's, from labels ``y``
+        (or the dataset's)."""
+        if c is not None:
+            return torch.as_tensor(c).to(self.device)
+        labels = labels_for(self, data, y)
+        return self.condition(x, None if labels is None else labels.to(self.device))
 
     def resolve_binarize(self, binarize: str | None, x: torch.Tensor) -> str | None:
         """``"auto"``: dynamic binarisation when the likelihood is binary and the data is not; else none."""
         if binarize == "auto":
             is_binary = bool(((x == 0) | (x == 1)).all())
-            return "dynamic" if self.binary_likelihood and not is_binary else None
+            return "dynamic" if self.capabilities.binary and not is_binary else None
         return check_binarize(binarize)
 
     def prepare(self, data: Data, binarize: str | None = "auto", seed: int = 0) -> torch.Tensor:
@@ -195,9 +162,8 @@ class LatentVariableModel(nn.Module):
         """
         x = self.images(data)
         if binarize == "auto":
-            binarize = (
-                self.fit_config["binarize"] if "binarize" in self.fit_config else self.resolve_binarize("auto", x)
-            )
+            options = self.fit_record.options
+            binarize = options["binarize"] if "binarize" in options else self.resolve_binarize("auto", x)
         x = binarize_images(x, fixed_binarization(check_binarize(binarize)), seed=seed)
         self.check_data(x)
         return x
@@ -238,11 +204,12 @@ class LatentVariableModel(nn.Module):
         progress: bool = True,
         snapshot_epochs: list[int] | None = None,
         y: torch.Tensor | None = None,
-    ) -> list[dict[str, Any]]:
-        """Maximise the ELBO by SVI; returns (and keeps in ``history``) one record per epoch.
+    ) -> LatentVariableModel:
+        """Maximise the ELBO by SVI; returns the model, with one record per epoch in ``history``.
 
         ``data``: a ppvae dataset or image tensor (held in memory, the fast path), or any torch
-        ``Dataset`` of images, read a batch at a time (``ppvae.data.load(path, lazy=True)``).
+        ``Dataset`` of images, read a batch at a time (``ppvae.data.load(path, lazy=True)``); ``y``:
+        labels for a tensor of images (a dataset brings its own).
         ``binarize``: "dynamic", "static", "threshold", None, or "auto" (dynamic for a Bernoulli
         likelihood on grey levels). ``elbo``: "trace", "meanfield" or "iwae" (K = ``num_particles``).
         ``kl_warmup=N`` raises the KL weight from about 0 to beta over the first N epochs;
@@ -257,18 +224,31 @@ class LatentVariableModel(nn.Module):
         holds anything is refused unless it is this model's own run (fitted into, loaded from or saved
         to), or ``resume``, or ``overwrite=True`` (which first removes the old run's files); a fit holds
         the folder's lock, so a second training into it is refused.
-        A fit that fails leaves the model as it was.
+        A fit that fails leaves the model as it was: its weights, device and ``fit_record``.
         A non-finite loss stops training with :class:`TrainingDiverged`, the last finite weights kept.
         ``snapshot_epochs=[1, 5, 10]`` keeps the latent means of the first 2,000 test images after
-        those epochs in ``snapshots`` (the "latent over training" figure, ``ppvae.plot(model, "training")``).
+        those epochs in ``fit_record.snapshots`` (the "latent over training" figure,
+        ``ppvae.plot(model, "training")``).
 
         ``accelerator`` ("auto", "cpu", "cuda"), ``devices`` (processes, data-parallel: the global
         ``batch_size`` is split among them), ``strategy`` and ``precision`` go to Lightning Fabric.
         """
         options = {k: v for k, v in locals().items() if k not in ("self", "data", "test", "y", "validation")}
         options["validation"] = validation if isinstance(validation, float) or validation is None else "dataset"
-        with training.run_folder(self, out, resume, overwrite), training.unchanged_on_error(self):
-            return self._fit(data, test, y, validation, options)
+        weights = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        device = self.device
+        try:
+            with fitting.claimed(self.fit_record, out, resume, overwrite):
+                self.fit_record = self._fit(data, test, y, validation, options)
+        except fitting.TrainingDiverged as diverged:  # not a failure: the last finite weights and epochs stay
+            if diverged.record is not None:
+                self.fit_record = diverged.record
+            raise
+        except Exception:
+            self.load_state_dict(weights)
+            self.to(device)
+            raise
+        return self
 
     def _fit(
         self,
@@ -277,9 +257,10 @@ class LatentVariableModel(nn.Module):
         y: torch.Tensor | None,
         validation: float | Data | None,
         options: dict[str, Any],
-    ) -> list[dict[str, Any]]:
-        """How this model fits; SVI through the shared loop unless a subclass has a closed form."""
-        return training.fit_model(self, data, test, y, validation, options)
+    ) -> FitRecord:
+        """How this model fits (the record of the fit); SVI through the shared loop unless a subclass has a "
+        "closed form."""
+        return fitting.fit(self, data, test, y, validation, options)
 
     @classmethod
     def fit_defaults(cls) -> dict[str, Any]:
@@ -289,51 +270,78 @@ class LatentVariableModel(nn.Module):
 
     # -- inference and generation ---------------------------------------------------------------
 
+    def _posterior(self, x: torch.Tensor, c: torch.Tensor | None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Location and scale of q for every latent site, its parents held at their locations."""
+        if not self.capabilities.latent:
+            raise ValueError(f"{type(self).__name__} has no latent variables to encode")
+        return posterior_summary(self.guide, x, c)
+
     @torch.no_grad()
     def encode(
         self,
         data: Data,
-        y: torch.Tensor | None = None,
+        y: Any = None,
+        c: torch.Tensor | None = None,
         return_scale: bool = False,
         binarize: str | None = "auto",
         seed: int = 0,
+        site: str | None = None,
     ):
-        """Posterior means of z for each image (and the posterior scales with ``return_scale``).
+        """Posterior locations of z for each image (and the posterior scales with ``return_scale``).
 
+        The location and scale are the guide's own parameters for a location-scale family (normal,
+        Laplace, Student-t, logistic), else its mean and standard deviation. With several latent sites,
+        each is read with the sites it depends on held at their locations; ``site=None`` returns the
+        model's only site or, with several, the first the guide samples (in a hierarchy, the layer
+        next to x), ``site="z1"`` that one, ``site="all"`` a dict of every site, in the guide's order.
         Like every method that takes images, it sees them as ``evaluate`` scores them (see ``prepare``):
         a model trained on binarised images encodes a fixed binarisation of grey ones.
         """
         self.eval()
         x = self.prepare(data, binarize, seed)
-        loc, scale = self.posterior(x, self.conditions(data, y, x))
+        summary = self._posterior(x, self.condition_for(data, x, y, c))
+        if site == "all":
+            return {name: (loc, scale) if return_scale else loc for name, (loc, scale) in summary.items()}
+        name = self.code_site(summary, site)
+        loc, scale = summary[name]
         return (loc, scale) if return_scale else loc
 
+    def code_site(self, summary: dict[str, Any], site: str | None = None) -> str:
+        """The latent site ``encode`` reads: ``site``, or the first the guide samples."""
+        if site is None:
+            return next(iter(summary))
+        if site not in summary:
+            raise ValueError(f"{type(self).__name__} has no latent site {site!r}; its sites: {', '.join(summary)}")
+        return site
+
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, y: Any = None, c: torch.Tensor | None = None) -> torch.Tensor:
         """E[x | z] as images (N, C, H, W): pixel probabilities for Bernoulli, means otherwise."""
         self.eval()
-        c = None if y is None else self.condition(torch.as_tensor(y).to(self.device))
+        c = self.condition_for(None, None, y, c) if (y is not None or c is not None) else None
         return self.likelihood_mean(torch.as_tensor(z, dtype=torch.float32).to(self.device), c)
 
     @torch.no_grad()
     def reconstruct(
-        self, data: Data, y: torch.Tensor | None = None, binarize: str | None = "auto", seed: int = 0
+        self, data: Data, y: Any = None, c: torch.Tensor | None = None, binarize: str | None = "auto", seed: int = 0
     ) -> torch.Tensor:
-        """Decode the posterior mean of each image: E[x | z = E_q[z | x]], the images seen as ``prepare`` sees them."""
+        """Decode the posterior location of each image: E[x | z = loc of q(z | x)], the images seen as
+        ``prepare`` sees them."""
         self.eval()
         x = self.prepare(data, binarize, seed)
-        c = self.conditions(data, y, x)
-        loc, _ = self.posterior(x, c)
-        return self.likelihood_mean(loc, c)
+        c = self.condition_for(data, x, y, c)
+        summary = self._posterior(x, c)
+        return self.likelihood_mean(summary[self.code_site(summary)][0], c)
 
     @serialised
     @torch.no_grad()
     def sample(self, n: int = 64, y: Any = None, seed: int | None = None) -> torch.Tensor:
-        """``n`` images E[x | z] with z drawn from the prior (labels ``y`` for a conditional model)."""
+        """``n`` images E[x | z] with z drawn from the prior (labels ``y`` for a model conditioned on labels)."""
         self.eval()
-        if not self.conditional and y is not None:
+        takes_labels = self.capabilities.condition == "labels"
+        if not takes_labels and y is not None:
             raise ValueError(f"{type(self).__name__} is not conditional: sample takes no labels")
-        c = self.condition(self.sample_labels(n, y).to(self.device)) if self.conditional else None
+        c = self.condition(None, self.sample_labels(n, y).to(self.device)) if takes_labels else None
         with seeded(seed, self.device):
             return self.likelihood_mean(self.prior_sample(n, c), c)
 
@@ -348,7 +356,8 @@ class LatentVariableModel(nn.Module):
     def elbo_terms(
         self,
         data: Data,
-        y: torch.Tensor | None = None,
+        y: Any = None,
+        c: torch.Tensor | None = None,
         batch_size: int = 1000,
         binarize: str | None = "auto",
         seed: int = 0,
@@ -359,18 +368,17 @@ class LatentVariableModel(nn.Module):
         """
         self.eval()
         x = self.prepare(data, binarize, seed)
-        c = self.conditions(data, y, x)
+        c = self.condition_for(data, x, y, c)
         parts: dict[str, list[torch.Tensor]] = {}
         with pyro.validation_enabled(False), seeded(seed, x.device):
-            for i in range(0, x.shape[0], batch_size):
-                cb = None if c is None else c[i : i + batch_size]
-                for key, value in elbo_terms(self.model, self.guide, x[i : i + batch_size], cb).items():
+            for xb, cb in slices(batch_size, x, c):
+                for key, value in elbo_terms(self.model, self.guide, xb, cb).items():
                     parts.setdefault(key, []).append(value.double().cpu())
         return {key: torch.cat(values) for key, values in parts.items()}
 
-    def log_evidence(self, data: Data, num_samples: int = 1000, y: torch.Tensor | None = None, **options: Any):
-        """Importance-sampled log p(x) per example in nats; see :func:`ppvae.log_evidence` for the options."""
-        return evidence.log_evidence(self, data, num_samples=num_samples, y=y, **options)
+    def log_evidence(self, data: Data, num_samples: int | None = None, **options: Any):
+        """log p(x) per example in nats, by one method with only its options: see :func:`ppvae.log_evidence`."""
+        return evidence.log_evidence(self, data, num_samples, **options)
 
     def exact_log_evidence(self, data: Data) -> torch.Tensor | None:
         """The closed-form log p(x) per example where the model has one (factor analysis), else None."""
@@ -380,61 +388,72 @@ class LatentVariableModel(nn.Module):
     def evaluate(
         self,
         data: Data,
-        y: torch.Tensor | None = None,
+        y: Any = None,
+        c: torch.Tensor | None = None,
         batch_size: int = 1000,
         binarize: str | None = "auto",
         seed: int = 0,
         num_samples: int | None = None,
+        method: str | None = None,
         progress: bool = False,
-    ) -> dict[str, float]:
+        **evidence_options: Any,
+    ) -> dict[str, Any]:
         """Mean ELBO, reconstruction and KL per example (nats) with standard errors.
 
-        With ``num_samples`` K it adds the importance-sampled ``log_px`` (K samples from the
-        guide), the ``gap`` log p(x) - ELBO, ``bits_per_dim``, the seconds it took and the
-        Pareto k-hat diagnostic: its median and ``khat_unreliable``, the share of images above
-        0.7, where the estimate is not to be trusted. A model with a closed-form evidence adds
-        ``log_px_exact``.
+        With ``num_samples`` K (or ``method="is"``, K = 1000 unless given) it adds the importance-sampled
+        ``log_px`` (K samples from the guide), the ``gap`` log p(x) - ELBO, ``bits_per_dim``, the seconds
+        it took and the Pareto k-hat diagnostic: its median and ``khat_unreliable``, the share of images
+        above 0.7, where the estimate is not to be trusted. ``method="ais"`` or ``"quadrature"`` gives
+        ``log_px`` by that estimator instead (``evidence_options`` are its options), and ``"method"``
+        names the estimator used. A model with a closed-form evidence adds ``log_px_exact``.
         """
-        broken = [
-            name
-            for name, value in self.state_dict().items()
-            if value.is_floating_point() and not value.isfinite().all()
-        ]
-        if broken:
-            raise ValueError(
-                f"the model's weights hold NaN or infinite values ({broken[0]}{' and others' if len(broken) > 1 else ''}): "
-                "there is nothing to evaluate; a diverged run keeps its last good weights in weights.pt"
-            )
-        terms = self.elbo_terms(data, y, batch_size=batch_size, binarize=binarize, seed=seed)
-        if num_samples:
-            estimate = self.log_evidence(
-                data, num_samples, y, binarize=binarize, seed=seed, progress=progress, diagnostics=True
+        self._check_weights()
+        method = method or ("is" if num_samples else None)
+        if method == "exact" and not self.capabilities.exact_evidence:
+            evidence.check_method(self, method)
+        estimated = method not in (None, "exact")
+        terms = self.elbo_terms(data, y, c, batch_size=batch_size, binarize=binarize, seed=seed)
+        if estimated:
+            if method == "is":
+                evidence_options["num_samples"] = num_samples or 1000
+            elif num_samples:
+                evidence.refuse_option("num_samples", method)
+            estimate = evidence.log_evidence(
+                self,
+                data,
+                method=method,
+                y=y,
+                c=c,
+                binarize=binarize,
+                seed=seed,
+                progress=progress,
+                diagnostics=True,
+                **evidence_options,
             )
             terms["log_px"] = estimate.log_evidence
             terms["gap"] = estimate.log_evidence - terms["elbo"]
-            terms["effective_sample_size"] = estimate.effective_sample_size
-        if self.has_exact_evidence:
+            if method == "is":
+                terms["effective_sample_size"] = estimate.effective_sample_size
+        if self.capabilities.exact_evidence:
             terms["log_px_exact"] = self.exact_log_evidence(self.prepare(data, binarize, seed)).cpu()
-        n = next(iter(terms.values())).numel()
-        out: dict[str, float] = {"n": n}
-        for key, value in terms.items():
-            out[key] = value.mean().item()
-            out[f"{key}_se"] = (value.std() / math.sqrt(n)).item() if n > 1 else float("nan")
-        levels = None if self.binary_likelihood else 256
+        out: dict[str, Any] = evidence.means_with_errors(terms)
+        levels = None if self.capabilities.binary else 256
         for key in ("log_px", "log_px_exact"):
             if key in out:
                 out[key.replace("log_px", "bits_per_dim")] = evidence.bits_per_dim(out[key], self.x_dim, levels)
-        if num_samples:
-            out.update(num_samples=num_samples, evidence_seconds=estimate.seconds)
-            k_hat = estimate.pareto_k[torch.isfinite(estimate.pareto_k)]
-            if k_hat.numel():  # NaN where K is too small for a tail fit
-                out["khat_median"] = k_hat.median().item()
-                out["khat_unreliable"] = (k_hat > evidence.KHAT_UNRELIABLE).double().mean().item()
+        if estimated:
+            out.update(evidence.describe(estimate, method))
         return out
 
-    def draw_figures(self, directory: Path) -> list[Path]:
-        """Figures of this kind of model beyond the run's own (loss, samples, reconstructions); none by default."""
-        return []
+    def _check_weights(self) -> None:
+        """Refuse to score weights that hold NaN or infinite values (a diverged run's)."""
+        broken = [k for k, v in self.state_dict().items() if v.is_floating_point() and not v.isfinite().all()]
+        if broken:
+            others = " and others" if len(broken) > 1 else ""
+            raise ValueError(
+                f"the model's weights hold NaN or infinite values ({broken[0]}{others}): there is nothing "
+                "to evaluate; a diverged run keeps its last good weights in weights.pt"
+            )
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -442,6 +461,7 @@ class LatentVariableModel(nn.Module):
     # -- runs -----------------------------------------------------------------------------------
 
     def save(self, directory: str | Path, figures: bool = True) -> Path:
-        """Write the run folder: spec.json, weights.pt, metrics.jsonl, the training state and (with ``figures``) PNGs."""
-        self.run_folder = runs.save_run(self, directory, figures=figures)
-        return self.run_folder
+        """Write the run folder: spec.json, weights.pt, metrics.jsonl, the training state and, with
+        ``figures``, PNGs."""
+        self.fit_record.folder = runs.save_run(self, self.fit_record, directory, figures=figures)
+        return self.fit_record.folder

@@ -20,13 +20,17 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from ppvae.data import ImageDataset, check_binarize, fixed_binarization, to_float_images
 from ppvae.data import binarize as binarize_images
+from ppvae.estimator import runs
+from ppvae.estimator.contract import FitRecord, Model, labels_for
+from ppvae.estimator.figures import run_figures
+from ppvae.estimator.files import RunLock
 from ppvae.infer import (
     OBJECTIVES,
     PYRO_LOCK,
@@ -45,10 +49,6 @@ from ppvae.infer import (
 )
 from ppvae.infer.batches import local_batch_size
 from ppvae.infer.launch import check_engine, under_torchrun
-from ppvae.models import runs
-
-if TYPE_CHECKING:
-    from ppvae.models.base import LatentVariableModel
 
 INIT_EXAMPLES = 10_000  # images that data-dependent initialisation sees (the first ones, in storage order)
 PREVIEW = 16  # test images kept for the reconstruction figure
@@ -57,43 +57,12 @@ CHECKPOINT_FORMAT = 1
 
 
 class TrainingDiverged(ValueError):
-    """The loss or a parameter became non-finite; the model keeps its last finite weights."""
+    """The loss or a parameter became non-finite; the model keeps its last finite weights and, in ``record``,
+    the fit record of the epochs that finished."""
 
-
-# -- what a fit may change ---------------------------------------------------------------------------
-
-FIT_ATTRIBUTES = (
-    "history",
-    "fit_config",
-    "data_source",
-    "training_state",
-    "preview",
-    "preview_y",
-    "snapshots",
-    "snapshot_labels",
-    "run_folder",
-)
-"""What ``fit`` sets on a model besides its weights."""
-
-
-@contextlib.contextmanager
-def unchanged_on_error(model: LatentVariableModel):
-    """A fit that fails (bad data or options, an error mid-training) leaves the model as it was: its
-    weights, device and what it records of its fit. A divergence is not a failure of this kind: the
-    model keeps its last finite weights, as :class:`TrainingDiverged` says; Ctrl-C keeps what it has."""
-    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    device = model.device
-    recorded = {name: copy.copy(getattr(model, name)) for name in FIT_ATTRIBUTES}
-    try:
-        yield
-    except TrainingDiverged:
-        raise
-    except Exception:
-        model.load_state_dict(weights)
-        model.to(device)
-        for name, value in recorded.items():
-            setattr(model, name, value)
-        raise
+    def __init__(self, message: str, record: FitRecord | None = None):
+        super().__init__(message)
+        self.record = record
 
 
 @contextlib.contextmanager
@@ -111,18 +80,17 @@ def writes_run_folder() -> bool:
 
 
 @contextlib.contextmanager
-def run_folder(model: LatentVariableModel, out: str | Path | None, resume: bool, overwrite: bool):
+def claimed(record: FitRecord, out: str | Path | None, resume: bool, overwrite: bool):
     """The run folder checked before anything trains (see :func:`runs.check_run_folder`) and locked
     for the whole fit, so that two trainings never write one folder. A model may go on writing its own
-    run (the folder it was fitted into, loaded from or saved to), as resuming does."""
+    run (``record.folder``: the folder it was fitted into, loaded from or saved to), as resuming does."""
     if out is None or not writes_run_folder():
         yield
         return
-    own = model.run_folder is not None and Path(model.run_folder).resolve() == Path(out).resolve()
+    own = record.folder is not None and Path(record.folder).resolve() == Path(out).resolve()
     runs.check_run_folder(out, resume or (own and not overwrite), overwrite)
-    with runs.RunLock(out):
+    with RunLock(out):
         yield
-    model.run_folder = Path(out)
 
 
 # -- options -----------------------------------------------------------------------------------------
@@ -134,7 +102,7 @@ def _positive(name: str, value: Any, integer: bool = False) -> None:
         raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}")
 
 
-def check_options(options: dict[str, Any], model: LatentVariableModel) -> None:
+def check_options(options: dict[str, Any], model: Model) -> None:
     """Every option of ``fit`` checked up front, with a message that names it."""
     _positive("epochs", options["epochs"], integer=True)
     _positive("batch_size", options["batch_size"], integer=True)
@@ -161,7 +129,7 @@ def check_options(options: dict[str, Any], model: LatentVariableModel) -> None:
             )
     if isinstance(options["validation"], float) and not 0 < options["validation"] < 1:
         raise ValueError(f"validation as a fraction must be in (0, 1), got {options['validation']}")
-    if options["resume"] and options["out"] is None and model.training_state is None:
+    if options["resume"] and options["out"] is None and model.fit_record.training_state is None:
         raise ValueError("resume=True needs a run folder (out=...) or a model that has been fitted in this session")
     if (
         isinstance(options["num_workers"], bool)
@@ -175,7 +143,7 @@ def check_options(options: dict[str, Any], model: LatentVariableModel) -> None:
             isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in snapshots
         ):
             raise ValueError(f"snapshot_epochs must be a list of epoch numbers >= 1, got {snapshots!r}")
-        if not model.has_latent:
+        if not model.capabilities.latent:
             raise ValueError(f"{type(model).__name__} has no latent space to take snapshots of")
 
 
@@ -231,8 +199,10 @@ def data_source_of(data: Any) -> dict[str, Any] | None:
 class FitJob:
     """Everything one training process needs: the model, its batches, held-out data, options, run folder."""
 
-    model: LatentVariableModel
+    model: Model
+    record: FitRecord  # the fit's record, filled epoch by epoch
     batches: TensorBatches | LoaderBatches
+    objective: Any  # the Pyro objective, built once
     options: dict[str, Any]
     schedule: KLWeight
     test: torch.Tensor | None = None
@@ -255,11 +225,11 @@ class EpochEnd:
     def scores(self, x: torch.Tensor, c: torch.Tensor | None) -> dict[str, float]:
         model = self.job.model
         return {
-            k: v for k, v in model.evaluate(x, y=c, binarize=None, seed=self.job.options["seed"]).items() if k != "n"
+            k: v for k, v in model.evaluate(x, c=c, binarize=None, seed=self.job.options["seed"]).items() if k != "n"
         }
 
     def __call__(self, record: dict[str, Any], training_state: dict[str, Any]) -> bool:
-        job, model, options = self.job, self.job.model, self.job.options
+        job, model, options, fit = self.job, self.job.model, self.job.options, self.job.record
         first_step = training_state["global_step"] - self.steps_per_epoch + 1
         if options["elbo"] == "iwae":
             record["train_iwae"] = -record["train_loss"]
@@ -270,7 +240,7 @@ class EpochEnd:
         stop = False
         if record["epoch"] in (options["snapshot_epochs"] or ()):
             c = None if job.test_c is None else job.test_c[:SNAPSHOT]
-            model.snapshots[record["epoch"]] = model.encode(job.test[:SNAPSHOT], c, binarize=None).cpu()  # prepared
+            fit.snapshots[record["epoch"]] = model.encode(job.test[:SNAPSHOT], c=c, binarize=None).cpu()  # prepared
         if job.validation is not None:
             record.update({f"val_{k}": v for k, v in self.scores(job.validation, job.validation_c).items()})
             if not job.best or record["val_elbo"] > job.best["score"]:
@@ -281,7 +251,7 @@ class EpochEnd:
                 )
             patience = options["early_stopping"]
             stop = patience is not None and record["epoch"] - job.best["epoch"] >= patience
-        model.history.append(record)
+        fit.history.append(record)
         self.training_state = {
             "format": CHECKPOINT_FORMAT,
             "epoch": record["epoch"],
@@ -289,13 +259,13 @@ class EpochEnd:
             "seed": options["seed"],
             "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
             "optimizer": copy.deepcopy(training_state["optimizer"]),
-            "history": copy.deepcopy(model.history),
+            "history": copy.deepcopy(fit.history),
             "best_epoch": job.best.get("epoch"),
             "best_score": job.best.get("score"),
-            "snapshots": dict(model.snapshots),
+            "snapshots": dict(fit.snapshots),
         }
         if job.out is not None:
-            runs.write_run(model, job.out, weights=job.best.get("weights"), checkpoint=self.training_state)
+            runs.write_run(model, fit, job.out, weights=job.best.get("weights"), checkpoint=self.training_state)
         if options["progress"]:
             shown = ", ".join(f"{k} {v:.2f}" for k, v in record.items() if k.endswith(("elbo", "kl", "reconstruction")))
             best = f", best epoch {job.best['epoch']}" if job.best else ""
@@ -316,22 +286,21 @@ def run_job(fabric, job: FitJob) -> dict[str, Any]:
     """One training process: set up the loss and optimizer on Fabric, run the loop, report.
 
     The report is plain containers of tensors (it may travel from a spawned process): the model's
-    state (from several processes), ``history``, ``training_state``, ``best`` and how it ``stopped``.
+    state (from several processes), the record's ``history``, ``training_state``, ``best`` and how it ``stopped``.
     """
     model, options = job.model, job.options
     if fabric.world_size > 1:
         _unshare(model)
     model.to(fabric.device)
-    objective = make_elbo(options["elbo"], options["num_particles"])
     loss, optimizer = fabric.setup(
-        ObjectiveModule(model, model.model, model.guide, objective),
+        ObjectiveModule(model, model.model, model.guide, job.objective),
         make_adam([p for p in model.parameters() if p.requires_grad], options["lr"]),
     )
     if job.state is not None:  # resume: the optimizer and step where they were, up to ``epochs`` in all
         optimizer.load_state_dict(job.state["optimizer"])
         first_epoch, last_epoch, global_step = job.state["epoch"] + 1, options["epochs"], job.state["global_step"]
     else:  # a fresh fit, or ``epochs`` more for a fitted model (a fresh optimizer)
-        first_epoch, global_step = len(model.history) + 1, 0
+        first_epoch, global_step = len(job.record.history) + 1, 0
         last_epoch = first_epoch + options["epochs"] - 1
     batches = job.batches.for_rank(fabric.world_size, fabric.global_rank, fabric.device)
     hook = EpochEnd(job, len(batches))
@@ -352,10 +321,10 @@ def run_job(fabric, job: FitJob) -> dict[str, Any]:
     spawned = fabric.world_size > 1
     return {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()} if spawned else {},
-        "history": model.history,
+        "history": job.record.history,
         "training_state": hook.training_state,
         "best": job.best,
-        "snapshots": model.snapshots,
+        "snapshots": job.record.snapshots,
         "stopped": result.stopped,
         "message": result.message,
     }
@@ -386,45 +355,122 @@ def _loggers(out: Path | None, history: list[dict[str, Any]]) -> list:
     return loggers
 
 
-def _resume_state(model: LatentVariableModel, out: Path | None) -> dict[str, Any]:
-    state = runs.read_checkpoint(out) if out is not None else model.training_state
+def _resume_state(model: Model, out: Path | None) -> dict[str, Any]:
+    state = runs.read_checkpoint(out) if out is not None else model.fit_record.training_state
     if state is None:
         where = f"{out} holds no {runs.CHECKPOINT}" if out is not None else "the model has no training state"
         raise ValueError(f"resume=True but {where}; train without resume first")
     return state
 
 
-def fit_model(
-    model: LatentVariableModel, data: Any, test: Any, y: torch.Tensor | None, validation: Any, options: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """Train ``model`` on ``data`` by SVI with ``options`` (the arguments of ``fit``); see its docstring."""
+def _device(accelerator: str, devices: int) -> torch.device:
+    """Where the data is prepared: one process prepares on its device; several each move the prepared data to
+    their own."""
+    if accelerator == "cuda" and devices == 1:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _checked_condition(model: Model, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
+    """The training condition of a batch read from disk, its labels checked first (they were never all in memory)."""
+    return model.condition(x, labels_for(model, None, y), train=True)
+
+
+def _resume(
+    model: Model, record: FitRecord, out: Path | None, options: dict[str, Any], validation: Any
+) -> tuple[dict[str, Any], Any]:
+    """The training state to continue (its weights loaded, its history and snapshots in ``record``) and the
+    validation data; a run folder's recorded options replace the call's, all but ``epochs``."""
+    state = _resume_state(model, out)
+    if out is not None:
+        recorded = runs.read_spec(out).get("fit", {})
+        options.update({k: recorded[k] for k in RECORDED if k in recorded and k != "epochs"})
+        options["binarize"] = recorded.get("binarize", options["binarize"])
+        if validation is None and isinstance(recorded.get("validation"), float):
+            validation = recorded["validation"]  # the same seeded split as before
+    model.load_state_dict(state["model"])
+    record.history = copy.deepcopy(state["history"])
+    record.snapshots = dict(state.get("snapshots") or {})
+    return state, validation
+
+
+def _training_batches(
+    model: Model, data: Any, y: torch.Tensor | None, options: dict[str, Any], device: torch.device
+) -> tuple[TensorBatches | LoaderBatches, torch.Tensor, str | None]:
+    """The batch source for ``data``, checked against the likelihood; the first images (for data-dependent
+    initialisation) and the binarisation it resolved."""
+    seed, batch_size = options["seed"], options["batch_size"]
+    with argument("data"):
+        if in_memory(data):
+            x = model.images(data)
+            head = x[:INIT_EXAMPLES]
+            labels = labels_for(model, data, y)
+        else:
+            if len(data) == 0:
+                raise ValueError("no images (the dataset is empty)")
+            loader_prepare = functools.partial(to_float_images, shape=model.x_shape)
+            head = LoaderBatches(data, loader_prepare, device=device).head(INIT_EXAMPLES)[0]
+    method = model.resolve_binarize(options["binarize"], head)
+    dynamic = method in ("dynamic",) or (method == "threshold" and not in_memory(data))
+    if dynamic and (head.min() < 0 or head.max() > 1):
+        raise ValueError("binarisation needs pixel values in [0, 1]")
+    transform = functools.partial(binarize_images, method=method, seed=None) if dynamic else None
+    if in_memory(data):
+        if not dynamic:
+            x = binarize_images(x, method, seed=seed)
+        model.check_data(torch.bernoulli(x[:batch_size]) if dynamic else x)
+        conditioner = functools.partial(model.condition, train=True)
+        return TensorBatches(x, labels, batch_size, seed, transform, conditioner), head, method
+    if method == "static":
+        raise ValueError(
+            "binarize='static' draws one fixed sample of the whole set in memory; for data read "
+            "from disk use 'dynamic' or 'threshold'"
+        )
+    model.check_data(transform(head) if transform else head)
+    conditioner = functools.partial(_checked_condition, model)
+    batches = LoaderBatches(data, loader_prepare, batch_size, seed, transform, conditioner, options["num_workers"])
+    return batches, head, method
+
+
+def _keep_previews(record: FitRecord, model: Model, test: Any, x_test: torch.Tensor | None, snapshots: Any) -> None:
+    """The test images (and labels) the run's figures and snapshots show, in ``record``."""
+    if snapshots and x_test is None:
+        raise ValueError("snapshot_epochs keeps the latent means of test images: pass test=")
+    if x_test is None:
+        return
+    test_labels = getattr(test, "y", None)
+    record.snapshot_labels = test_labels[:SNAPSHOT].clone() if snapshots and test_labels is not None else None
+    record.preview = x_test[:PREVIEW].cpu().clone()
+    preview_y = labels_for(model, test)
+    record.preview_y = preview_y[:PREVIEW].cpu().clone() if preview_y is not None else None
+
+
+def _best_so_far(state: dict[str, Any] | None, out: Path | None) -> dict[str, Any]:
+    """A resumed run's best epoch under validation, with its weights from the run folder."""
+    if state is None or state.get("best_epoch") is None or out is None:
+        return {}
+    weights = torch.load(out / runs.WEIGHTS, map_location="cpu", weights_only=True)["state_dict"]
+    return {"epoch": state["best_epoch"], "score": state["best_score"], "weights": weights}
+
+
+def fit(
+    model: Model, data: Any, test: Any, y: torch.Tensor | None, validation: Any, options: dict[str, Any]
+) -> FitRecord:
+    """Train ``model`` on ``data`` by SVI with ``options`` (the arguments of ``fit``; see its docstring);
+    returns the record of the fit, which the model takes when the fit succeeds."""
     check_options(options, model)
+    record = model.fit_record.copy()
     out = Path(options["out"]) if options["out"] is not None else None
     state = None
     if options["resume"]:
-        state = _resume_state(model, out)
-        if out is not None:
-            spec = runs.read_spec(out)
-            recorded = spec.get("fit", {})
-            options.update({k: recorded[k] for k in RECORDED if k in recorded and k != "epochs"})
-            options["binarize"] = recorded.get("binarize", options["binarize"])
-            if validation is None and isinstance(recorded.get("validation"), float):
-                validation = recorded["validation"]  # the same seeded split as before
-        model.load_state_dict(state["model"])
-        model.history = copy.deepcopy(state["history"])
-        model.snapshots = dict(state.get("snapshots") or {})
+        state, validation = _resume(model, record, out, options, validation)
         if state["epoch"] >= options["epochs"]:
-            return model.history
+            return record
     seed = options["seed"]
-    fresh = state is None and not model.history
+    fresh = state is None and not record.history
     accelerator, _ = check_engine(options["accelerator"], options["devices"], options["strategy"], options["precision"])
     local_batch_size(options["batch_size"], options["devices"])
-    # one process prepares on its device; several each move the prepared data to their own
-    device = (
-        torch.device("cuda", torch.cuda.current_device())
-        if accelerator == "cuda" and options["devices"] == 1
-        else torch.device("cpu")
-    )
+    device = _device(accelerator, options["devices"])
     if fresh:
         model.reset_parameters(seed)
     model.to(device)
@@ -433,111 +479,56 @@ def fit_model(
         data, y = ImageDataset(model.images(data).cpu(), torch.as_tensor(y)), None
     if isinstance(validation, float):
         data, validation = split_validation(data, validation, seed)
-    with argument("data"):
-        if in_memory(data):
-            x = model.images(data)
-            head = x[:INIT_EXAMPLES]
-        else:
-            if len(data) == 0:
-                raise ValueError("no images (the dataset is empty)")
-            loader_prepare = functools.partial(to_float_images, shape=model.x_shape)
-            head = LoaderBatches(data, loader_prepare, device=device).head(INIT_EXAMPLES)[0]
-    method = model.resolve_binarize(options["binarize"], head)
-    dynamic = method in ("dynamic",) or (method == "threshold" and not in_memory(data))
-    transform = functools.partial(binarize_images, method=method, seed=None) if dynamic else None
-    if in_memory(data):
-        if not dynamic:
-            x = binarize_images(x, method, seed=seed)
-        model.check_data(torch.bernoulli(x[: options["batch_size"]]) if dynamic else x)
-        labels = model.conditions(data, y) if model.conditional else None
-        batches: TensorBatches | LoaderBatches = TensorBatches(
-            x, labels, options["batch_size"], seed, transform, model.batch_conditioner()
-        )
-    else:
-        if method == "static":
-            raise ValueError(
-                "binarize='static' draws one fixed sample of the whole set in memory; for data read "
-                "from disk use 'dynamic' or 'threshold'"
-            )
-        model.check_data(transform(head) if transform else head)
-        condition = model.condition if model.conditional else None
-        batches = LoaderBatches(
-            data,
-            loader_prepare,
-            options["batch_size"],
-            seed,
-            transform,
-            condition,
-            model.batch_conditioner(),
-            options["num_workers"],
-        )
-    if dynamic and (head.min() < 0 or head.max() > 1):
-        raise ValueError("binarisation needs pixel values in [0, 1]")
-
+    batches, head, method = _training_batches(model, data, y, options, device)
     fixed = fixed_binarization(method)
     with argument("test"):
-        x_test = model.prepare(test, fixed, seed) if test is not None else None
+        x_test, c_test = _held_out(model, test, fixed, seed)
     with argument("validation"):
-        x_val = model.prepare(validation, fixed, seed) if validation is not None else None
-    if options["snapshot_epochs"] and x_test is None:
-        raise ValueError("snapshot_epochs keeps the latent means of test images: pass test=")
-    if x_test is not None:
-        labels = getattr(test, "y", None)
-        model.snapshot_labels = labels[:SNAPSHOT].clone() if options["snapshot_epochs"] and labels is not None else None
-        model.preview = x_test[:PREVIEW].cpu().clone()
-        labels = getattr(test, "y", None) if model.conditional else None
-        model.preview_y = labels[:PREVIEW].clone() if labels is not None else None
+        x_val, c_val = _held_out(model, validation, fixed, seed)
+    _keep_previews(record, model, test, x_test, options["snapshot_epochs"])
 
     schedule = KLWeight(model.beta, options["kl_warmup"] * len(batches))
     first_x, first_c = next(iter(batches.for_rank(1, 0, device).batches(1)))
     if fresh:
         with PYRO_LOCK, seeded(derive_seed(seed, 0), device):
             model.initialize(head)
-    validate_programs(
-        make_elbo(options["elbo"], options["num_particles"]), model.model, model.guide, first_x, first_c, **schedule(1)
-    )
+    objective = make_elbo(options["elbo"], options["num_particles"])
+    validate_programs(objective, model.model, model.guide, first_x, first_c, **schedule(1))
 
-    model.fit_config = {**{k: options[k] for k in RECORDED}, "binarize": method}
-    model.data_source = model.data_source or data_source_of(data)
-    best = {}
-    if state is not None and state.get("best_epoch") is not None and out is not None:
-        best = {
-            "epoch": state["best_epoch"],
-            "score": state["best_score"],
-            "weights": torch.load(out / runs.WEIGHTS, map_location="cpu", weights_only=True)["state_dict"],
-        }
-    job = FitJob(
-        model,
-        batches,
-        options,
-        schedule,
-        x_test,
-        model.conditions(test, None, x_test) if test is not None else None,
-        x_val,
-        model.conditions(validation, None, x_val) if validation is not None else None,
-        out,
-        state,
-        best,
-    )
+    record.options = {**{k: options[k] for k in RECORDED}, "binarize": method}
+    record.data_source = record.data_source or data_source_of(data)
+    best = _best_so_far(state, out)
+    job = FitJob(model, record, batches, objective, options, schedule, x_test, c_test, x_val, c_val, out, state, best)
     if out is not None and writes_run_folder():  # the data and options passed: the old run's files go
         runs.remove_stale(out, everything=options["overwrite"])
-    fabric = make_fabric(
-        accelerator, options["devices"], options["strategy"], options["precision"], loggers=_loggers(out, model.history)
-    )
-    result = launch(fabric, run_job, job)
+    loggers = _loggers(out, record.history)
+    fabric = make_fabric(accelerator, options["devices"], options["strategy"], options["precision"], loggers=loggers)
+    return _finish(model, record, launch(fabric, run_job, job), fabric.world_size, out)
 
-    if fabric.world_size > 1:  # the processes trained copies; rank 0's come back
+
+def _finish(model: Model, record: FitRecord, result: dict[str, Any], world_size: int, out: Path | None) -> FitRecord:
+    """The training's result on the caller's model and record: rank 0's weights and history, the best epoch's
+    weights under validation, the run's figures, or :class:`TrainingDiverged`."""
+    if world_size > 1:  # the processes trained copies; rank 0's come back
         model.load_state_dict(result["state_dict"])
-        model.history = result["history"]
-        model.snapshots = result["snapshots"]
-    model.training_state = result["training_state"]
+        record.history = result["history"]
+        record.snapshots = result["snapshots"]
+    record.training_state = result["training_state"]
+    if out is not None:
+        record.folder = out
     if result["best"].get("weights") is not None:
         model.load_state_dict(result["best"]["weights"])  # model selection: the best epoch on held-out data
-    if out is not None and result["stopped"] != "diverged":
-        runs.save_figures(model, out)
     if result["stopped"] == "diverged":
-        kept = (
-            f" {out} keeps the checkpoint of epoch {len(model.history)}." if out is not None and model.history else ""
-        )
-        raise TrainingDiverged(result["message"] + kept)
-    return model.history
+        kept = f" {out} keeps the checkpoint of epoch {len(record.history)}." if out and record.history else ""
+        raise TrainingDiverged(result["message"] + kept, record)
+    if out is not None:
+        run_figures(model, record, out)
+    return record
+
+
+def _held_out(model: Model, data: Any, binarize: str | None, seed: int) -> tuple[torch.Tensor | None, Any]:
+    """Held-out images as they are scored every epoch, and their condition; (None, None) without data."""
+    if data is None:
+        return None, None
+    x = model.prepare(data, binarize, seed)
+    return x, model.condition(x, labels_for(model, data))

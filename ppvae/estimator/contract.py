@@ -1,0 +1,138 @@
+"""The written contract: what the estimator machinery (fitting, run folders, evidence) may use of a model.
+
+A model is two Pyro programs with its sample sites in a plate named ``"data"``,
+
+    model(x, c=None, kl_weight=1.0)        p(z | c) p(x | z, c)
+    guide(x, c=None, kl_weight=1.0)        q(z | x, c)
+
+any number of latent sites among them, plus the few members :class:`Model` lists: one
+:class:`Capabilities` line, the one condition hook, and the views of its parts that
+figures and ``encode`` need. What a fit leaves behind is one :class:`FitRecord`. The
+machinery reads nothing else of a model and never names a model class; a new model
+is its programs, its capabilities line, and the contract test (``tests/test_contract.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+
+ConditionKind = Literal["none", "labels", "images"]
+CONDITION_KINDS = ("none", "labels", "images")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can do, set once per class (and refined per instance only where a part decides).
+
+    ``latent``: it has latent sample sites (a network without them has an ELBO that is its likelihood).
+    ``samples_from_prior``: ``sample(n)`` draws images from nothing (a completion model needs visible pixels).
+    ``exact_evidence``: ``exact_log_evidence`` has a closed form (factor analysis).
+    ``binary``: its likelihood is over binary pixels (Bernoulli), so grey images are binarised.
+    ``proposal``: its guide has a density at every point, so it can propose for importance sampling and
+    start AIS (a point-mass guide cannot).
+    ``condition``: what ``c`` is built from: ``"none"``, ``"labels"`` (class labels y) or ``"images"``
+    (the visible part of each image).
+    """
+
+    latent: bool = True
+    samples_from_prior: bool = True
+    exact_evidence: bool = False
+    binary: bool = False
+    proposal: bool = True
+    condition: ConditionKind = "none"
+
+    def __post_init__(self) -> None:
+        if self.condition not in CONDITION_KINDS:
+            raise ValueError(f"condition must be one of {CONDITION_KINDS}, got {self.condition!r}")
+
+
+@dataclass
+class FitRecord:
+    """What fitting leaves on a model besides its weights; fitting returns a new one, so a failed fit
+    puts back the weights and this one attribute.
+
+    ``options``: the options of the fit as the run folder records them (``binarize`` among them);
+    ``data_source``: where the training data came from, when known; ``training_state``: optimizer,
+    epoch and step, for ``resume=True``; ``preview`` / ``preview_y``: a few test images (and labels)
+    for the reconstruction figure; ``snapshots``: epoch -> latent means of the first test images, with
+    ``snapshot_labels``; ``folder``: the run folder it was fitted into, loaded from or saved to.
+    """
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    data_source: dict[str, Any] | None = None
+    training_state: dict[str, Any] | None = None
+    preview: torch.Tensor | None = None
+    preview_y: torch.Tensor | None = None
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
+    snapshot_labels: torch.Tensor | None = None
+    folder: Path | None = None
+
+    def copy(self) -> FitRecord:
+        """A copy whose history, options and snapshots can grow without touching this one."""
+        return copy.copy(self)._with(
+            history=list(self.history), options=dict(self.options), snapshots=dict(self.snapshots)
+        )
+
+    def _with(self, **values: Any) -> FitRecord:
+        for name, value in values.items():
+            setattr(self, name, value)
+        return self
+
+
+class Model(Protocol):
+    """The members of a model the machinery uses (``LatentVariableModel`` provides the rest of the API)."""
+
+    capabilities: Capabilities
+    x_shape: tuple[int, ...]
+    x_dim: int
+    beta: float
+    num_classes: int
+    fit_record: FitRecord
+
+    def model(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0): ...
+
+    def guide(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0): ...
+
+    def condition(self, x: torch.Tensor | None, y: torch.Tensor | None, train: bool = False) -> torch.Tensor | None:
+        """The ``c`` the programs take for images ``x`` (as scored: binarised) and labels ``y``: always called,
+        never guarded. None for a model without a condition; one-hot labels; or the visible part of each
+        image (in training, ``train=True``, a completion model draws which quadrants are visible)."""
+
+    def config(self) -> dict[str, Any]: ...
+
+    def check_data(self, x: torch.Tensor) -> None: ...
+
+    def initialize(self, x: torch.Tensor) -> None: ...
+
+    def draw_figures(self, directory: Path, record: FitRecord) -> list[Path]: ...
+
+
+def labels_for(model: Model, data: Any, y: Any = None) -> torch.Tensor | None:
+    """The labels the machinery hands the condition hook for ``data``: ``y``, else the dataset's, for a model
+    conditioned on labels (checked once here: class indices in 0..num_classes-1); None for any other model."""
+    if model.capabilities.condition != "labels":
+        return None
+    if y is None:
+        y = getattr(data, "y", None)
+    if y is None:
+        raise ValueError(f"{type(model).__name__} is conditional: pass labels y (or a dataset that has them)")
+    return check_labels(y, model.num_classes)
+
+
+def check_labels(y: Any, num_classes: int) -> torch.Tensor:
+    """``y`` as a tensor of class indices, or an error that says what is wrong with it."""
+    y = torch.as_tensor(y)
+    if y.is_floating_point() and not bool((y == y.round()).all()):
+        raise ValueError("labels are class indices (whole numbers); pass a ready condition (one-hot or soft) as c=")
+    if y.dim() > 1:
+        raise ValueError(f"labels are one class index per image, shape (N,); got shape {tuple(y.shape)}")
+    y = y.long()
+    if y.numel() and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got values in [{int(y.min())}, {int(y.max())}]")
+    return y
