@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test data bench bench-gpu clean
+.PHONY: demo test lint data bench bench-gpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ data: $(STAMP)
 demo: data
 	$(PY) -m ppvae demo
 
-test: data
+# The formatter and the linter first (seconds), then the tests.
+lint: $(STAMP)
+	$(PY) -m ruff format --check ppvae tests benchmarks
+	$(PY) -m ruff check ppvae tests benchmarks
+
+test: lint data
 	$(PY) -m pytest
 
 bench: data
