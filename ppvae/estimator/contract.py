@@ -86,7 +86,8 @@ class FitRecord:
 
 
 class Model(Protocol):
-    """The members of a model the machinery uses (``LatentVariableModel`` provides the rest of the API)."""
+    """The members of a model the machinery uses: a subclass of ``LatentVariableModel`` writes those above the
+    last comment; the base class provides the rest."""
 
     capabilities: Capabilities
     x_shape: tuple[int, ...]
@@ -111,6 +112,15 @@ class Model(Protocol):
     def initialize(self, x: torch.Tensor) -> None: ...
 
     def draw_figures(self, directory: Path, record: FitRecord) -> list[Path]: ...
+
+    def likelihood_mean(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """E[x | z, c] for codes of the site ``encode`` returns (samples and reconstructions)."""
+
+    def exact_log_evidence(self, data: Any) -> torch.Tensor | None: ...
+
+    # What LatentVariableModel gives every model, and the machinery calls back: the data door
+    # (images, prepare, resolve_binarize, condition_for, sample_labels), reset_parameters, and the
+    # estimator API (evaluate, encode, reconstruct, sample) that scores held-out data and draws figures.
 
 
 def labels_for(model: Model, data: Any, y: Any = None) -> torch.Tensor | None:

@@ -174,7 +174,15 @@ class LatentSpace:
         return self._log_probs(trace, torch.Size((z.shape[0], self.x.shape[0])))
 
     def log_guide(self, z: torch.Tensor) -> torch.Tensor:
-        """log q(z | x) at values ``z`` (P, N, D), (P, N): every guide site scored at its slice."""
+        """log q(z | x) at values ``z`` (P, N, D), (P, N): every guide site scored at its slice.
+
+        A guide of one site is scored by the distribution of the trace already taken (nothing in it depends
+        on z), which spares a pass through the encoder at every step of a chain; a guide of several is
+        traced again, conditioned on ``z``, since a later site's distribution depends on an earlier draw."""
+        if len(self.names) == 1:
+            name = self.names[0]
+            value = self.split(z)[name]
+            return self.guide_sites[name]["fn"].log_prob(value).expand(z.shape[0], self.x.shape[0])
         conditioned = poutine.condition(in_points(self.guide, z.shape[0]), data=self.split(z))
         trace = poutine.trace(conditioned).get_trace(self.x, self.c)
         return self._log_probs(trace, torch.Size((z.shape[0], self.x.shape[0])))[0]
