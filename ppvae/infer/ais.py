@@ -161,8 +161,12 @@ def start_chains(
         raise ValueError(f"AIS starts from one of {STARTS}, got {start!r}")
     space = LatentSpace(model, guide, x, c).require("AIS")
     z, fns = space.sample(start, chains)
-    std = space.flat_spread(fns, non_finite=1.0)[1]
-    step_size = (0.5 * std.reshape(-1, x.shape[0], space.dim).mean((0, 2))).clamp(*STEP_SIZE_RANGE)
+    if len(space.names) == 1:  # the start distribution itself, on the batch; several sites: as each chain drew them
+        fns = {
+            name: site["fn"] for name, site in (space.prior_sites if start == "prior" else space.guide_sites).items()
+        }
+    std = space.flat_spread(fns, non_finite=1.0)[1].reshape(-1, x.shape[0], space.dim)
+    step_size = (0.5 * std.mean(-1).mean(0)).clamp(*STEP_SIZE_RANGE)
     return TemperedPosterior(space, start), z.detach(), step_size.to(x.device)
 
 

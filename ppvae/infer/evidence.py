@@ -29,6 +29,7 @@ import torch
 from pyro.ops.stats import fit_generalized_pareto
 
 from ppvae.infer.batches import slices
+from ppvae.infer.random import fork_rng
 from ppvae.infer.traces import LatentSpace, in_points, sample_sites, traced_pair
 
 PROPOSALS = ("guide", "prior", "defensive")
@@ -97,7 +98,8 @@ def defensive_log_weights(
     prior, then weighed by p(x, z) / [(1 - a) q(z | x) + a p(z)], the guide scored at z wherever it came
     from (so the guide must score any point).
     """
-    space = LatentSpace(model, guide, x, c).require("the defensive proposal")
+    with fork_rng(x.device):  # reading the sites draws nothing from the estimate's random stream
+        space = LatentSpace(model, guide, x, c).require("the defensive proposal")
     z_q, _ = space.sample("guide", num_samples)
     z_p, _ = space.sample("prior", num_samples)
     from_prior = torch.rand(z_q.shape[:2], device=z_q.device) < prior_share

@@ -35,7 +35,15 @@ def seeded(seed: int | None, device: torch.device | str = "cpu") -> Iterator[Non
     if seed is None:
         yield
         return
+    with fork_rng(device):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextmanager
+def fork_rng(device: torch.device | str = "cpu") -> Iterator[None]:
+    """Whatever the block draws, the stream after it is as before it: for work that reads a program (a trace
+    to learn its sites) without being part of the estimate that follows."""
     device = torch.device(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
         yield
