@@ -14,7 +14,7 @@ is its programs, its capabilities line, and the contract test (``tests/test_cont
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -75,14 +75,9 @@ class FitRecord:
 
     def copy(self) -> FitRecord:
         """A copy whose history, options and snapshots can grow without touching this one."""
-        return copy.copy(self)._with(
-            history=list(self.history), options=dict(self.options), snapshots=dict(self.snapshots)
+        return dataclasses.replace(
+            self, history=list(self.history), options=dict(self.options), snapshots=dict(self.snapshots)
         )
-
-    def _with(self, **values: Any) -> FitRecord:
-        for name, value in values.items():
-            setattr(self, name, value)
-        return self
 
 
 class Model(Protocol):
