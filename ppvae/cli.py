@@ -111,8 +111,12 @@ def run_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict, dict
         raise ValueError(f"unknown [fit] keys {unknown}; known: {', '.join(FIT_FLAGS)}")
     for key in ("model", "z_dim", "beta", "prior", "likelihood", "guide", "network", "method", "visible"):
         value = getattr(args, key)
+        if key == "z_dim" and isinstance(value, list) and len(value) == 1:
+            value = value[0]  # one layer
         if value is not None:
             model["name" if key == "model" else key] = value
+    if getattr(args, "layer_hidden", None):
+        model["layer_hidden"] = args.layer_hidden
     if args.hidden:
         model["network"] = {**normalize_spec(model.get("network", "mlp"), "network"), "hidden": args.hidden}
     model = part_flags(model, extra)
@@ -194,6 +198,7 @@ def resume_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple:
         "method",
         "visible",
         "hidden",
+        "layer_hidden",
         "dataset",
         "data",
         "root",
@@ -409,11 +414,20 @@ def add_training_arguments(p: argparse.ArgumentParser, swept: bool = False) -> N
         group.add_argument("--z-dim", type=int, nargs="+", help="latent sizes to sweep (or a single size)")
         group.add_argument("--beta", type=float, nargs="+", help="KL weights to sweep")
     else:
-        group.add_argument("--z-dim", type=int, help="latent dimensions (default 20)")
+        group.add_argument(
+            "--z-dim",
+            type=int,
+            nargs="+",
+            help="latent dimensions (default 20); several are a hierarchy of stochastic layers, z1 (next to x) "
+            "first: --z-dim 64 32",
+        )
         group.add_argument("--beta", type=float, help="weight of the KL term (a beta-VAE)")
     for kind, registry in REGISTRIES.items():
         group.add_argument(f"--{kind}", choices=registry.names(), help=f"the {kind} by name")
     group.add_argument("--hidden", type=int, nargs="+", help="hidden layer widths of the MLP (as --network-hidden)")
+    group.add_argument(
+        "--layer-hidden", type=int, nargs="+", help="with several --z-dim: hidden widths between two stochastic layers"
+    )
     group.add_argument("--method", choices=["em", "svi"], help="factor analysis: closed-form EM (default) or SVI")
     group.add_argument(
         "--visible",

@@ -149,7 +149,7 @@ def score(
         "log_px_se": scores[f"{key}_se"],
         "method": _method_label(method, num_samples, evidence_options),
         "khat_unreliable": scores.get("khat_unreliable"),
-        "z_dim": model.z_dim,
+        "z_dim": sum(model.latent_sizes.values()),  # in all, over the layers of a hierarchy
         "bits_per_dim": bits_per_dim(scores[key], model.x_dim, None if data_kind == "binarised" else LEVELS),
         "elbo": scores["elbo"],
         "elbo_se": scores["elbo_se"],

@@ -291,30 +291,48 @@ def _condition_labels(model: LatentVariableModel, y, n: int) -> torch.Tensor | N
     return model.sample_labels(n, y)
 
 
+def _site_size(model: LatentVariableModel, site: str | None) -> int:
+    """The size of the latent ``site`` (None: the one next to x), or an error naming the sites there are."""
+    sizes = model.latent_sizes
+    if site is None:
+        return model.z_dim
+    if site not in sizes:
+        raise ValueError(f"{type(model).__name__} has no latent site {site!r}; its sites: {', '.join(sizes)}")
+    return sizes[site]
+
+
 def _grid_values(
-    model: LatentVariableModel, dims: tuple[int, int], steps: int, data: Data | None, y, tail: float
+    model: LatentVariableModel,
+    dims: tuple[int, int],
+    steps: int,
+    data: Data | None,
+    y,
+    tail: float,
+    site: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Values along each of two latent dimensions: the prior's quantiles from ``tail`` to 1 - ``tail``, or,
-    for a prior without a quantile function (mixture, VampPrior, Student-t), the same quantiles of the
-    latent means of ``data`` (the aggregate posterior)."""
+    for a prior without a quantile function (mixture, VampPrior, Student-t, a flow) and for a layer of a
+    hierarchy below the top (whose prior is conditional), the same quantiles of the latent means of ``data``
+    (the aggregate posterior)."""
     q = torch.linspace(tail, 1 - tail, steps, dtype=torch.float64)
     labels = _condition_labels(model, y, 1)
     prior = model.prior(model.condition(None, None if labels is None else labels.to(model.device)))
+    size = _site_size(model, site)
     base = getattr(prior, "base_dist", None)
+    top = (site or next(iter(model.latent_sizes))) == list(model.latent_sizes)[-1]
     try:
-        if base is None:
+        if base is None or not top:
             raise NotImplementedError
         values = [
-            base.icdf(q.to(model.device, torch.float32)[:, None].expand(steps, model.z_dim))[:, d].reshape(-1)
-            for d in dims
+            base.icdf(q.to(model.device, torch.float32)[:, None].expand(steps, size))[:, d].reshape(-1) for d in dims
         ]
         return values[0].cpu(), values[1].cpu(), "the prior's quantiles"
     except NotImplementedError:
         if data is None:
-            raise ValueError(
-                f"the {type(prior).__name__} prior has no quantile function: pass data to span the latent means instead"
-            ) from None
-    means = encodings(model, data, y if _takes_labels(model) and isinstance(y, torch.Tensor) else None)[0].double()
+            what = f"the {type(prior).__name__} prior" if top else f"the layer {site} (below the top)"
+            raise ValueError(f"{what} has no quantile function: pass data to span the latent means instead") from None
+    labelled = y if _takes_labels(model) and isinstance(y, torch.Tensor) else None
+    means = encodings(model, data, labelled, site=site)[0].double()
     return (
         torch.quantile(means[:, dims[0]], q).float(),
         torch.quantile(means[:, dims[1]], q).float(),
@@ -330,22 +348,25 @@ def manifold(
     data: Data | None = None,
     y=None,
     tail: float = 0.05,
+    site: str | None = None,
 ) -> tuple[torch.Tensor, str]:
     """The decoded latent plane (Kingma & Welling's figure): images (steps, steps, C, H, W) on a grid over
     dimensions ``dims`` (the others at 0), spaced by the prior's quantiles (or the data's, see above);
-    row i has the second dimension at its i-th value from the top. Also says which spacing it used."""
-    _check_dims(model, dims)
-    first, second, spacing = _grid_values(model, dims, steps, data, y, tail)
-    z = torch.zeros(steps, steps, model.z_dim)
+    row i has the second dimension at its i-th value from the top. Also says which spacing it used.
+    ``site``: the layer of a hierarchy to span (default: the one next to x)."""
+    size = _site_size(model, site)
+    _check_dims(size, dims)
+    first, second, spacing = _grid_values(model, dims, steps, data, y, tail, site)
+    z = torch.zeros(steps, steps, size)
     z[:, :, dims[0]] = first[None, :]
     z[:, :, dims[1]] = second.flip(0)[:, None]
-    images = model.decode(z.reshape(-1, model.z_dim), _condition_labels(model, y, steps * steps))
+    images = model.decode(z.reshape(-1, size), _condition_labels(model, y, steps * steps), site=site)
     return images.reshape(steps, steps, *model.x_shape).cpu(), spacing
 
 
-def _check_dims(model: LatentVariableModel, dims) -> None:
-    if any(not 0 <= d < model.z_dim for d in dims) or len(set(dims)) != len(dims):
-        raise ValueError(f"latent dimensions must be distinct and in 0..{model.z_dim - 1}, got {tuple(dims)}")
+def _check_dims(size: int, dims) -> None:
+    if any(not 0 <= d < size for d in dims) or len(set(dims)) != len(dims):
+        raise ValueError(f"latent dimensions must be distinct and in 0..{size - 1}, got {tuple(dims)}")
 
 
 @torch.no_grad()
@@ -356,31 +377,35 @@ def traverse(
     span: float = 2.5,
     start: torch.Tensor | None = None,
     y=None,
+    site: str | None = None,
 ) -> torch.Tensor:
     """One row per latent dimension in ``dims`` (default: all), that dimension swept over [-span, span]
-    around ``start`` (a code, default 0) with the others held: (len(dims), steps, C, H, W)."""
-    dims = list(range(model.z_dim)) if dims is None else list(dims)
-    _check_dims(model, dims)
-    start = torch.zeros(model.z_dim) if start is None else torch.as_tensor(start, dtype=torch.float32).cpu().reshape(-1)
+    around ``start`` (a code, default 0) with the others held: (len(dims), steps, C, H, W). ``site``: the
+    layer of a hierarchy to sweep (default: the one next to x)."""
+    size = _site_size(model, site)
+    dims = list(range(size)) if dims is None else list(dims)
+    _check_dims(size, dims)
+    start = torch.zeros(size) if start is None else torch.as_tensor(start, dtype=torch.float32).cpu().reshape(-1)
     offsets = torch.linspace(-span, span, steps)
     z = start.repeat(len(dims), steps, 1)
     for row, d in enumerate(dims):
         z[row, :, d] = start[d] + offsets
-    images = model.decode(z.reshape(-1, model.z_dim), _condition_labels(model, y, len(dims) * steps))
+    images = model.decode(z.reshape(-1, size), _condition_labels(model, y, len(dims) * steps), site=site)
     return images.reshape(len(dims), steps, *model.x_shape).cpu()
 
 
 @torch.no_grad()
 def interpolate(
-    model: LatentVariableModel, a: torch.Tensor, b: torch.Tensor, steps: int = 10, y=None
+    model: LatentVariableModel, a: torch.Tensor, b: torch.Tensor, steps: int = 10, y=None, site: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """From image ``a`` to image ``b`` in ``steps``: decoded along the line between their latent means, and
-    blended in pixel space, each (steps, C, H, W). The first passes through plausible images; the second
-    fades one image into the other."""
+    """From image ``a`` to image ``b`` in ``steps``: decoded along the line between their latent means (of the
+    layer ``site`` of a hierarchy; default the one next to x), and blended in pixel space, each (steps, C, H, W).
+    The first passes through plausible images; the second fades one image into the other."""
     pair = torch.stack([torch.as_tensor(a).reshape(model.x_shape), torch.as_tensor(b).reshape(model.x_shape)]).float()
-    codes = model.encode(pair, _condition_labels(model, y, 2)).cpu()
+    _site_size(model, site)
+    codes = model.encode(pair, _condition_labels(model, y, 2), site=site).cpu()
     t = torch.linspace(0, 1, steps)[:, None]
-    latent_path = model.decode((1 - t) * codes[0] + t * codes[1], _condition_labels(model, y, steps))
+    latent_path = model.decode((1 - t) * codes[0] + t * codes[1], _condition_labels(model, y, steps), site=site)
     pixel_path = (1 - t[:, :, None, None]) * pair[0] + t[:, :, None, None] * pair[1]
     return latent_path.cpu(), pixel_path
 

@@ -20,6 +20,7 @@ import itertools
 import math
 import uuid
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from ppvae.estimator.registry import register_model
 from ppvae.infer import PYRO_LOCK, elbo_terms, seeded, serialised
 from ppvae.infer.batches import slices
 from ppvae.infer.traces import posterior_summary
+from ppvae.parts.layers import check_layer_sizes
 
 _instance_ids = itertools.count()
 
@@ -61,20 +63,24 @@ class LatentVariableModel(nn.Module):
         super().__init_subclass__(**kwargs)
         register_model(cls)
 
-    def __init__(self, x_shape: tuple[int, ...], z_dim: int, beta: float = 1.0):
+    def __init__(self, x_shape: tuple[int, ...], z_dim: int | Sequence[int], beta: float = 1.0):
         super().__init__()
         x_shape = tuple(int(s) for s in x_shape)
         if len(x_shape) == 1:
             x_shape = (1, 1, x_shape[0])
         if len(x_shape) != 3 or min(x_shape) < 1:
             raise ValueError(f"x_shape must be (C, H, W) (or (D,) for flat data), got {x_shape}")
-        if isinstance(z_dim, bool) or int(z_dim) != z_dim or int(z_dim) < int(self.capabilities.latent):
-            raise ValueError(f"z_dim must be a positive integer, got {z_dim}")
+        if self.capabilities.latent:
+            self.layer_sizes = check_layer_sizes(z_dim)  # one size per stochastic layer, z1 (next to x) first
+        elif z_dim != 0:
+            raise ValueError(f"{type(self).__name__} has no latent variables: z_dim must be 0, got {z_dim!r}")
+        else:
+            self.layer_sizes = ()
         if not beta > 0:
             raise ValueError(f"beta must be positive (Pyro cannot scale a site by {beta})")
         self.x_shape = x_shape
         self.x_dim = math.prod(x_shape)
-        self.z_dim = int(z_dim)
+        self.z_dim = self.layer_sizes[0] if self.layer_sizes else 0  # the layer encode reads and decode takes
         self.beta = float(beta)
         # A name of its own in Pyro's parameter store (see the module docstring).
         self.pyro_name = f"{type(self).__name__.lower()}_{next(_instance_ids)}_{uuid.uuid4().hex[:6]}"
@@ -315,11 +321,33 @@ class LatentVariableModel(nn.Module):
         return site
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, y: Any = None, c: torch.Tensor | None = None) -> torch.Tensor:
-        """E[x | z] as images (N, C, H, W): pixel probabilities for Bernoulli, means otherwise."""
+    def decode(
+        self, z: torch.Tensor, y: Any = None, c: torch.Tensor | None = None, site: str | None = None
+    ) -> torch.Tensor:
+        """E[x | z] as images (N, C, H, W): pixel probabilities for Bernoulli, means otherwise.
+
+        ``site`` names the latent layer z belongs to (default: the one next to x); codes of a higher
+        layer of a hierarchy reach x through the locations of the layers below (see ``descend``)."""
         self.eval()
         c = self.condition_for(None, None, y, c) if (y is not None or c is not None) else None
-        return self.likelihood_mean(torch.as_tensor(z, dtype=torch.float32).to(self.device), c)
+        z = torch.as_tensor(z, dtype=torch.float32).to(self.device)
+        return self.likelihood_mean(self.descend(z, site, c), c)
+
+    def descend(
+        self, z: torch.Tensor, site: str | None, c: torch.Tensor | None = None, sample: bool = False
+    ) -> torch.Tensor:
+        """Codes of ``site`` as codes of the layer ``likelihood_mean`` takes; a model of one latent layer
+        has nothing to descend."""
+        if site not in (None, *self.latent_sizes):
+            raise ValueError(
+                f"{type(self).__name__} has no latent site {site!r}; its sites: {', '.join(self.latent_sizes)}"
+            )
+        return z
+
+    @property
+    def latent_sizes(self) -> dict[str, int]:
+        """Each latent site's size, the one next to x first."""
+        return {"z": self.z_dim} if self.z_dim else {}
 
     @torch.no_grad()
     def reconstruct(

@@ -119,6 +119,11 @@ def check_options(options: dict[str, Any], model: Model) -> None:
         raise ValueError(
             "elbo='iwae' trains the importance-weighted bound, which has no beta; use beta=1 and no kl_warmup"
         )
+    if options["elbo"] == "meanfield" and len(model.latent_sizes) > 1:
+        raise ValueError(
+            "elbo='meanfield' takes each latent site's KL in closed form, which is biased where a site's prior "
+            f"depends on another site's draw (the layers {', '.join(model.latent_sizes)}): use elbo='trace' or 'iwae'"
+        )
     if options["clip_norm"] is not None:
         _positive("clip_norm", options["clip_norm"])
     if options["early_stopping"] is not None:

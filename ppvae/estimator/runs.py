@@ -34,7 +34,10 @@ from ppvae.infer import check_device
 
 SPEC, WEIGHTS, CHECKPOINT, METRICS = "spec.json", "weights.pt", "checkpoint.pt", "metrics.jsonl"
 EVALUATION, LOGS = "evaluation.json", "logs"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# Constructor arguments newer than a format: a spec of an older format omits them, and they take their defaults
+# (format 3 added the hierarchy; a run of format 2 has one latent layer).
+ADDED_IN_FORMAT = {"layer_hidden": 3}
 
 
 # -- claiming a folder for a training run ----------------------------------------------------------
@@ -196,8 +199,12 @@ def read_spec(directory: str | Path) -> dict[str, Any]:
     return validate_spec(spec, path)
 
 
-def _type_fits(value: Any, default: Any) -> bool:
-    """Whether a spec value has the type of the constructor's default (a part spec: a name or a dict)."""
+def _type_fits(value: Any, parameter: inspect.Parameter) -> bool:
+    """Whether a spec value has the type of the constructor's default (a part spec: a name or a dict; a list
+    where the argument also takes a sequence, as ``z_dim`` does for a hierarchy)."""
+    default = parameter.default
+    if isinstance(value, list) and "Sequence" in str(parameter.annotation):
+        return True
     if isinstance(default, bool):
         return isinstance(value, bool)
     if isinstance(default, int):
@@ -242,9 +249,11 @@ def validate_spec(spec: Any, where: str | Path = "the spec") -> dict[str, Any]:
             f"{where}: unknown field 'config.{unknown[0]}' for {cls.__name__}; it takes {', '.join(parameters)}"
         )
     for name, parameter in parameters.items():
+        if name not in config and version < ADDED_IN_FORMAT.get(name, 1):
+            continue  # newer than the spec: the constructor's default
         if name not in config:
             raise ValueError(f"{where}: field 'config.{name}' is missing")
-        if not _type_fits(config[name], parameter.default):
+        if not _type_fits(config[name], parameter):
             raise ValueError(
                 f"{where}: field 'config.{name}' has the wrong type: {config[name]!r} "
                 f"(like the default, {parameter.default!r})"

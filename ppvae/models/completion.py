@@ -180,17 +180,18 @@ class CompletionVAE(Completion, VAE):
     def __init__(
         self,
         x_shape: Sequence[int] = (1, 28, 28),
-        z_dim: int = 20,
+        z_dim: int | Sequence[int] = 20,
         prior: PartSpec = {"name": "conditional", "hidden": 400},  # noqa: B006 (read, never written)
         likelihood: PartSpec = "bernoulli",
         guide: PartSpec = "normal",
         network: PartSpec = "mlp",
         beta: float = 1.0,
         visible: Sequence[int] = QUADRANTS,
+        layer_hidden: Sequence[int] = (256,),
     ):
         LatentVariableModel.__init__(self, tuple(x_shape), z_dim, beta)
         self.visible = self._check_visible(visible)
-        self._build_parts(prior, likelihood, guide, network, condition_dim=self.condition_dim)
+        self._build_parts(prior, likelihood, guide, network, self.condition_dim, layer_hidden)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "visible": list(self.visible)}
@@ -219,8 +220,8 @@ class CompletionVAE(Completion, VAE):
         return observed_where(likelihood, self.hidden_pixels(c))
 
     def completion_means(self, c: torch.Tensor, samples: int) -> torch.Tensor:
-        z = self.prior(c).sample((samples,))  # (samples, N, z_dim)
-        return self.likelihood_mean(z, c)
+        z = self.prior(c).sample((samples,))  # (samples, N, size of the top layer)
+        return self.likelihood_mean(self.descend(z, self.sites[-1], c, sample=True), c)
 
 
 class CompletionNetwork(Completion, LatentVariableModel):

@@ -46,13 +46,14 @@ class CVAE(VAE):
         self,
         x_shape: Sequence[int] = (1, 28, 28),
         num_classes: int = 10,
-        z_dim: int = 20,
+        z_dim: int | Sequence[int] = 20,
         prior: PartSpec = "conditional",
         likelihood: PartSpec = "bernoulli",
         guide: PartSpec = "normal",
         network: PartSpec = "mlp",
         beta: float = 1.0,
         classes: Sequence[str] | None = None,
+        layer_hidden: Sequence[int] = (256,),
     ):
         LatentVariableModel.__init__(self, tuple(x_shape), z_dim, beta)
         if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
@@ -61,7 +62,7 @@ class CVAE(VAE):
             raise ValueError(f"{len(classes)} class names for {num_classes} classes")
         self.num_classes = int(num_classes)
         self.classes = [str(c) for c in classes] if classes is not None else None
-        self._build_parts(prior, likelihood, guide, network, condition_dim=self.num_classes)
+        self._build_parts(prior, likelihood, guide, network, self.num_classes, layer_hidden)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "num_classes": self.num_classes, "classes": self.classes}

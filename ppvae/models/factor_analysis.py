@@ -61,6 +61,8 @@ class FactorAnalysis(VAE):
         max_iter: int = 1000,
         tol: float = 1e-4,
     ):
+        if not isinstance(z_dim, int) or isinstance(z_dim, bool):
+            raise ValueError(f"factor analysis has one latent layer: z_dim must be a positive integer, got {z_dim!r}")
         if guide not in GUIDES:
             raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
         if method not in METHODS:

@@ -13,6 +13,7 @@ import torch
 
 from ppvae.estimator import Capabilities, LatentVariableModel
 from ppvae.parts import GUIDES, LIKELIHOODS, NETWORKS, PRIORS, normalize_spec
+from ppvae.parts.layers import LatentLayers
 from ppvae.parts.registry import PartSpec
 
 
@@ -20,10 +21,18 @@ class VAE(LatentVariableModel):
     """Variational autoencoder (Kingma & Welling, 2014): z ~ prior, x ~ likelihood(decoder(z)).
 
     The guide is the encoder's q(z | x). Every part is chosen by name or small
-    dict (see ``ppvae parts``); ``beta`` scales the latent site of model and
+    dict (see ``ppvae parts``); ``beta`` scales the latent sites of model and
     guide alike, which multiplies the KL term by beta (a beta-VAE).
 
-        VAE(x_shape=(1, 28, 28), z_dim=20)   # MLP 784-400-20, N(0, I) prior, Bernoulli likelihood
+    ``z_dim`` as a list declares a hierarchy of stochastic layers, z1 next to x (Burda et al., 2016):
+    ``z_dim=[64, 32]`` is z2 ~ prior, z1 ~ N(mu(z2), sigma(z2)^2), x ~ likelihood(decoder(z1)) in the
+    model and z1 ~ q(z1 | x), z2 ~ q(z2 | z1) in the guide, one sample site per layer. The prior is
+    the top layer's; each layer below has a diagonal normal given the one above; the guide family
+    serves every layer; the network joins x and z1, and MLPs of ``layer_hidden`` widths join the
+    layers. ``z_dim`` is then z1's size: the layer ``encode`` reads and ``decode`` takes by default.
+
+        VAE(x_shape=(1, 28, 28), z_dim=20)        # MLP 784-400-20, N(0, I) prior, Bernoulli likelihood
+        VAE(x_shape=(1, 28, 28), z_dim=[64, 32])  # two stochastic layers
     """
 
     capabilities = Capabilities()  # binary data and a usable proposal follow the likelihood and guide built
@@ -31,31 +40,54 @@ class VAE(LatentVariableModel):
     def __init__(
         self,
         x_shape: Sequence[int] = (1, 28, 28),
-        z_dim: int = 20,
+        z_dim: int | Sequence[int] = 20,
         prior: PartSpec = "normal",
         likelihood: PartSpec = "bernoulli",
         guide: PartSpec = "normal",
         network: PartSpec = "mlp",
         beta: float = 1.0,
+        layer_hidden: Sequence[int] = (256,),
     ):
         super().__init__(tuple(x_shape), z_dim, beta)
-        self._build_parts(prior, likelihood, guide, network, condition_dim=0)
+        self._build_parts(prior, likelihood, guide, network, condition_dim=0, layer_hidden=layer_hidden)
 
     def _build_parts(
-        self, prior: PartSpec, likelihood: PartSpec, guide: PartSpec, network: PartSpec, condition_dim: int
+        self,
+        prior: PartSpec,
+        likelihood: PartSpec,
+        guide: PartSpec,
+        network: PartSpec,
+        condition_dim: int,
+        layer_hidden: Sequence[int] = (256,),
     ) -> None:
         """Build every part from its spec; ``condition_dim`` is the width of the condition c (0: none)."""
+        sizes = self.layer_sizes
+        self.sites = ("z",) if len(sizes) == 1 else tuple(f"z{i + 1}" for i in range(len(sizes)))
+        self.layer_hidden = tuple(int(h) for h in ([layer_hidden] if isinstance(layer_hidden, int) else layer_hidden))
         self.specs = {
             "prior": normalize_spec(prior, "prior"),
             "likelihood": normalize_spec(likelihood, "likelihood"),
             "guide": normalize_spec(guide, "guide"),
             "network": normalize_spec(network, "network"),
         }
-        self.prior = PRIORS.build(prior, z_dim=self.z_dim, x_shape=self.x_shape, condition_dim=condition_dim)
+        self.prior = PRIORS.build(prior, z_dim=sizes[-1], x_shape=self.x_shape, condition_dim=condition_dim)
         self.likelihood = LIKELIHOODS.build(likelihood, x_shape=self.x_shape)
-        self.guide_family = GUIDES.build(guide, z_dim=self.z_dim)
+        self.guide_family = GUIDES.build(guide, z_dim=sizes[0])
+        if len(sizes) > 1 and self.prior.uses_encoder:
+            raise ValueError(
+                f"the {self.specs['prior']['name']} prior is built from q(z | x), which a hierarchy reaches only "
+                "through the layers below: with several layers take prior='normal', 'mixture' or another"
+            )
+        # the layers above z1 (empty for one layer): their guide families, p(z_l | z_{l+1}), the networks between
+        self.upper_guides = torch.nn.ModuleList(GUIDES.build(guide, z_dim=size) for size in sizes[1:])
+        self.layer_priors = torch.nn.ModuleList(GUIDES.build("normal", z_dim=size) for size in sizes[:-1])
+        widths = [self.guide_family.width] + [family.width for family in self.upper_guides]
+        self.layers = LatentLayers(sizes, widths, self.layer_hidden, condition_dim)
         self.capabilities = dataclasses.replace(
-            type(self).capabilities, binary=self.likelihood.binary, proposal=not self.guide_family.point_mass
+            type(self).capabilities,
+            binary=self.likelihood.binary,
+            proposal=not self.guide_family.point_mass,
+            scores_any_point=getattr(self.guide_family, "scores_any_point", True),
         )
         self.networks = NETWORKS.build(
             network,
@@ -69,12 +101,15 @@ class VAE(LatentVariableModel):
         # Each program registers only the parts it uses, as Pyro's VAE tutorial does:
         # half the parameter messages per step of registering the whole model twice.
         model_parts = dict(prior=self.prior, likelihood=self.likelihood, decoder=self.networks.decoder_net)
+        guide_parts = dict(guide=self.guide_family, encoder=self.networks.encoder_net)
         if self.prior.uses_encoder:  # the VampPrior: p(z) is built from q(z | pseudo-inputs)
             self.prior.attach(self.pseudo_posterior)
-            model_parts.update(guide=self.guide_family, encoder=self.networks.encoder_net)
+            model_parts.update(guide_parts)
+        model_parts.update(layers_down=self.layers.down, layer_priors=self.layer_priors)
+        guide_parts.update(layers_up=self.layers.up, upper_guides=self.upper_guides)
         self._pyro_parts = {
             "model": self._with_parameters(**model_parts),
-            "guide": self._with_parameters(guide=self.guide_family, encoder=self.networks.encoder_net),
+            "guide": self._with_parameters(**guide_parts),
         }
 
     def pseudo_posterior(
@@ -92,7 +127,19 @@ class VAE(LatentVariableModel):
             pyro.module(name, module)
 
     def config(self) -> dict[str, Any]:
-        return {"x_shape": list(self.x_shape), "z_dim": self.z_dim, **self.specs, "beta": self.beta}
+        z_dim = self.z_dim if len(self.layer_sizes) == 1 else list(self.layer_sizes)
+        return {
+            "x_shape": list(self.x_shape),
+            "z_dim": z_dim,
+            **self.specs,
+            "beta": self.beta,
+            "layer_hidden": list(self.layer_hidden),
+        }
+
+    @property
+    def latent_sizes(self) -> dict[str, int]:
+        """Each latent site's size, z1 (next to x) first: ``{"z": 20}``, or ``{"z1": 64, "z2": 32}``."""
+        return dict(zip(self.sites, self.layer_sizes))
 
     @staticmethod
     def _latent_scale(kl_weight: float):
@@ -111,7 +158,8 @@ class VAE(LatentVariableModel):
     ):
         """p(z | c) p(x | z, c): z ~ prior, x ~ likelihood(decoder(z, c)), observed where ``x`` is given.
 
-        ``kl_weight`` scales the latent site (beta, times a warm-up factor, in training);
+        In a hierarchy the top layer comes from the prior and each one below from p(z_l | z_{l+1}, c).
+        ``kl_weight`` scales the latent sites (beta, times a warm-up factor, in training);
         without ``x``, ``size`` images are generated.
         """
         self._register("model")
@@ -120,8 +168,14 @@ class VAE(LatentVariableModel):
             x = x.reshape((n,) + self.x_shape)
         with pyro.plate("data", n):
             with self._latent_scale(kl_weight):
-                z = pyro.sample("z", self.prior(c))
+                z = pyro.sample(self.sites[-1], self.prior(c))
+                for layer in reversed(range(len(self.sites) - 1)):
+                    z = pyro.sample(self.sites[layer], self._layer_prior(layer, z, c))
             return pyro.sample("x", self.observed(self.likelihood(self.networks.decoder(z, c)), c), obs=x)
+
+    def _layer_prior(self, layer: int, upper: torch.Tensor, c: torch.Tensor | None):
+        """p(z_l | z_{l+1}, c) for the 0-based ``layer`` l, a diagonal normal read from the layer above."""
+        return self.layer_priors[layer](self.layers.down[layer](upper, c))
 
     def observed(self, likelihood, c: torch.Tensor | None):
         """p(x | z, c) as the model observes it: whole images here; a completion model scores only hidden pixels."""
@@ -134,12 +188,16 @@ class VAE(LatentVariableModel):
         kl_weight: float = 1.0,
         size: int | None = None,
     ):
-        """q(z | x, c): the encoder's distribution over z for each image, its site scaled like the model's."""
+        """q(z | x, c): the encoder's distribution over z for each image, its site scaled like the model's; in
+        a hierarchy, q(z1 | x, c) and then each layer above from the one below, q(z_{l+1} | z_l, c)."""
         self._register("guide")
         x = x.reshape((x.shape[0],) + self.x_shape)
         with pyro.plate("data", x.shape[0]):
             with self._latent_scale(kl_weight):
-                return pyro.sample("z", self.guide_family(self.networks.encoder(x, c)))
+                z = first = pyro.sample(self.sites[0], self.guide_family(self.networks.encoder(x, c)))
+                for layer, family in enumerate(self.upper_guides):
+                    z = pyro.sample(self.sites[layer + 1], family(self.layers.up[layer](z, c)))
+                return first
 
     # -- the parts, for the estimator API ---------------------------------------------------------
 
@@ -148,7 +206,27 @@ class VAE(LatentVariableModel):
 
     def prior_sample(self, n: int, c: torch.Tensor | None = None) -> torch.Tensor:
         prior = self.prior(c)
-        return prior.sample() if prior.batch_shape == (n,) else prior.sample((n,))
+        z = prior.sample() if prior.batch_shape == (n,) else prior.sample((n,))
+        return self.descend(z, self.sites[-1], c, sample=True)
+
+    def descend(
+        self, z: torch.Tensor, site: str | None, c: torch.Tensor | None = None, sample: bool = False
+    ) -> torch.Tensor:
+        """Codes z of ``site`` (None: z1) carried down to z1, the layer the decoder reads: each layer below at
+        the location of p(z_l | z_{l+1}, c), or drawn from it with ``sample=True``. With one layer, z."""
+        start = self.sites.index(self.latent_site(site))
+        for layer in reversed(range(start)):
+            below = self._layer_prior(layer, z, c)
+            z = below.sample() if sample else below.mean
+        return z
+
+    def latent_site(self, site: str | None) -> str:
+        """``site``, checked (None: z1, the layer next to x)."""
+        if site is None:
+            return self.sites[0]
+        if site not in self.sites:
+            raise ValueError(f"{type(self).__name__} has no latent site {site!r}; its sites: {', '.join(self.sites)}")
+        return site
 
     def check_data(self, x: torch.Tensor) -> None:
         self.likelihood.check(x)
@@ -160,4 +238,5 @@ class VAE(LatentVariableModel):
     def __repr__(self) -> str:
         parts = ", ".join(f"{k}={v['name'] if len(v) == 1 else v}" for k, v in self.specs.items())
         beta = f", beta={self.beta:g}" if self.beta != 1 else ""
-        return f"{type(self).__name__}(x_shape={self.x_shape}, z_dim={self.z_dim}, {parts}{beta})"
+        z_dim = self.z_dim if len(self.layer_sizes) == 1 else list(self.layer_sizes)
+        return f"{type(self).__name__}(x_shape={self.x_shape}, z_dim={z_dim}, {parts}{beta})"
