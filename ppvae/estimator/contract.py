@@ -35,6 +35,8 @@ class Capabilities:
     ``binary``: its likelihood is over binary pixels (Bernoulli), so grey images are binarised.
     ``proposal``: its guide has a density at every point, so it can propose for importance sampling and
     start AIS (a point-mass guide cannot).
+    ``scores_any_point``: its guide scores points it did not draw, as AIS from the guide and the defensive
+    proposal need (a flow guide whose transforms have no inverse scores only its own draws).
     ``condition``: what ``c`` is built from: ``"none"``, ``"labels"`` (class labels y) or ``"images"``
     (the visible part of each image).
     """
@@ -44,6 +46,7 @@ class Capabilities:
     exact_evidence: bool = False
     binary: bool = False
     proposal: bool = True
+    scores_any_point: bool = True
     condition: ConditionKind = "none"
 
     def __post_init__(self) -> None:
@@ -90,6 +93,7 @@ class Model(Protocol):
     beta: float
     num_classes: int
     fit_record: FitRecord
+    latent_sizes: dict[str, int]  # each latent site's size, the one next to x first (several: a hierarchy)
 
     def model(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0): ...
 

@@ -175,6 +175,8 @@ def _importance_sampling(model, data, y, c, options, binarize, seed, diagnostics
             "the guide is a point mass (guide='delta'), which has no density to weigh samples by; "
             "use proposal='prior' or a guide with spread"
         )
+    if proposal == "defensive":
+        _check_scores_any_point(model, "the defensive proposal scores q(z | x) at the prior's draws", "'guide'")
     with scoring(model, data, y, c, binarize, seed) as (x, c):
         memory_mb = options["memory_mb"] or (64 if x.device.type == "cpu" else 1024)
         rows = rows_per_pass(memory_mb, model.x_dim)
@@ -213,10 +215,21 @@ def _check_ais(model: Model, options: dict[str, Any]) -> None:
         raise ValueError(f"AIS starts from proposal='guide' or 'prior', got {options['proposal']!r}")
     if options["proposal"] == "guide" and not model.capabilities.proposal:
         raise ValueError("the guide is a point mass (guide='delta'); start AIS from proposal='prior'")
+    if options["proposal"] == "guide":
+        _check_scores_any_point(model, "AIS from the guide scores q(z | x) at every chain's point", "'prior'")
     for name in ("chains", "steps", "leapfrog_steps"):
         _whole_number(name, options[name])
     if options["batch_size"] is not None:
         _whole_number("batch_size", options["batch_size"])
+
+
+def _check_scores_any_point(model: Model, why: str, instead: str) -> None:
+    """One line where a method needs the guide's density at points the guide did not draw and it has none."""
+    if model.capabilities.latent and not model.capabilities.scores_any_point:
+        raise ValueError(
+            f"{why}, and this guide scores only its own draws (a transform without an inverse): "
+            f"use proposal={instead}, or a flow of coupling or autoregressive affine transforms"
+        )
 
 
 def _ais(model, data, y, c, options, binarize, seed, progress) -> AISEstimate:

@@ -26,6 +26,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
+from torch.distributions import TransformedDistribution
 
 POINTS_PLATE = "latent_points"
 
@@ -65,17 +66,24 @@ def spread(fn, non_finite: float) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _base(fn):
-    while hasattr(fn, "base_dist"):
+    """The distribution under ``Independent`` and ``expand`` wrappers (a flow stays whole)."""
+    while hasattr(fn, "base_dist") and not isinstance(fn, TransformedDistribution):
         fn = fn.base_dist
     return fn
 
 
 def location_scale(fn) -> tuple[torch.Tensor, torch.Tensor]:
     """A distribution's location and scale, batch and event shape: its ``loc`` and ``scale`` parameters where it
-    is a location-scale family (normal, Laplace, Student-t, logistic), else its mean and standard deviation
+    is a location-scale family (normal, Laplace, Student-t, logistic); for a flow, its base's location carried
+    through the transforms and the standard deviation of 256 draws; else its mean and standard deviation
     (a multivariate normal; a point mass, whose spread is 0)."""
     base = _base(fn)
     shape = fn.batch_shape + fn.event_shape
+    if isinstance(base, TransformedDistribution):
+        loc = location_scale(base.base_dist)[0]
+        for transform in base.transforms:
+            loc = transform(loc)
+        return loc.expand(shape), fn.sample((256,)).std(0).expand(shape)
     loc = base.loc if hasattr(base, "loc") and not hasattr(base, "scale_tril") else fn.mean
     scale = base.scale if hasattr(base, "scale") else fn.stddev
     return loc.expand(shape), torch.as_tensor(scale, dtype=loc.dtype, device=loc.device).expand(shape)

@@ -1,5 +1,6 @@
 """Parts a model is built from: priors, likelihoods, guide families and networks, each in a registry."""
 
+from ppvae.parts.flows import FlowGuide, FlowPrior
 from ppvae.parts.guides import GUIDES, LocationScaleGuide
 from ppvae.parts.likelihoods import LIKELIHOODS, Likelihood, observed_where
 from ppvae.parts.networks import MLP, NETWORKS, Networks
@@ -14,6 +15,8 @@ __all__ = [
     "NETWORKS",
     "PRIORS",
     "REGISTRIES",
+    "FlowGuide",
+    "FlowPrior",
     "Likelihood",
     "MLP",
     "LocationScaleGuide",
