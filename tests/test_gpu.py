@@ -29,6 +29,28 @@ def test_training_evaluation_and_evidence_run_on_the_gpu():
     assert ppvae.log_evidence(model, small_data(8, 1), num_samples=20, progress=False).shape == (8,)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"z_dim": [4, 2]},
+        {"z_dim": 2, "prior": "flow", "guide": "flow"},
+        {"z_dim": [3, 2], "prior": {"name": "flow", "transform": "affine_autoregressive"}, "guide": "flow"},
+    ],
+)
+def test_hierarchies_and_flows_train_score_and_anneal_on_the_gpu_and_load_on_the_cpu(options, tmp_path):
+    model = ppvae.VAE(x_shape=(1, 8, 8), network={"name": "mlp", "hidden": [32]}, **options)
+    model.fit(bars(200), epochs=2, out=tmp_path / "run", **GPU)
+    assert model.device.type == "cuda"
+    on_cpu = ppvae.load(tmp_path / "run")
+    assert same_weights(weights_of(on_cpu), {k: v.cpu() for k, v in weights_of(model).items()})
+    x = bars(6, seed=1).x
+    assert model.sample(3).device.type == "cuda" and model.encode(x, site="all")
+    ais = ppvae.log_evidence(model, x, method="ais", steps=20, progress=False)
+    on_device = ppvae.log_evidence(model, x, 2000, seed=0, progress=False)
+    on_host = ppvae.log_evidence(on_cpu, x, 2000, seed=0, progress=False)
+    assert ais.isfinite().all() and (on_device - on_host).abs().max() < 0.3  # other noise, the same estimand
+
+
 def test_training_on_the_gpu_prints_nothing_from_the_engine():
     """In a fresh process, as in a notebook: Fabric's one-time note on TF32 matmuls must not reach the user."""
     script = (
