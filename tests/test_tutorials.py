@@ -73,6 +73,14 @@ def check_06(ns, runs):
     assert (runs / "tutorial-06" / "manifold.png").exists() and (runs / "beta" / "sweep.md").exists()
 
 
+def check_07(ns, runs):
+    sites = [n for n, s in ns["guide_trace"].nodes.items() if s["type"] == "sample" and n != "data"]
+    assert sites == ["z1", "z2"] and ns["model_trace"].nodes["z1"]["fn"].batch_shape == (4,)  # p(z1 | z2) per image
+    assert all(gap.mean() > 0 for gap in ns["gaps"].values())  # the ELBO (20 draws per image) below log p(x)
+    assert all(density.max() == 1 for density, _ in ns["panels"].values())
+    assert len(ns["rows"]) == 6 and len(ns["rows"]["two layers (20, 10)"]["units"]) == 2
+
+
 CHECKS = {
     "01": check_01,
     "02": check_02,
@@ -80,4 +88,5 @@ CHECKS = {
     "04": check_04,
     "05": check_05,
     "06": check_06,
+    "07": check_07,
 }  # what each notebook must produce
