@@ -293,12 +293,7 @@ def _condition_labels(model: LatentVariableModel, y, n: int) -> torch.Tensor | N
 
 def _site_size(model: LatentVariableModel, site: str | None) -> int:
     """The size of the latent ``site`` (None: the one next to x), or an error naming the sites there are."""
-    sizes = model.latent_sizes
-    if site is None:
-        return model.z_dim
-    if site not in sizes:
-        raise ValueError(f"{type(model).__name__} has no latent site {site!r}; its sites: {', '.join(sizes)}")
-    return sizes[site]
+    return model.latent_sizes[model.latent_site(site)]
 
 
 def _grid_values(
@@ -319,7 +314,7 @@ def _grid_values(
     prior = model.prior(model.condition(None, None if labels is None else labels.to(model.device)))
     size = _site_size(model, site)
     base = getattr(prior, "base_dist", None)
-    top = (site or next(iter(model.latent_sizes))) == list(model.latent_sizes)[-1]
+    top = model.latent_site(site) == list(model.latent_sizes)[-1]
     try:
         if base is None or not top:
             raise NotImplementedError
@@ -402,7 +397,6 @@ def interpolate(
     layer ``site`` of a hierarchy; default the one next to x), and blended in pixel space, each (steps, C, H, W).
     The first passes through plausible images; the second fades one image into the other."""
     pair = torch.stack([torch.as_tensor(a).reshape(model.x_shape), torch.as_tensor(b).reshape(model.x_shape)]).float()
-    _site_size(model, site)
     codes = model.encode(pair, _condition_labels(model, y, 2), site=site).cpu()
     t = torch.linspace(0, 1, steps)[:, None]
     latent_path = model.decode((1 - t) * codes[0] + t * codes[1], _condition_labels(model, y, steps), site=site)

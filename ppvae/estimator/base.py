@@ -338,11 +338,18 @@ class LatentVariableModel(nn.Module):
     ) -> torch.Tensor:
         """Codes of ``site`` as codes of the layer ``likelihood_mean`` takes; a model of one latent layer
         has nothing to descend."""
-        if site not in (None, *self.latent_sizes):
+        self.latent_site(site)
+        return z
+
+    def latent_site(self, site: str | None) -> str:
+        """``site``, checked against ``latent_sizes`` (None: the layer next to x)."""
+        if site is None:
+            return next(iter(self.latent_sizes))
+        if site not in self.latent_sizes:
             raise ValueError(
                 f"{type(self).__name__} has no latent site {site!r}; its sites: {', '.join(self.latent_sizes)}"
             )
-        return z
+        return site
 
     @property
     def latent_sizes(self) -> dict[str, int]:

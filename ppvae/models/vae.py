@@ -63,7 +63,6 @@ class VAE(LatentVariableModel):
         """Build every part from its spec; ``condition_dim`` is the width of the condition c (0: none)."""
         sizes = self.layer_sizes
         self.sites = ("z",) if len(sizes) == 1 else tuple(f"z{i + 1}" for i in range(len(sizes)))
-        self.layer_hidden = tuple(int(h) for h in ([layer_hidden] if isinstance(layer_hidden, int) else layer_hidden))
         self.specs = {
             "prior": normalize_spec(prior, "prior"),
             "likelihood": normalize_spec(likelihood, "likelihood"),
@@ -82,7 +81,7 @@ class VAE(LatentVariableModel):
         self.upper_guides = torch.nn.ModuleList(GUIDES.build(guide, z_dim=size) for size in sizes[1:])
         self.layer_priors = torch.nn.ModuleList(GUIDES.build("normal", z_dim=size) for size in sizes[:-1])
         widths = [self.guide_family.width] + [family.width for family in self.upper_guides]
-        self.layers = LatentLayers(sizes, widths, self.layer_hidden, condition_dim)
+        self.layers = LatentLayers(sizes, widths, layer_hidden, condition_dim)
         self.capabilities = dataclasses.replace(
             type(self).capabilities,
             binary=self.likelihood.binary,
@@ -133,7 +132,7 @@ class VAE(LatentVariableModel):
             "z_dim": z_dim,
             **self.specs,
             "beta": self.beta,
-            "layer_hidden": list(self.layer_hidden),
+            "layer_hidden": list(self.layers.hidden),
         }
 
     @property
@@ -219,14 +218,6 @@ class VAE(LatentVariableModel):
             below = self._layer_prior(layer, z, c)
             z = below.sample() if sample else below.mean
         return z
-
-    def latent_site(self, site: str | None) -> str:
-        """``site``, checked (None: z1, the layer next to x)."""
-        if site is None:
-            return self.sites[0]
-        if site not in self.sites:
-            raise ValueError(f"{type(self).__name__} has no latent site {site!r}; its sites: {', '.join(self.sites)}")
-        return site
 
     def check_data(self, x: torch.Tensor) -> None:
         self.likelihood.check(x)

@@ -53,11 +53,13 @@ class LatentLayers(nn.Module):
         self, sizes: Sequence[int], guide_widths: Sequence[int], hidden: Sequence[int] = (256,), condition_dim: int = 0
     ):
         super().__init__()
-        hidden = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]
-        if any(h < 1 for h in hidden):
-            raise ValueError(f"layer_hidden widths must be positive, got {hidden}")
+        self.hidden = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]
+        if any(h < 1 for h in self.hidden):
+            raise ValueError(f"layer_hidden widths must be positive, got {self.hidden}")
         pairs = list(zip(sizes[:-1], sizes[1:]))
         self.up = nn.ModuleList(
-            Conditioned(lower, width, hidden, condition_dim) for (lower, _), width in zip(pairs, guide_widths[1:])
+            Conditioned(lower, width, self.hidden, condition_dim) for (lower, _), width in zip(pairs, guide_widths[1:])
         )
-        self.down = nn.ModuleList(Conditioned(upper, 2 * lower, hidden[::-1], condition_dim) for lower, upper in pairs)
+        self.down = nn.ModuleList(
+            Conditioned(upper, 2 * lower, self.hidden[::-1], condition_dim) for lower, upper in pairs
+        )
