@@ -16,6 +16,7 @@ from ppvae.compare import Comparison
 from ppvae.data import BINARIZE_METHODS, DATASET_NAMES, ImageDataset
 from ppvae.demo import run_demo
 from ppvae.estimator import METHODS, model_names
+from ppvae.estimator.evidence import PROPOSALS, point_mass
 from ppvae.estimator.figures import run_figures
 from ppvae.estimator.files import write_text_atomic
 from ppvae.estimator.runs import CHECKPOINT, data_source_of, read_spec
@@ -236,7 +237,6 @@ def _run_test_data(args: argparse.Namespace, spec: dict, dequantized: bool = Tru
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     _check_count("--batch-size", args.batch_size)
-    _check_count("--num-samples", args.num_samples)
     spec = read_spec(args.run)
     model = ppvae.load(args.run, device=args.device)
     test = _run_test_data(args, spec)
@@ -248,11 +248,12 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         num_samples=args.num_samples,
         method=args.method,
         progress=not args.quiet,
-        **ais_options(args),
+        **evidence_options(args),
     )
     scores["seconds"] = time.perf_counter() - started
     print(f"{model!r} on {test}\n")
-    print(evaluation_table(scores, model.x_dim, None if model.capabilities.binary else 256))
+    levels = None if model.capabilities.binary else 256
+    print(evaluation_table(scores, model.x_dim, levels, point_mass=point_mass(model)))
     write_text_atomic(Path(args.run) / "evaluation.json", strict_json(scores) + "\n")
     return scores
 
@@ -265,13 +266,13 @@ def cmd_compare(args: argparse.Namespace) -> Comparison:
     comparison = ppvae.compare(
         models,
         test,
-        num_samples=args.num_samples or 1000,
+        num_samples=1000 if args.num_samples is None else args.num_samples,
         out=args.out,
         seed=args.seed,
         progress=not args.quiet,
         show=False,
         method=args.method,
-        **ais_options(args),
+        **evidence_options(args),
     )
     table = comparison.to_markdown()
     print(table)
@@ -283,13 +284,15 @@ def cmd_compare(args: argparse.Namespace) -> Comparison:
     return comparison
 
 
-def ais_options(args: argparse.Namespace) -> dict:
-    """The AIS settings given on the command line (the evidence door refuses them under another method)."""
+def evidence_options(args: argparse.Namespace) -> dict:
+    """The estimator's settings given on the command line (the evidence door refuses them under another
+    method)."""
+    _check_count("--num-samples", args.num_samples or None)  # 0: no log p(x)
     for flag in ("chains", "steps"):
         _check_count(f"--{flag}", getattr(args, flag))
     if args.num_samples is not None and args.method not in (None, "is"):
         raise ValueError(f"--num-samples is importance sampling's; --method {args.method} does not take it")
-    return {flag: getattr(args, flag) for flag in ("chains", "steps") if getattr(args, flag) is not None}
+    return {flag: getattr(args, flag) for flag in ("chains", "steps", "proposal") if getattr(args, flag) is not None}
 
 
 def add_evidence_arguments(p: argparse.ArgumentParser, default_samples: str) -> None:
@@ -302,6 +305,12 @@ def add_evidence_arguments(p: argparse.ArgumentParser, default_samples: str) -> 
         "quadrature (z_dim <= 2) or exact (factor analysis); default: exact where a model has it, else is",
     )
     group.add_argument("--num-samples", type=int, metavar="K", help=f"importance samples ({default_samples})")
+    group.add_argument(
+        "--proposal",
+        choices=PROPOSALS,
+        help="where IS draws its samples and AIS starts its chains: guide (q(z | x), the default), prior, or "
+        "defensive (IS: q mixed with the prior); an autoencoder's point-mass guide needs prior",
+    )
     group.add_argument("--chains", type=int, help="AIS chains per image (default 16)")
     group.add_argument("--steps", type=int, help="AIS intermediate distributions (default 500)")
 
@@ -542,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("compare", help="score runs side by side on one test set: table and figures")
     p.add_argument("runs", nargs="+", metavar="RUN")
     add_data_arguments(p)
-    add_evidence_arguments(p, "default 1000")
+    add_evidence_arguments(p, "default 1000; 0: no log p(x)")
     p.add_argument("--out", default="runs/compare", help="folder for comparison.md, .json and the figures")
     add_run_options(p)
     p.set_defaults(func=cmd_compare)

@@ -23,7 +23,14 @@ from typing import Any
 from ppvae import latent, viz
 from ppvae.data import Data, ImageDataset, as_images, dequantize
 from ppvae.estimator import LatentVariableModel, bits_per_dim
-from ppvae.estimator.evidence import METHOD_OPTIONS, default_method, reliability_warning
+from ppvae.estimator.evidence import (
+    METHOD_OPTIONS,
+    POINT_MASS_ELBO,
+    POINT_MASS_EVIDENCE,
+    default_method,
+    point_mass,
+    reliability_warning,
+)
 
 LEVELS = 256
 MMD_IMAGES = 1000  # samples and test images in the maximum mean discrepancy
@@ -56,13 +63,22 @@ class Comparison:
         ]
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for r in self.rows:
-            lines.append(
-                f"| {r['model']} | {r['data']} | {r['log_px']:.2f} ± {r['log_px_se']:.2f} | {r['rank']} | "
-                f"{r['method']} "
-                f"| {'-' if r.get('khat_unreliable') is None else format(r['khat_unreliable'], '.0%')} "
-                f"| {r['bits_per_dim']:.4f} | {r['elbo']:.2f} ± {r['elbo_se']:.2f} | {r['squared_error']:.2f} "
-                f"| {r['sample_mmd']:.4f} | {r['parameters']:,} | {r['fit_seconds']:.1f} |"
-            )
+            khat = r.get("khat_unreliable")
+            cells = [
+                r["model"],
+                r["data"],
+                _estimate(r["log_px"], r["log_px_se"]),
+                _blank(r["rank"], "{}"),
+                r["method"],
+                _blank(khat, "{:.0%}"),
+                _blank(r["bits_per_dim"], "{:.4f}"),
+                _estimate(r["elbo"], r["elbo_se"]),
+                f"{r['squared_error']:.2f}",
+                f"{r['sample_mmd']:.4f}",
+                f"{r['parameters']:,}",
+                f"{r['fit_seconds']:.1f}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
         lines += [
             "",
             f"Per test image, mean ± standard error over {self.rows[0]['n']} images. log p(x) and bits/dim "
@@ -72,14 +88,24 @@ class Comparison:
             "sum over pixels of (reconstruction - image)^2 on the model's own data. MMD²: maximum mean "
             f"discrepancy (Gaussian kernel, median-heuristic bandwidth) between up to {MMD_IMAGES} samples "
             "(their means E[x | z]) and as many test images in grey levels; lower is closer. k-hat > 0.7: the "
-            "share of images whose importance weights are too heavy-tailed to trust (Pareto k-hat).",
+            "share of images whose importance weights are too heavy-tailed to trust (Pareto k-hat). "
+            "A blank (—) is a number that does not apply to that model; the reason follows.",
         ]
+        lines += [f"\n{r['model']}: {reason}." for r in self.rows for reason in r.get("left_out", [])]
         lines += [
             f"\n{r['model']}: {w}."
             for r in self.rows
             if (w := reliability_warning(r.get("khat_unreliable") or 0.0, r.get("z_dim")))
         ]
         return "\n".join(lines)
+
+
+def _blank(value: Any, fmt: str) -> str:
+    return "—" if value is None else fmt.format(value)
+
+
+def _estimate(mean: float | None, se: float | None) -> str:
+    return "—" if mean is None else f"{mean:.2f} ± {se:.2f}"
 
 
 def _representation(model: LatentVariableModel, test: Data, seed: int) -> tuple[str, Data]:
@@ -102,30 +128,41 @@ def _named(models: Mapping[str, LatentVariableModel] | Sequence[LatentVariableMo
 
 
 def _method_label(method: str, num_samples: int, options: dict[str, Any]) -> str:
+    start = "" if options.get("proposal", "guide") == "guide" else f", from the {options['proposal']}"
     if method == "is":
-        return f"IS, K={num_samples}"
+        return f"IS, K={num_samples}{start}"
     if method == "ais":
         settings = {**METHOD_OPTIONS["ais"], **options}
-        return f"AIS, {settings['chains']}x{settings['steps']}"
+        return f"AIS, {settings['chains']}x{settings['steps']}{start}"
     return method
 
 
 def score(
     model: LatentVariableModel,
     test: Data,
-    num_samples: int = 1000,
+    num_samples: int | None = 1000,
     seed: int = 0,
     progress: bool = True,
     method: str | None = None,
     **evidence_options: Any,
 ) -> dict[str, Any]:
     """One model's row: log p(x) by ``method`` (by default the model's best: exact or IS), ELBO, bits/dim,
-    squared reconstruction error, parameters, fit time."""
+    squared reconstruction error, sample MMD, parameters, fit time.
+
+    ``num_samples=0`` (or None) with no other ``method`` leaves log p(x) out. Numbers that mean nothing for
+    a model are None, with the reason in ``left_out``: an autoencoder (a point-mass guide) has no ELBO,
+    and no importance-sampled log p(x) unless its proposals come from the prior.
+    """
     data_kind, data = _representation(model, test, seed)
     x = model.prepare(data, "auto", seed)
     labels = data.y if isinstance(data, ImageDataset) and model.capabilities.condition == "labels" else None
-    method = method or default_method(model)
-    exact = method == "exact"
+    method = method or (default_method(model) if num_samples or default_method(model) == "exact" else None)
+    left_out = []
+    if method is None:
+        left_out.append("log p(x) not asked for (num_samples=0)")
+    elif point_mass(model) and evidence_options.get("proposal", "guide") != "prior":
+        left_out.append(POINT_MASS_EVIDENCE)
+        method = None
     scores = model.evaluate(
         x,
         y=labels,
@@ -134,9 +171,13 @@ def score(
         num_samples=num_samples if method == "is" else None,
         method=method,
         progress=progress,
-        **evidence_options,
+        **(evidence_options if method is not None else {}),
     )
-    key = "log_px_exact" if exact else "log_px"
+    key = "log_px_exact" if method == "exact" else "log_px"
+    log_px = scores.get(key)
+    elbo = None if point_mass(model) else scores["elbo"]
+    if elbo is None:
+        left_out.append(f"no ELBO: {POINT_MASS_ELBO}")
     reconstruction = model.reconstruct(x, y=labels)
     squared_error = (reconstruction - x).pow(2).flatten(1).sum(1).mean().item()
     n = min(MMD_IMAGES, scores["n"])
@@ -145,25 +186,28 @@ def score(
     return {
         "data": data_kind,
         "n": scores["n"],
-        "log_px": scores[key],
-        "log_px_se": scores[f"{key}_se"],
-        "method": _method_label(method, num_samples, evidence_options),
+        "log_px": log_px,
+        "log_px_se": scores.get(f"{key}_se"),
+        "method": "—" if method is None else _method_label(method, num_samples or 1000, evidence_options),
         "khat_unreliable": scores.get("khat_unreliable"),
         "z_dim": sum(model.latent_sizes.values()),  # in all, over the layers of a hierarchy
-        "bits_per_dim": bits_per_dim(scores[key], model.x_dim, None if data_kind == "binarised" else LEVELS),
-        "elbo": scores["elbo"],
-        "elbo_se": scores["elbo_se"],
+        "bits_per_dim": None
+        if log_px is None
+        else bits_per_dim(log_px, model.x_dim, None if data_kind == "binarised" else LEVELS),
+        "elbo": elbo,
+        "elbo_se": None if elbo is None else scores["elbo_se"],
         "squared_error": squared_error,
         "sample_mmd": sample_mmd,
         "parameters": model.num_parameters(),
         "fit_seconds": sum(r.get("seconds", 0.0) for r in model.history),
+        "left_out": left_out,
     }
 
 
 def compare(
     models: Mapping[str, LatentVariableModel] | Sequence[LatentVariableModel],
     test: Data,
-    num_samples: int = 1000,
+    num_samples: int | None = 1000,
     out: str | Path | None = None,
     num_images: int = 10,
     seed: int = 0,
@@ -175,8 +219,10 @@ def compare(
     """Score every model on ``test`` and (with ``out``) write side-by-side figures.
 
     log p(x) comes from ``method`` ("is" with K = ``num_samples``, "ais", "quadrature", "exact"; by
-    default each model's best: exact where it has a closed form, IS otherwise) with that method's
-    ``evidence_options`` (``chains=``, ``steps=`` for AIS); the table ranks the models by it and names it.
+    default each model's best: exact where it has a closed form, IS otherwise; ``num_samples=0`` skips IS)
+    with that method's ``evidence_options`` (``chains=``, ``steps=``, ``proposal=``); the table ranks the
+    models by it and names it. Numbers that mean nothing for a model (an autoencoder's ELBO) are left
+    blank, with the reason under the table.
 
     ``models`` is a dict of name to model, or a list (named by class). Figures:
     ``samples.png`` (each model's samples from the prior), ``reconstructions.png``
@@ -194,14 +240,22 @@ def compare(
         {"model": name, **score(model, test, num_samples, seed, progress, method, **evidence_options)}
         for name, model in named.items()
     ]
-    for row in rows:  # 1 = the highest log p(x) among the models scored on the same data
-        row["rank"] = 1 + sum(other["log_px"] > row["log_px"] for other in rows if other["data"] == row["data"])
+    for row in rows:
+        row["rank"] = _rank(row, rows)
     comparison = Comparison(rows)
     if out is not None:
         comparison.figures = _figures(named, test, Path(out), num_images, seed)
     if show:
         print(comparison.to_markdown())
     return comparison
+
+
+def _rank(row: dict[str, Any], rows: list[dict[str, Any]]) -> int | None:
+    """1 for the highest log p(x) among the models scored on the same data; None for a row without one."""
+    if row["log_px"] is None:
+        return None
+    better = [o for o in rows if o["data"] == row["data"] and o["log_px"] is not None and o["log_px"] > row["log_px"]]
+    return 1 + len(better)
 
 
 def _figures(

@@ -26,7 +26,7 @@ import torch
 from ppvae import latent, viz
 from ppvae.data import ImageDataset
 from ppvae.estimator import LatentVariableModel
-from ppvae.estimator.evidence import KHAT_UNRELIABLE
+from ppvae.estimator.evidence import KHAT_UNRELIABLE, POINT_MASS_ELBO, POINT_MASS_EVIDENCE, point_mass
 from ppvae.specs import build_model
 
 SWEPT = ("beta", "z_dim")
@@ -62,7 +62,7 @@ class Sweep:
             "|" + " --- |" * (len(keys) + 1),
         ]
         for row in self.rows:
-            cells = [f"{row['value']:g}"] + [COLUMNS[k][1].format(row[k]) if k in row else "" for k in keys]
+            cells = [f"{row['value']:g}"] + [COLUMNS[k][1].format(row[k]) if k in row else "—" for k in keys]
             lines.append("| " + " | ".join(cells) + " |")
         first = self.rows[0]
         notes = [
@@ -70,15 +70,21 @@ class Sweep:
             f"Active units: dimensions with Var_x E[z_d | x] > {latent.ACTIVE_THRESHOLD}.",
         ]
         if "log_px" in keys:
+            scored = next(row for row in self.rows if "log_px" in row)
             notes.insert(
                 1,
-                f"log p(x): importance sampling with K={first['num_samples']} on the first "
-                f"{first['evidence_images']} images; k-hat > 0.7: the share of those whose estimate is "
+                f"log p(x): importance sampling with K={scored['num_samples']} on the first "
+                f"{scored['evidence_images']} images; k-hat > 0.7: the share of those whose estimate is "
                 "unreliable (Pareto k-hat), where it is likely too low.",
             )
         if "knn_accuracy" in keys:
             notes.append(f"k-NN accuracy: the {first['k']} nearest training codes vote.")
-        return "\n".join(lines + ["", " ".join(notes)])
+        values: dict[str, list[str]] = {}  # each reason once, with the values it holds for
+        for row in self.rows:
+            for reason in row.get("left_out", []):
+                values.setdefault(reason, []).append(f"{row['value']:g}")
+        reasons = [f"\n{self.parameter} = {', '.join(v)}: {reason}." for reason, v in values.items()]
+        return "\n".join(lines + ["", " ".join(notes), *reasons])
 
 
 def _values(beta: Sequence[float] | None, z_dim: Sequence[int] | None) -> tuple[str, list]:
@@ -136,8 +142,12 @@ def sweep(
         instance.fit(train, test=test, out=None if out is None else out / _value_name(parameter, value), **fit_options)
         row: dict[str, Any] = {"value": value, "fit_seconds": time.perf_counter() - started}
         scores = instance.evaluate(test, seed=seed)
-        row.update(n=scores["n"], elbo=scores["elbo"], reconstruction=scores["reconstruction"], kl=scores["kl"])
-        if num_samples:
+        row.update(n=scores["n"], reconstruction=scores["reconstruction"])
+        if point_mass(instance):  # an autoencoder: no bound, and no proposal for importance sampling
+            row["left_out"] = [f"no ELBO or KL: {POINT_MASS_ELBO}", POINT_MASS_EVIDENCE]
+        else:
+            row.update(elbo=scores["elbo"], kl=scores["kl"])
+        if num_samples and not point_mass(instance):
             scored = test.subset(evidence_images)
             estimate = instance.log_evidence(scored, num_samples, seed=seed, diagnostics=True, progress=progress)
             row.update(

@@ -53,6 +53,23 @@ def default_method(model: Model) -> str:
     return "exact" if model.capabilities.exact_evidence else "is"
 
 
+def point_mass(model: Model) -> bool:
+    """Whether ``model`` is an autoencoder: latent codes from a point-mass guide (``guide="delta"``).
+
+    Its objective log p(x | z) + log p(z) at the code is no bound on log p(x) (a point mass has no
+    entropy), and its q(z | x) has no density to weigh importance samples by; log p(x) of its decoder
+    under the prior needs proposals from the prior (``proposal="prior"``, best with AIS).
+    """
+    return model.capabilities.latent and not model.capabilities.proposal
+
+
+POINT_MASS_EVIDENCE = (
+    "an autoencoder's point-mass guide has no density to weigh samples by, so log p(x) is left out; "
+    "method='ais' with proposal='prior' (--method ais --proposal prior) scores its decoder under the prior"
+)
+POINT_MASS_ELBO = "a point mass has no entropy: its objective log p(x|z) + log p(z) at the code bounds nothing"
+
+
 def check_method(model: Model, method: str) -> str:
     """``method`` if it is known and this model can use it, else one line saying why not."""
     if method not in METHOD_OPTIONS:
@@ -170,7 +187,7 @@ def _importance_sampling(model, data, y, c, options, binarize, seed, diagnostics
         raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    if proposal != "prior" and model.capabilities.latent and not model.capabilities.proposal:
+    if proposal != "prior" and point_mass(model):
         raise ValueError(
             "the guide is a point mass (guide='delta'), which has no density to weigh samples by; "
             "use proposal='prior' or a guide with spread"
