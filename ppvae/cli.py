@@ -19,12 +19,13 @@ from ppvae.estimator import METHODS, model_names
 from ppvae.estimator.evidence import PROPOSALS, point_mass
 from ppvae.estimator.figures import run_figures
 from ppvae.estimator.files import write_text_atomic
+from ppvae.estimator.fitting import CHANGEABLE_ON_RESUME
 from ppvae.estimator.runs import CHECKPOINT, data_source_of, read_spec
 from ppvae.estimator.runs import build as build_run_model
 from ppvae.infer import ACCELERATORS, OBJECTIVES, PRECISIONS, STRATEGIES
 from ppvae.parts import REGISTRIES, normalize_spec
 from ppvae.report import evaluation_table
-from ppvae.specs import build_model, part_flags, read_toml
+from ppvae.specs import build_model, part_flags, read_toml, spec_differences
 
 DEFAULT_DATASET = "fashion-mnist"
 
@@ -32,24 +33,30 @@ DEFAULT_DATASET = "fashion-mnist"
 # -- data -----------------------------------------------------------------------------------------
 
 
-def data_source(args: argparse.Namespace, table: dict | None = None) -> dict:
-    """What the run trains on, recorded in the run so that evaluate can find the same test set.
-
-    Flags override the spec file's ``[data]`` table.
-    """
+def data_table(args: argparse.Namespace, table: dict | None = None) -> dict:
+    """The data a command names: the spec file's ``[data]`` table with the flags over it, nothing filled in."""
     table = dict(table or {})
     for key in ("dataset", "data", "root", "limit", "test_limit"):
         if getattr(args, key, None) is not None:
             table[key] = getattr(args, key)
     if getattr(args, "dequantize", False):
         table["dequantize"] = True
+    unknown = sorted(set(table) - {"dataset", "data", "root", "limit", "test_limit", "dequantize"})
+    if unknown:
+        raise ValueError(f"unknown [data] keys {unknown}; known: dataset, data, root, limit, test_limit, dequantize")
+    return table
+
+
+def data_source(args: argparse.Namespace, table: dict | None = None) -> dict:
+    """What the run trains on, recorded in the run so that evaluate can find the same test set.
+
+    Flags override the spec file's ``[data]`` table.
+    """
+    table = data_table(args, table)
     if table.get("data"):
         source = {"path": str(Path(table["data"]).resolve()), "test_fraction": 0.1}
     else:
         source = {"dataset": table.get("dataset", DEFAULT_DATASET), "root": table.get("root")}
-    unknown = sorted(set(table) - {"dataset", "data", "root", "limit", "test_limit", "dequantize"})
-    if unknown:
-        raise ValueError(f"unknown [data] keys {unknown}; known: dataset, data, root, limit, test_limit, dequantize")
     for key in ("limit", "test_limit"):
         _check_count(f"--{key.replace('_', '-')}", table.get(key))
     return {
@@ -58,6 +65,11 @@ def data_source(args: argparse.Namespace, table: dict | None = None) -> dict:
         "test_limit": table.get("test_limit"),
         "dequantize": bool(table.get("dequantize", False)),
     }
+
+
+def _data_keys(table: dict) -> list[str]:
+    """The keys of a data source that a ``[data]`` table sets (``data``, a file, is recorded as its ``path``)."""
+    return ["path" if key == "data" else key for key in table]
 
 
 def _check_count(flag: str, value: object) -> None:
@@ -103,8 +115,8 @@ FIT_FLAGS = tuple(k for k in FIT_DEFAULTS if k not in SET_BY_COMMAND)
 RESUME_FLAGS = ("epochs", "accelerator", "devices", "strategy", "num_workers")  # what a resumed run may change
 
 
-def run_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict, dict, dict]:
-    """(model, fit, data) for ``train``: defaults, then the ``--spec`` file, then flags."""
+def command_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict, dict, dict]:
+    """(model, fit, data) as the command gives them: the ``--spec`` file, then flags; no defaults filled in."""
     tables = read_toml(args.spec) if args.spec else {"model": {}, "fit": {}, "data": {}}
     model = tables["model"]
     unknown = sorted(set(tables["fit"]) - set(FIT_FLAGS))
@@ -123,7 +135,13 @@ def run_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict, dict
     model = part_flags(model, extra)
     fit = dict(tables["fit"])
     fit.update({key: getattr(args, key) for key in FIT_FLAGS if getattr(args, key, None) is not None})
-    return model, fit, data_source(args, tables["data"])
+    return model, fit, data_table(args, tables["data"])
+
+
+def run_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict, dict, dict]:
+    """(model, fit, data source) for ``train``: defaults, then the ``--spec`` file, then flags."""
+    model, fit, table = command_spec(args, extra)
+    return model, fit, data_source(args, table)
 
 
 def cmd_train(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict:
@@ -185,42 +203,67 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str] = ()) -> ppvae.Swee
 
 
 def resume_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple:
-    """(model, train, test, fit options) to continue the run in ``--out``: everything but the engine
-    flags and ``--epochs`` (the total to reach) comes from the run itself."""
-    built = (
-        "spec",
-        "model",
-        "z_dim",
-        "beta",
-        "prior",
-        "likelihood",
-        "guide",
-        "network",
-        "method",
-        "visible",
-        "hidden",
-        "layer_hidden",
-        "dataset",
-        "data",
-        "root",
-        "limit",
-        "test_limit",
-        "dequantize",
-        *(k for k in FIT_FLAGS if k not in RESUME_FLAGS),
-    )
-    changed = [f"--{flag.replace('_', '-')}" for flag in built if getattr(args, flag, None)] + list(extra)
-    if changed:
-        raise ValueError(
-            f"--resume continues the run in {args.out} as it was built and fitted; drop {' '.join(changed)}"
-        )
+    """(model, train, test, fit options) to continue the run in ``--out``, built from the run itself.
+
+    The training command may be given again with ``--resume``: options equal to the run's are accepted, one
+    that differs is refused naming both values; ``--epochs`` sets the total to reach (the run's own by
+    default), ``--lr`` and ``--clip-norm`` may change (the run records them), the engine flags are free.
+    """
     spec = read_spec(args.out)
     source = data_source_of(spec)
     if source is None:
         raise ValueError(f"{args.out} does not record its data, so it cannot be resumed from the command line")
+    model_spec, fit, given_data = command_spec(args, extra)
     train, test = load_data(source, "train"), load_data(source, "test")
     model = build_run_model(spec, args.out)
+    differ = [
+        f"{_flag(key)} {_shown(ours)} (the run's: {_shown(theirs)})"
+        for key, (ours, theirs) in spec_differences(
+            model_spec, build_model(model_spec, train.shape, train), model
+        ).items()
+    ]
+    ours = data_source(args, given_data)
+    differ += [
+        f"{_flag(key)} {_shown(ours.get(key))} (the run's: {_shown(source.get(key))})"
+        for key in _data_keys(given_data)
+        if ours.get(key) != source.get(key)
+    ]
+    recorded = spec.get("fit", {})
+    options = {k: v for k, v in fit.items() if k in RESUME_FLAGS or k in CHANGEABLE_ON_RESUME}
+    for key, value in fit.items():
+        if key in RESUME_FLAGS or key not in recorded or value == recorded[key]:
+            continue
+        if key == "binarize" and value == "auto":
+            continue
+        if key in CHANGEABLE_ON_RESUME and value == FIT_DEFAULTS[key]:  # fit reads its default as 'not asked'
+            differ.append(
+                f"{_flag(key)} {value} (the run's: {recorded[key]}; this is fit's default, which a resumed fit "
+                "reads as 'keep the run's')"
+            )
+        elif key not in CHANGEABLE_ON_RESUME:
+            differ.append(f"{_flag(key)} {_shown(value)} (the run's: {_shown(recorded[key])})")
+    if differ:
+        raise ValueError(
+            f"--resume continues the run in {args.out} as it was built and fitted, and this command changes "
+            f"{'; '.join(differ)}: give the run's values or leave them out (--epochs may grow; --lr and "
+            "--clip-norm may change), or start a new run with --overwrite"
+        )
+    options.setdefault("epochs", recorded.get("epochs", FIT_DEFAULTS["epochs"]))
     model.fit_record.data_source = source
-    return model, train, test, {k: getattr(args, k) for k in RESUME_FLAGS if getattr(args, k) is not None}
+    return model, train, test, options
+
+
+def _flag(key: str) -> str:
+    return "--model" if key == "name" else f"--{key.replace('_', '-')}"
+
+
+def _shown(value: object) -> str:
+    """A value as it is typed on the command line: lists spaced, parts by their options."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    if isinstance(value, dict):  # a part: its name, then the options it was given
+        return " ".join([str(value.get("name")), *(f"{k}={v}" for k, v in value.items() if k != "name")])
+    return str(value)
 
 
 def _run_test_data(args: argparse.Namespace, spec: dict, dequantized: bool = True) -> ImageDataset:
@@ -508,7 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its last checkpoint, up to --epochs in all",
+        help="continue the run in --out from its last checkpoint, up to --epochs in all (the run's own by default); "
+        "the training command may be given again: options must equal the run's, but --lr and --clip-norm may change",
     )
     p.add_argument(
         "--overwrite",

@@ -124,3 +124,26 @@ def build_model(model_spec: dict[str, Any], x_shape: Sequence[int], data: Any = 
         return cls(x_shape=tuple(x_shape), **spec)
     except TypeError as error:
         raise ValueError(f"bad [model] spec for {cls.__name__}: {error}") from None
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """A config value as JSON holds it, a part with every option its default does not give filled in."""
+    if key in REGISTRIES and value is not None:
+        part = normalize_spec(value, key)
+        value = {"name": part["name"], **REGISTRIES[key].options(part["name"]), **part}
+    return json.loads(json.dumps(value, default=list))
+
+
+def spec_differences(
+    model_spec: dict[str, Any], model: LatentVariableModel, run: LatentVariableModel
+) -> dict[str, tuple[Any, Any]]:
+    """key -> (``model``'s value, ``run``'s value) for each key of a ``[model]`` table where the model it
+    built differs from a run's model: what a resumed run must not change."""
+    if type(model) is not type(run):
+        return {"name": (type(model).__name__, type(run).__name__)}
+    ours, theirs = model.config(), run.config()
+    differ = {}
+    for key in model_spec:
+        if key != "name" and _comparable(key, ours.get(key)) != _comparable(key, theirs.get(key)):
+            differ[key] = (ours.get(key), theirs.get(key))
+    return differ

@@ -134,15 +134,40 @@ def test_resume_without_a_checkpoint_is_explained(tmp_path):
         ppvae.VAE(**SMALL).fit(small_data(), resume=True, out=tmp_path, progress=False)
 
 
-def test_cli_resume_continues_the_recorded_run(tmp_path, capsys):
+def test_cli_resume_takes_the_command_it_resumes(tmp_path, capsys):
     np.save(tmp_path / "images.npy", (small_data(300).numpy() * 255).astype(np.uint8))
-    data = ["--data", str(tmp_path / "images.npy"), "--z-dim", "2", "--hidden", "16", "--quiet"]
+    data = ["--data", str(tmp_path / "images.npy"), "--z-dim", "2", "--hidden", "16", "--seed", "3", "--quiet"]
     assert main(["train", *data, "--epochs", "2", "--out", str(tmp_path / "straight")]) == 0
     assert main(["train", *data, "--epochs", "1", "--out", str(tmp_path / "resumed")]) == 0
-    assert main(["train", "--resume", "--epochs", "2", "--quiet", "--out", str(tmp_path / "resumed")]) == 0
+    # the training command again, with --resume added and more epochs: bit for bit the straight run
+    assert main(["train", *data, "--epochs", "2", "--resume", "--out", str(tmp_path / "resumed")]) == 0
     assert_same_weights(weights_of(ppvae.load(tmp_path / "straight")), weights_of(ppvae.load(tmp_path / "resumed")))
-    assert main(["train", "--resume", "--z-dim", "3", "--out", str(tmp_path / "resumed")]) == 2
-    assert "drop --z-dim" in capsys.readouterr().err
+    changed = ["--z-dim", "3", "--prior", "laplace", "--seed", "4", "--batch-size", "64", "--limit", "200"]
+    assert main(["train", *data, *changed, "--resume", "--out", str(tmp_path / "resumed")]) == 2
+    err = capsys.readouterr().err
+    for named in ("--z-dim 3 (the run's: 2)", "--prior laplace (the run's: normal)", "--seed 4 (the run's: 3)"):
+        assert named in err
+    assert "--batch-size 64 (the run's: 128)" in err and "--limit 200 (the run's: None)" in err
+    assert err.count("\n") == 1
+    # a plain --resume reaches the run's own epochs; --lr may change, and the run records it
+    run = tmp_path / "short"
+    assert main(["train", *data, "--epochs", "1", "--out", str(run)]) == 0
+    spec = json.loads((run / "spec.json").read_text())
+    spec["fit"]["epochs"] = 3  # as a run killed after its first epoch records it
+    (run / "spec.json").write_text(json.dumps(spec))
+    assert main(["train", "--resume", "--quiet", "--lr", "0.0005", "--out", str(run)]) == 0
+    assert len(ppvae.load(run).history) == 3 and json.loads((run / "spec.json").read_text())["fit"]["lr"] == 0.0005
+
+
+def test_a_resumed_fit_refuses_options_that_differ_from_its_run(tmp_path):
+    x = small_data(128)
+    ppvae.VAE(**SMALL).fit(x, epochs=1, batch_size=32, seed=5, out=tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match=r"fitted with batch_size=32, and this call asks for batch_size=64"):
+        ppvae.VAE(**SMALL).fit(x, epochs=2, batch_size=64, resume=True, out=tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match=r"fitted with elbo='trace', and this call asks for elbo='iwae'"):
+        ppvae.VAE(**SMALL).fit(x, epochs=2, elbo="iwae", resume=True, out=tmp_path / "run", progress=False)
+    model = ppvae.VAE(**SMALL).fit(x, epochs=2, lr=1e-4, resume=True, out=tmp_path / "run", progress=False)
+    assert model.fit_record.options["lr"] == 1e-4 and model.fit_record.options["seed"] == 5
 
 
 # -- divergence ---------------------------------------------------------------------------------------

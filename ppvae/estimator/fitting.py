@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +168,9 @@ RECORDED = (
 )
 """The options a run folder records, and that a resumed run takes from it (``epochs`` from the call)."""
 
+CHANGEABLE_ON_RESUME = ("lr", "clip_norm")
+"""What a resumed run may change when asked (what a divergence's advice asks for); the run records the new value."""
+
 
 # -- data ----------------------------------------------------------------------------------------------
 
@@ -303,6 +307,8 @@ def run_job(fabric, job: FitJob) -> dict[str, Any]:
     )
     if job.state is not None:  # resume: the optimizer and step where they were, up to ``epochs`` in all
         optimizer.load_state_dict(job.state["optimizer"])
+        for group in optimizer.param_groups:  # the run's rate, or the one a resumed fit changed it to
+            group["lr"] = options["lr"]
         first_epoch, last_epoch, global_step = job.state["epoch"] + 1, options["epochs"], job.state["global_step"]
     else:  # a fresh fit, or ``epochs`` more for a fitted model (a fresh optimizer)
         first_epoch, global_step = len(job.record.history) + 1, 0
@@ -389,14 +395,35 @@ def _resume(
     state = _resume_state(model, out)
     if out is not None:
         recorded = runs.read_spec(out).get("fit", {})
-        options.update({k: recorded[k] for k in RECORDED if k in recorded and k != "epochs"})
-        options["binarize"] = recorded.get("binarize", options["binarize"])
+        options.update(resumed_options(model, options, recorded, out))
         if validation is None and isinstance(recorded.get("validation"), float):
             validation = recorded["validation"]  # the same seeded split as before
     model.load_state_dict(state["model"])
     record.history = copy.deepcopy(state["history"])
     record.snapshots = dict(state.get("snapshots") or {})
     return state, validation
+
+
+def resumed_options(model: Model, options: dict[str, Any], recorded: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The options a resumed fit runs with: the run's own, but for ``epochs`` and a changed ``lr`` or
+    ``clip_norm``. An option left at fit's default takes the run's value; one given with another value is
+    refused, naming both, unless it may change (:data:`CHANGEABLE_ON_RESUME`)."""
+    defaults = {p.name: p.default for p in inspect.signature(type(model).fit).parameters.values()}
+    resumed = {}
+    for key in (*RECORDED, "binarize"):
+        if key == "epochs" or key not in recorded:
+            continue
+        given, kept = options[key], recorded[key]
+        unasked = given == defaults.get(key) or (key == "binarize" and given == "auto")
+        if given == kept or unasked or key in CHANGEABLE_ON_RESUME:
+            resumed[key] = kept if unasked else given
+            continue
+        raise ValueError(
+            f"resume=True continues the run in {out} as it was fitted with {key}={kept!r}, and this call "
+            f"asks for {key}={given!r}: leave {key} out, or start a new run (overwrite=True); only "
+            f"{' and '.join(CHANGEABLE_ON_RESUME)} may change on resume"
+        )
+    return resumed
 
 
 def _training_batches(
