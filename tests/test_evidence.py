@@ -368,3 +368,17 @@ def test_factor_analysis_honours_the_method_it_is_given():
     assert not torch.equal(sampled, exact) and (sampled - exact).abs().max() < 0.05
     scores = fa.evaluate(test[:20], method="ais", steps=20, chains=2)
     assert scores["method"] == "ais" and abs(scores["log_px"] - scores["log_px_exact"]) < 0.1
+
+
+def test_progress_is_a_few_plain_lines_where_output_is_captured(capsys):
+    """Captured output (a log, a pipe) gets a line at each quarter, not a bar's every frame; quiet gets none."""
+    model = ppvae.VAE(x_shape=(1, 4, 4), z_dim=2, network={"name": "mlp", "hidden": [8]})
+    x = torch.bernoulli(torch.full((40, 1, 4, 4), 0.5))
+    model.fit(x, epochs=2, batch_size=4, progress=True)
+    out, err = capsys.readouterr()
+    assert "epoch 2:" in out and "\r" not in err and "epoch 1/2" not in err  # the loop's lines say it all
+    ppvae.log_evidence(model, x, num_samples=10, batch_size=1, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.count("\n") == 4 and err.splitlines()[-1].startswith("log p(x), K=10: 40/40 images")
+    ppvae.log_evidence(model, x, method="ais", chains=2, steps=10, progress=False)
+    assert capsys.readouterr().err == ""

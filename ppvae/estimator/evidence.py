@@ -22,13 +22,13 @@ from typing import Any
 
 import pyro
 import torch
-from tqdm import tqdm
 
 from ppvae.data import Data
 from ppvae.estimator.contract import Model, labels_for
 from ppvae.infer import PYRO_LOCK, seeded
 from ppvae.infer.ais import STARTS, AISEstimate, ais_log_evidence, bidirectional, simulate
 from ppvae.infer.evidence import PROPOSALS, EvidenceEstimate, estimate_log_evidence, rows_per_pass
+from ppvae.infer.progress import progress_bar
 from ppvae.infer.quadrature import QuadratureEstimate, quadrature_log_evidence
 
 METHOD_OPTIONS: dict[str, dict[str, Any]] = {
@@ -199,7 +199,7 @@ def _importance_sampling(model, data, y, c, options, binarize, seed, diagnostics
         rows = rows_per_pass(memory_mb, model.x_dim)
         chunk_size = options["chunk_size"] or min(num_samples, rows)
         batch_size = options["batch_size"] or max(1, min(x.shape[0], rows // chunk_size))
-        bar = tqdm(total=x.shape[0], desc=f"log p(x), K={num_samples}", unit="image", disable=not progress, leave=False)
+        bar = progress_bar(x.shape[0], f"log p(x), K={num_samples}", "image", progress)
         with seeded(seed, x.device), bar, pyro.validation_enabled(False):
             estimate = estimate_log_evidence(
                 model.model,
@@ -219,7 +219,7 @@ def _importance_sampling(model, data, y, c, options, binarize, seed, diagnostics
 def _quadrature(model, data, y, c, options, binarize, seed, diagnostics, progress):
     _whole_number("batch_size", options["batch_size"])
     with scoring(model, data, y, c, binarize, seed) as (x, c):
-        bar = tqdm(total=x.shape[0], desc="log p(x), quadrature", unit="image", disable=not progress, leave=False)
+        bar = progress_bar(x.shape[0], "log p(x), quadrature", "image", progress)
         with bar, pyro.validation_enabled(False):
             estimate = quadrature_log_evidence(
                 model.model, model.guide, x, c, batch_size=options["batch_size"], progress=bar.update
@@ -256,13 +256,7 @@ def _ais(model, data, y, c, options, binarize, seed, progress) -> AISEstimate:
         rows = rows_per_pass(64 if x.device.type == "cpu" else 1024, model.x_dim)
         batch_size = options["batch_size"] or max(1, rows // chains)
         batches = math.ceil(x.shape[0] / batch_size)
-        bar = tqdm(
-            total=batches * steps,
-            desc=f"log p(x), AIS {chains}x{steps}",
-            unit="step",
-            disable=not progress,
-            leave=False,
-        )
+        bar = progress_bar(batches * steps, f"log p(x), AIS {chains}x{steps}", "step", progress)
         with seeded(seed, x.device), bar, pyro.validation_enabled(False):
             return ais_log_evidence(
                 model.model,
@@ -309,9 +303,7 @@ def bdmc(
         else None
     )
     c = model.condition(None, None if labels is None else labels.to(model.device))
-    bar = tqdm(
-        total=2 * steps, desc=f"BDMC, AIS {chains}x{steps} both ways", unit="step", disable=not progress, leave=False
-    )
+    bar = progress_bar(2 * steps, f"BDMC, AIS {chains}x{steps} both ways", "step", progress)
     with scoring(model), seeded(seed, model.device), bar, pyro.validation_enabled(False):
         z, x = simulate(model.model, model.guide, like, c)
         estimate = bidirectional(

@@ -30,10 +30,10 @@ import pyro
 import torch
 from lightning_fabric import Fabric
 from torch import nn
-from tqdm import tqdm
 
 from ppvae.infer.batches import LoaderBatches, TensorBatches
 from ppvae.infer.launch import plain_cuda_check
+from ppvae.infer.progress import progress_bar
 from ppvae.infer.random import derive_seed
 from ppvae.infer.threads import PYRO_LOCK, locked_iter, serialised
 
@@ -153,13 +153,8 @@ class TrainingLoop:
             losses = torch.zeros(steps, device=fabric.device)
             checked = 0
             arguments: dict[str, Any] = {}
-            bar = tqdm(
-                total=per_rank * world,
-                desc=f"epoch {epoch}/{last_epoch}",
-                unit="img",
-                disable=not show,
-                leave=False,
-                dynamic_ncols=True,
+            bar = progress_bar(
+                per_rank * world, f"epoch {epoch}/{last_epoch}", "img", show, lines=0, dynamic_ncols=True
             )
             with bar, warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)  # ours says more
