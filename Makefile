@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint data bench bench-gpu clean
+.PHONY: demo test lint data docs bench bench-gpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ lint: $(STAMP)
 test: lint data
 	$(PY) -m pytest
 
+# The documentation site, offline, into site/ (strict: a broken link or reference fails).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	@echo "open site/index.html"
+
 bench: data
 	$(PY) benchmarks/train_speed.py --devices 2
 	$(PY) benchmarks/evidence_speed.py
@@ -49,4 +54,4 @@ bench-gpu: data
 	$(PY) benchmarks/device_speed.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

@@ -1,16 +1,16 @@
 """Numbers about a latent space and about samples: what the course material measures, one call each.
 
-- :func:`encodings`: posterior means and scales of q(z | x) for a dataset, in batches;
-- :func:`active_units`: dimensions whose posterior mean varies across the data,
+- `encodings`: posterior means and scales of q(z | x) for a dataset, in batches;
+- `active_units`: dimensions whose posterior mean varies across the data,
   Var_x E_q[z_d] > 0.01 (Burda, Grosse & Salakhutdinov, 2016) - the rest collapsed onto the prior;
-- :func:`knn_accuracy`: how well the latent means separate the classes, by k-nearest neighbours;
-- :func:`mmd` / :func:`mmd_test`: maximum mean discrepancy between two sets of images, Gaussian kernel
+- `knn_accuracy`: how well the latent means separate the classes, by k-nearest neighbours;
+- `mmd` / `mmd_test`: maximum mean discrepancy between two sets of images, Gaussian kernel
   with the median-heuristic bandwidth, and a permutation test's p-value;
-- :func:`anomaly_scores` and :func:`auroc`: per-image log-likelihood as an outlier score, and how well
+- `anomaly_scores` and `auroc`: per-image log-likelihood as an outlier score, and how well
   it separates two sets;
 - walks through z, as tensors of images for the classic figures (``ppvae.plot`` draws them):
-  :func:`manifold`, :func:`traverse`, :func:`interpolate`, :func:`attribute`, :func:`uncertainty`,
-  and :func:`project` for two dimensions of many.
+  `manifold`, `traverse`, `interpolate`, `attribute`, `uncertainty`,
+  and `project` for two dimensions of many.
 
 Everything works through the models' public API, so it applies to any ppvae model with a latent.
 """

@@ -35,7 +35,7 @@ def evaluation_table(
 ) -> str:
     """Test ELBO and its parts per example, with standard errors, in nats; log p(x) and bits/dim where measured.
 
-    ``levels=256`` for a density on grey levels scaled to [0, 1] (see :func:`ppvae.bits_per_dim`). With
+    ``levels=256`` for a density on grey levels scaled to [0, 1] (see `ppvae.bits_per_dim`). With
     ``point_mass`` (an autoencoder's guide) the rows say what its terms are: the objective at the code, which
     bounds nothing, and -log p(z) where a spread guide has its KL.
     """

@@ -1,6 +1,6 @@
 """Datasets, binarisation and loaders: the bottom layer of ppvae.
 
-``load(name_or_path, split=...)`` returns an :class:`ImageDataset` for the named
+``load(name_or_path, split=...)`` returns an `ImageDataset` for the named
 datasets (MNIST, Fashion-MNIST, KMNIST, EMNIST letters) or for a user's own
 array file or image folder.
 """
@@ -61,7 +61,7 @@ def load(
     torchvision if ``download``. ``limit`` keeps the first ``limit`` images.
     A path (.npy, .pt or a folder of images) loads everything; use
     ``ImageDataset.random_split`` to hold some out. With ``lazy=True`` a .npy is memory-mapped
-    and a folder decoded image by image as training asks (:class:`NpyImages`, :class:`FolderImages`):
+    and a folder decoded image by image as training asks (`NpyImages`, `FolderImages`):
     memory stays flat however large the data.
     """
     text = str(name)

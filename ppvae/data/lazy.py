@@ -1,6 +1,6 @@
 """Datasets read lazily from disk, for data that should not (or cannot) sit in memory.
 
-:class:`NpyImages` memory-maps a ``.npy`` array; :class:`FolderImages` decodes
+`NpyImages` memory-maps a ``.npy`` array; `FolderImages` decodes
 image files as they are asked for. Both are map-style torch datasets that
 hold a path, not the pixels, so they pickle in bytes to the processes of a
 data-parallel run, and each process opens the file itself. Items are uint8 or

@@ -155,7 +155,7 @@ def load_combined(name: str, split: str, root: str | Path | None, download_missi
 def load_named(
     name: str, split: str = "train", root: str | Path | None = None, download_missing: bool = True
 ) -> ImageDataset:
-    """Load a named dataset's ``split`` ("train" or "test") as an :class:`ImageDataset`."""
+    """Load a named dataset's ``split`` ("train" or "test") as an `ImageDataset`."""
     if name.lower() in COMBINED:
         return load_combined(name.lower(), split, root, download_missing)
     spec = resolve_name(name)

@@ -1,8 +1,8 @@
 """`LatentVariableModel`: the estimator API every ppvae model shares.
 
 A subclass supplies its two Pyro programs, ``model(x, c, kl_weight)`` and
-``guide(x, c, kl_weight)``, its :class:`Capabilities` line and the parts the programs
-are built from (:mod:`ppvae.estimator.contract` says what the machinery may use);
+``guide(x, c, kl_weight)``, its `Capabilities` line and the parts the programs
+are built from (`ppvae.estimator.contract` says what the machinery may use);
 this class gives it scikit-learn's habits: ``fit`` (returns the model), ``encode``,
 ``decode``, ``reconstruct``, ``sample``, ``evaluate``, ``log_evidence``, ``save``.
 Public methods take labels as ``y=`` and a ready condition as ``c=``; every program
@@ -10,7 +10,7 @@ and hook names the condition ``c``. Each instance registers its networks with Py
 under a name of its own, so two models in one process never share weights through
 Pyro's global parameter store, and its entries leave the store when the model is
 garbage collected. Threads may share models: fitting, scoring and sampling take
-turns (see :mod:`ppvae.infer.threads`).
+turns (see `ppvae.infer.threads`).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class LatentVariableModel(nn.Module):
 
     def condition(self, x: torch.Tensor | None, y: torch.Tensor | None, train: bool = False) -> torch.Tensor | None:
         """The condition hook: the ``c`` the programs take for images ``x`` (as scored) and labels ``y``
-        (checked by :func:`labels_for`). None here: a model without a condition."""
+        (checked by `labels_for`). None here: a model without a condition."""
         return None
 
     def likelihood_mean(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
@@ -226,12 +226,14 @@ class LatentVariableModel(nn.Module):
         held out, or a dataset) is scored too and chooses the weights the model ends with;
         ``early_stopping=P`` stops after P epochs without a better validation ELBO.
         ``out`` writes the run folder after every epoch, atomically; ``resume=True`` continues
-        its last checkpoint (or this model's last fit) exactly, up to ``epochs`` in all. A folder that
+        its last checkpoint (or this model's last fit) exactly, up to ``epochs`` in all, with the run's own
+        options: one given with another value is refused, naming both, but ``lr`` and ``clip_norm`` may
+        change (and are recorded); an option left at its default takes the run's value. A folder that
         holds anything is refused unless it is this model's own run (fitted into, loaded from or saved
         to), or ``resume``, or ``overwrite=True`` (which first removes the old run's files); a fit holds
         the folder's lock, so a second training into it is refused.
         A fit that fails leaves the model as it was: its weights, device and ``fit_record``.
-        A non-finite loss stops training with :class:`TrainingDiverged`, the last finite weights kept.
+        A non-finite loss stops training with `TrainingDiverged`, the last finite weights kept.
         ``snapshot_epochs=[1, 5, 10]`` keeps the latent means of the first 2,000 test images after
         those epochs in ``fit_record.snapshots`` (the "latent over training" figure,
         ``ppvae.plot(model, "training")``).
@@ -412,7 +414,7 @@ class LatentVariableModel(nn.Module):
         return {key: torch.cat(values) for key, values in parts.items()}
 
     def log_evidence(self, data: Data, num_samples: int | None = None, **options: Any):
-        """log p(x) per example in nats, by one method with only its options: see :func:`ppvae.log_evidence`."""
+        """log p(x) per example in nats, by one method with only its options: see `ppvae.log_evidence`."""
         return evidence.log_evidence(self, data, num_samples, **options)
 
     def exact_log_evidence(self, data: Data) -> torch.Tensor | None:

@@ -5,9 +5,9 @@ A model is two Pyro programs with its sample sites in a plate named ``"data"``,
     model(x, c=None, kl_weight=1.0)        p(z | c) p(x | z, c)
     guide(x, c=None, kl_weight=1.0)        q(z | x, c)
 
-any number of latent sites among them, plus the few members :class:`Model` lists: one
-:class:`Capabilities` line, the one condition hook, and the views of its parts that
-figures and ``encode`` need. What a fit leaves behind is one :class:`FitRecord`. The
+any number of latent sites among them, plus the few members `Model` lists: one
+`Capabilities` line, the one condition hook, and the views of its parts that
+figures and ``encode`` need. What a fit leaves behind is one `FitRecord`. The
 machinery reads nothing else of a model and never names a model class; a new model
 is its programs, its capabilities line, and the contract test (``tests/test_contract.py``).
 """

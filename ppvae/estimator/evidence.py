@@ -148,7 +148,7 @@ def log_evidence(
     prior, so that a posterior mode q misses cannot blow the variance up). ``batch_size`` examples
     times ``chunk_size`` samples go through the model at once; left unset they are chosen to fit
     ``memory_mb`` (default 64 on the CPU, where chunks of a few thousand rows stay in cache and run
-    fastest, and 1024 on a GPU). With ``diagnostics=True`` the result is an :class:`EvidenceEstimate`
+    fastest, and 1024 on a GPU). With ``diagnostics=True`` the result is an `EvidenceEstimate`
     that also holds the effective sample size and (unless ``pareto_k=False``, which skips a fit per
     example) the PSIS k-hat per example and the seconds it took. K = 1 is an unbiased estimate of the
     ELBO; the estimate rises toward log p(x) as K grows.
@@ -157,12 +157,12 @@ def log_evidence(
     distributions with HMC moves of ``leapfrog_steps`` steps over all latent sites at once, starting
     from ``proposal`` ("guide" or "prior"). Slower than IS by about steps x leapfrog_steps /
     num_samples x chains, and far closer where q(z | x) misses part of the posterior;
-    ``diagnostics=True`` returns an :class:`AISEstimate` with the standard error across chains and
+    ``diagnostics=True`` returns an `AISEstimate` with the standard error across chains and
     the HMC acceptance rates.
 
     ``"quadrature"``: exact (to the refinement error it reports) for a total latent dimension of 1 or
     2: a dense grid over the prior's bulk and every posterior, whatever the prior, likelihood or
-    network (``diagnostics=True`` returns a :class:`QuadratureEstimate`). ``"exact"``: the closed form.
+    network (``diagnostics=True`` returns a `QuadratureEstimate`). ``"exact"``: the closed form.
     """
     if method is None:
         method = "is" if num_samples is not None else default_method(model)
@@ -286,7 +286,7 @@ def bdmc(
     """Bidirectional Monte Carlo (Grosse et al., 2015): simulate ``num_images`` images from the model, then
     bound each one's log p(x) from below (forward AIS) and above (reverse AIS from the z that drew it).
 
-    Returns the simulated images and the :class:`AISEstimate` whose ``log_evidence`` is the lower bound and
+    Returns the simulated images and the `AISEstimate` whose ``log_evidence`` is the lower bound and
     ``upper`` the upper one. A small gap says AIS with these settings is accurate on this model's own data,
     and so, presumably, on real images near it. Labels ``y`` (by default the classes in turn) for a model
     conditioned on labels; every latent site is simulated and annealed.

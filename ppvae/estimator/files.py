@@ -3,7 +3,7 @@
 Every write is atomic: a temporary file in the same folder, fsync, ``os.replace``,
 then fsync of the folder, so a reader sees the old file or the new one, never a
 torn one, and a symlink at the path is replaced, never followed. A Ctrl-C can be
-held until a group of writes is whole (:func:`interrupt_after`). :class:`RunLock`
+held until a group of writes is whole (`interrupt_after`). `RunLock`
 is an exclusive claim on a folder that dies with its process.
 """
 

@@ -7,7 +7,7 @@ images, validates the programs with Pyro, and records the options. After every
 epoch (on rank 0) it evaluates held-out data, keeps the best weights when a
 validation set chooses them, and writes the run folder atomically.
 
-A :class:`FitJob` holds everything a training process needs and pickles, so
+A `FitJob` holds everything a training process needs and pickles, so
 the same job runs in place on one device or in each process of a
 data-parallel run; rank 0's result comes back to the caller's model.
 """
@@ -82,7 +82,7 @@ def writes_run_folder() -> bool:
 
 @contextlib.contextmanager
 def claimed(record: FitRecord, out: str | Path | None, resume: bool, overwrite: bool):
-    """The run folder checked before anything trains (see :func:`runs.check_run_folder`) and locked
+    """The run folder checked before anything trains (see `runs.check_run_folder`) and locked
     for the whole fit, so that two trainings never write one folder. A model may go on writing its own
     run (``record.folder``: the folder it was fitted into, loaded from or saved to), as resuming does."""
     if out is None or not writes_run_folder():
@@ -407,7 +407,7 @@ def _resume(
 def resumed_options(model: Model, options: dict[str, Any], recorded: dict[str, Any], out: Path) -> dict[str, Any]:
     """The options a resumed fit runs with: the run's own, but for ``epochs`` and a changed ``lr`` or
     ``clip_norm``. An option left at fit's default takes the run's value; one given with another value is
-    refused, naming both, unless it may change (:data:`CHANGEABLE_ON_RESUME`)."""
+    refused, naming both, unless it may change (`CHANGEABLE_ON_RESUME`)."""
     defaults = {p.name: p.default for p in inspect.signature(type(model).fit).parameters.values()}
     resumed = {}
     for key in (*RECORDED, "binarize"):
@@ -540,7 +540,7 @@ def fit(
 
 def _finish(model: Model, record: FitRecord, result: dict[str, Any], world_size: int, out: Path | None) -> FitRecord:
     """The training's result on the caller's model and record: rank 0's weights and history, the best epoch's
-    weights under validation, the run's figures, or :class:`TrainingDiverged`."""
+    weights under validation, the run's figures, or `TrainingDiverged`."""
     if world_size > 1:  # the processes trained copies; rank 0's come back
         model.load_state_dict(result["state_dict"])
         record.history = result["history"]

@@ -5,13 +5,13 @@
     checkpoint.pt   the last epoch's training state: weights, optimizer, epoch, step, seed, history
     metrics.jsonl   one JSON record per epoch
     logs/           the engine's loggers: csv/metrics.csv always, tensorboard/ when it is installed
-    *.png           training curves, samples, reconstructions (:mod:`ppvae.estimator.figures`)
+    *.png           training curves, samples, reconstructions (`ppvae.estimator.figures`)
 
-Every file is written atomically (:mod:`ppvae.estimator.files`). The spec goes
+Every file is written atomically (`ppvae.estimator.files`). The spec goes
 first, so a kill after the first checkpoint leaves a run that resumes. ``.pt``
 files hold only tensors and plain containers: ``torch.load(..., weights_only=True)``
 reads them. A model enters only through its contract: its class name, ``config()``,
-its weights and the :class:`FitRecord` of its fit.
+its weights and the `FitRecord` of its fit.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def save_run(model: Any, record: FitRecord, directory: str | Path, figures: bool
 
 
 def read_spec(directory: str | Path) -> dict[str, Any]:
-    """A run folder's spec, checked (see :func:`validate_spec`)."""
+    """A run folder's spec, checked (see `validate_spec`)."""
     path = Path(directory) / SPEC
     if not path.exists():
         raise FileNotFoundError(f"{directory} is not a ppvae run folder: it has no {SPEC}")

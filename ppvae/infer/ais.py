@@ -13,7 +13,7 @@ leaving f_t invariant; the step size is one per image, nudged after every move t
 acceptance rate of 0.65 as Wu et al. (2017) do for decoder-based models. Everything is
 vectorised over images and chains: one model evaluation per leapfrog step per batch. A model
 with several latent sites is annealed over all of them at once, z being their values laid end
-to end (:class:`ppvae.infer.traces.LatentSpace`); starting from the guide needs a guide that
+to end (`ppvae.infer.traces.LatentSpace`); starting from the guide needs a guide that
 can score any point, log q(z | x) at z it did not draw.
 
 Run backwards from an exact posterior sample (which data simulated from the model provide:
@@ -230,8 +230,8 @@ def bidirectional(
     model: Callable, guide: Callable, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None = None, **options
 ) -> AISEstimate:
     """Forward AIS (a stochastic lower bound) and reverse AIS from the exact posterior samples ``z`` (an upper
-    bound, in ``upper``) of log p(x) for data ``x`` simulated with them (see :func:`simulate`). ``options`` are
-    :func:`ais_log_evidence`'s; the reverse chains take the forward chains' settings and final step sizes."""
+    bound, in ``upper``) of log p(x) for data ``x`` simulated with them (see `simulate`). ``options`` are
+    `ais_log_evidence`'s; the reverse chains take the forward chains' settings and final step sizes."""
     forward = ais_log_evidence(model, guide, x, c, **options)
     chains, batch_size = forward.chains, options.get("batch_size", 100)
     betas = sigmoid_schedule(forward.steps).flip(0)

@@ -5,13 +5,13 @@ Two sources, one contract (``batches(epoch)`` yields ``(x, c)`` on the device,
 is built by the ``conditioner(x, y)`` from its images (after the transform) and
 its labels y, if the data has any:
 
-- :class:`TensorBatches`, the fast path: images already in one tensor on the
+- `TensorBatches`, the fast path: images already in one tensor on the
   device, batches are index slices of it, no DataLoader;
-- :class:`LoaderBatches`: any map-style ``torch.utils.data.Dataset`` (a folder
+- `LoaderBatches`: any map-style ``torch.utils.data.Dataset`` (a folder
   read lazily, a memory-mapped array) through a ``DataLoader``, so memory does
   not grow with the dataset.
 
-Both draw the epoch's order from :func:`shard_order`: one permutation seeded by
+Both draw the epoch's order from `shard_order`: one permutation seeded by
 (seed, epoch), padded to a multiple of the number of processes and dealt out
 like cards, as ``DistributedSampler`` does. With a global batch of B, the B
 images of step k on P processes are exactly those of step k on one process.
@@ -128,7 +128,7 @@ class TensorBatches:
 
 
 class ShardSampler(Sampler[int]):
-    """:func:`shard_order` as a sampler for a DataLoader; call ``set_epoch`` before each epoch."""
+    """`shard_order` as a sampler for a DataLoader; call ``set_epoch`` before each epoch."""
 
     def __init__(self, num_examples: int, seed: int, world_size: int = 1, rank: int = 0):
         self.num_examples, self.seed, self.world_size, self.rank = num_examples, seed, world_size, rank
@@ -150,7 +150,7 @@ class LoaderBatches:
 
     Items are images or (image, label) pairs; ``prepare`` turns a collated batch of images
     into float images on the device (uint8 arrives as is and is scaled there: a quarter of
-    the bytes to move). ``transform`` and ``conditioner`` act as for :class:`TensorBatches`.
+    the bytes to move). ``transform`` and ``conditioner`` act as for `TensorBatches`.
     """
 
     dataset: Dataset

@@ -140,7 +140,7 @@ def pareto_k(log_weights: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class EvidenceEstimate:
-    """Per-example results of :func:`estimate_log_evidence`, all float64 on the CPU, shape (N,)."""
+    """Per-example results of `estimate_log_evidence`, all float64 on the CPU, shape (N,)."""
 
     log_evidence: torch.Tensor
     num_samples: int

@@ -119,7 +119,7 @@ def make_fabric(
     precision: str = "32-true",
     loggers: Sequence[Any] = (),
 ) -> Fabric:
-    """A Fabric for the loop, its arguments checked first (see :func:`check_engine`)."""
+    """A Fabric for the loop, its arguments checked first (see `check_engine`)."""
     accelerator, strategy = check_engine(accelerator, devices, strategy, precision)
     quiet_engine_logs()  # on a GPU, one process too: Fabric's note on TF32 matmuls would print in every notebook
     with warnings.catch_warnings():

@@ -7,13 +7,13 @@ and runs epochs:
     loss = objective.differentiable_loss(model, guide, x, c, **step_arguments(step))
     backward (scaled by the number of processes), optional clipping, one optimizer step
 
-The loss is a module holding the parameters (:class:`ObjectiveModule`, Pyro's
+The loss is a module holding the parameters (`ObjectiveModule`, Pyro's
 ``ELBOModule`` pattern), so DDP sees the forward and synchronises gradients.
 Fabric brings devices, processes, precision and clipping; the loop brings
 what SVI needs: noise drawn from per-(seed, epoch, rank) streams, a
 collective stop on a non-finite loss or parameter that puts back the last
 finite weights, and one hook per epoch where the caller evaluates, logs,
-checkpoints and may ask to stop. Each step holds :data:`PYRO_LOCK`, so another
+checkpoints and may ask to stop. Each step holds `PYRO_LOCK`, so another
 thread may score a model between steps without disturbing either.
 """
 

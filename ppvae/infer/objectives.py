@@ -4,7 +4,7 @@
 E[log (1/K) sum_k p(x, z_k) / q(z_k | x)] with K = ``num_particles``. Pyro's
 ``RenyiELBO(alpha=0)`` is documented as this bound; the tests check that, for
 programs whose sites all live in the ``"data"`` plate, its loss and gradients
-equal :class:`IWAE`'s on the same draws. :class:`IWAE` is kept because the
+equal `IWAE`'s on the same draws. `IWAE` is kept because the
 training loop needs a ``differentiable_loss``, which ``RenyiELBO`` lacks.
 """
 

@@ -61,7 +61,7 @@ def on_terminal(stream: Any = None) -> bool:
 def progress_bar(
     total: int, desc: str, unit: str, enabled: bool = True, lines: int = PLAIN_LINES, **options: Any
 ) -> tqdm | PlainProgress:
-    """A tqdm bar on a terminal; elsewhere :class:`PlainProgress` with ``lines`` milestones; nothing when not
+    """A tqdm bar on a terminal; elsewhere `PlainProgress` with ``lines`` milestones; nothing when not
     ``enabled``. ``options`` go to tqdm."""
     if enabled and on_terminal():
         return tqdm(total=total, desc=desc, unit=unit, leave=False, **options)

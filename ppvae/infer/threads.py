@@ -24,7 +24,7 @@ PYRO_LOCK = threading.RLock()
 
 
 def serialised(function: F) -> F:
-    """``function`` run under :data:`PYRO_LOCK`."""
+    """``function`` run under `PYRO_LOCK`."""
 
     @functools.wraps(function)
     def locked(*args, **kwargs):

@@ -1,8 +1,8 @@
 """Reading a model/guide pair through Pyro traces: its latent sites as one vector per example.
 
 Every estimator here reads the programs the same way: trace the guide, replay the model on
-the guide's values (:func:`traced_pair`), and keep the sample sites. A model may have any
-number of latent sites (a hierarchy z2 -> z1 -> x, a label beside z); :class:`LatentSpace`
+the guide's values (`traced_pair`), and keep the sample sites. A model may have any
+number of latent sites (a hierarchy z2 -> z1 -> x, a label beside z); `LatentSpace`
 lays them end to end as one flat vector per example, of total dimension D, so that
 quadrature, annealed importance sampling and the defensive proposal work on z in R^D:
 

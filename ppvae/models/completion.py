@@ -9,7 +9,7 @@ only. Which pixels are visible follows Pyro's tutorial: 1 quadrant (bottom left)
 2 (the left half) or 3 (all but the bottom right). In training each image shows a
 number of quadrants drawn afresh at every step, so one model completes all three.
 
-:class:`CompletionNetwork` is the deterministic baseline of that tutorial, as a
+`CompletionNetwork` is the deterministic baseline of that tutorial, as a
 Pyro program with no latent variable: its guide is empty, so SVI maximises the
 likelihood itself and its ELBO is its exact log-likelihood. Where the network
 can only predict the average completion, a blur, the CVAE draws several
@@ -57,7 +57,7 @@ def quadrant_masks(x_shape: Sequence[int], device: torch.device | str = "cpu") -
 
 class Completion:
     """What both completion models share: the condition from visible pixels, the training masks,
-    completing images and the figure. Mixed into a :class:`LatentVariableModel`."""
+    completing images and the figure. Mixed into a `LatentVariableModel`."""
 
     capabilities = Capabilities(samples_from_prior=False, condition="images")  # a sample completes an image
     visible: tuple[int, ...]

@@ -5,7 +5,7 @@ A hierarchical VAE (Burda, Grosse & Salakhutdinov, 2016) has L stochastic layers
     model:  z_L ~ p(z_L | c),   z_l ~ N(mu_l(z_{l+1}, c), sigma_l(z_{l+1}, c)^2)  for l = L-1 .. 1,   x ~ p(x | z_1, c)
     guide:  z_1 ~ q(z_1 | x, c),   z_{l+1} ~ q(z_{l+1} | z_l, c)                                  for l = 1 .. L-1
 
-The network part (mlp, conv) joins x and z_1; :class:`LatentLayers` holds, for each pair of neighbouring
+The network part (mlp, conv) joins x and z_1; `LatentLayers` holds, for each pair of neighbouring
 latent layers, a network up (z_l -> the guide family's parameters for z_{l+1}) and one down (z_{l+1} -> the
 location and log-variance of p(z_l | z_{l+1})). Both take the condition c where there is one, and both accept
 any batch shape in front of the layer (the points of AIS ride in a plate of their own).
