@@ -163,6 +163,14 @@ def log_evidence(
     ``"quadrature"``: exact (to the refinement error it reports) for a total latent dimension of 1 or
     2: a dense grid over the prior's bulk and every posterior, whatever the prior, likelihood or
     network (``diagnostics=True`` returns a `QuadratureEstimate`). ``"exact"``: the closed form.
+
+    ``seed`` fixes an estimate for given memory settings and device, not whatever the chunking: the noise of
+    IS and AIS is drawn a batch of images (and, for IS, a chunk of samples) at a time, so another
+    ``batch_size``, ``chunk_size`` or ``memory_mb`` (whose defaults differ between the CPU and a GPU)
+    draws other samples and gives another estimate of the same quantity, as a second seed would: it
+    differs by the estimator's own Monte-Carlo noise, which is large on an image whose k-hat is above 0.7.
+    The draws cannot follow each image alone: Pyro's vectorised sample sites draw a whole batch from one
+    random stream.
     """
     if method is None:
         method = "is" if num_samples is not None else default_method(model)
