@@ -26,7 +26,7 @@ data: $(STAMP)
 	       fi; }
 
 demo: data
-	$(PY) -m ppvae demo
+	$(PY) -m ppvae demo --overwrite
 
 # The formatter and the linter first (seconds), then the tests.
 lint: $(STAMP)

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import ppvae
 from ppvae import viz
+from ppvae.atomic import write_text_atomic
 from ppvae.compare import Comparison
 from ppvae.data import BINARIZE_METHODS, DATASET_NAMES, ImageDataset
 from ppvae.demo import run_demo
 from ppvae.estimator import METHODS, model_names
 from ppvae.estimator.evidence import PROPOSALS, point_mass
 from ppvae.estimator.figures import run_figures
-from ppvae.estimator.files import write_text_atomic
 from ppvae.estimator.fitting import CHANGEABLE_ON_RESUME
 from ppvae.estimator.runs import CHECKPOINT, data_source_of, read_spec
 from ppvae.estimator.runs import build as build_run_model
@@ -320,9 +320,9 @@ def cmd_compare(args: argparse.Namespace) -> Comparison:
     table = comparison.to_markdown()
     print(table)
     out = Path(args.out)
-    (out / "comparison.json").write_text(json.dumps(comparison.rows, indent=2) + "\n")
+    write_text_atomic(out / "comparison.json", json.dumps(comparison.rows, indent=2) + "\n")
     figures = "".join(f"\n![{name}]({path.name})\n" for name, path in comparison.figures.items())
-    (out / "comparison.md").write_text(f"# Comparison on {test}\n\n{table}\n{figures}")
+    write_text_atomic(out / "comparison.md", f"# Comparison on {test}\n\n{table}\n{figures}")
     print(f"\nwrote {out / 'comparison.md'} and {', '.join(p.name for p in comparison.figures.values())}")
     return comparison
 
@@ -434,6 +434,7 @@ def cmd_demo(args: argparse.Namespace) -> Path:
         ais_images=args.ais_images,
         ais_steps=args.ais_steps,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
 
 
@@ -651,6 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ais-steps", type=int, default=100, metavar="T", help="AIS intermediate distributions")
     p.add_argument("--root", help="folder holding Fashion-MNIST's IDX files")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's runs in --out (make demo does)")
     add_run_options(p)
     p.set_defaults(func=cmd_demo)
     for (

@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 import ppvae
+from ppvae.atomic import write_text_atomic
 from ppvae.report import evaluation_table, run_report
 
 DATASET = "fashion-mnist"
@@ -38,9 +39,10 @@ def run_demo(
     ais_images: int = 100,
     ais_steps: int = 100,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """Train, evaluate and compare; returns the path of ``report.md``. An earlier demo's runs in ``out`` are "
-    "replaced."""
+    """Train, evaluate and compare; returns the path of ``report.md``. A folder ``out`` that holds anything is
+    refused unless ``overwrite`` replaces an earlier demo's runs (ppvae's own files only), as for ``fit``."""
     out = Path(out)
     train = ppvae.data.load(DATASET, split="train", root=root, limit=limit)
     test = ppvae.data.load(DATASET, split="test", root=root)
@@ -49,7 +51,7 @@ def run_demo(
     say = print if progress else (lambda *a, **k: None)
     say(f"ppvae demo: a VAE on {train}, {epochs} epochs; writing {out}/")
 
-    fit = dict(epochs=epochs, seed=seed, accelerator=device, progress=progress, overwrite=True)
+    fit = dict(epochs=epochs, seed=seed, accelerator=device, progress=progress, overwrite=overwrite)
     model = ppvae.VAE(x_shape=train.shape, z_dim=20)
     model.fit_record.data_source = source
     model.fit(train, binarize="dynamic", test=test, out=out, **fit)
@@ -57,8 +59,9 @@ def run_demo(
     evidence = model.evaluate(held_out, num_samples=num_samples, progress=progress)
     say(f"\nlog p(x) by AIS on the first {ais_images} test images, and BDMC bounds on {ais_images} simulated ones")
     annealed = annealed_evidence(model, test.subset(ais_images), num_samples, ais_steps, seed, progress)
-    (out / "evaluation.json").write_text(
-        json.dumps({"test": scores, f"first {evidence_images}": evidence, "ais": annealed}, indent=2) + "\n"
+    write_text_atomic(
+        out / "evaluation.json",
+        json.dumps({"test": scores, f"first {evidence_images}": evidence, "ais": annealed}, indent=2) + "\n",
     )
 
     say("\nthe comparison models: a linear VAE, factor analysis and a Normal VAE on dequantised pixels")
@@ -74,7 +77,7 @@ def run_demo(
     for name, (other, data) in others.items():
         other.fit_record.data_source = {**source, "dequantize": data is dequantized}
         if isinstance(other, ppvae.FactorAnalysis):
-            other.fit(data, out=out / name, seed=seed, progress=progress, overwrite=True)
+            other.fit(data, out=out / name, seed=seed, progress=progress, overwrite=overwrite)
         else:
             other.fit(data, out=out / name, **fit)
     models = {
@@ -86,7 +89,7 @@ def run_demo(
     comparison = ppvae.compare(
         models, held_out, num_samples=num_samples, out=out / "comparison", seed=seed, progress=progress, show=False
     )
-    (out / "comparison" / "comparison.json").write_text(json.dumps(comparison.rows, indent=2) + "\n")
+    write_text_atomic(out / "comparison" / "comparison.json", json.dumps(comparison.rows, indent=2) + "\n")
 
     figures = [f"![{name}](comparison/{path.name})" for name, path in comparison.figures.items()]
     notes = [

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ppvae.atomic import write_text_atomic
 from ppvae.estimator import LatentVariableModel, bits_per_dim, evidence
 from ppvae.estimator.evidence import reliability_warning
 
@@ -131,5 +132,5 @@ def run_report(
     for note in notes or []:
         lines += [note, ""]
     path = directory / "report.md"
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ppvae import latent, viz
+from ppvae.atomic import write_text_atomic
 from ppvae.data import ImageDataset
 from ppvae.estimator import LatentVariableModel
 from ppvae.estimator.evidence import KHAT_UNRELIABLE, POINT_MASS_ELBO, POINT_MASS_EVIDENCE, point_mass
@@ -175,8 +176,8 @@ def sweep(
     result = Sweep(parameter, rows, models)
     if out is not None:
         result.figures = _figures(result, test, variances, planes, out, projection, seed)
-        (out / "sweep.md").write_text(result.to_markdown() + "\n")
-        (out / "sweep.json").write_text(json.dumps({"parameter": parameter, "rows": rows}, indent=2) + "\n")
+        write_text_atomic(out / "sweep.md", result.to_markdown() + "\n")
+        write_text_atomic(out / "sweep.json", json.dumps({"parameter": parameter, "rows": rows}, indent=2) + "\n")
     return result
 
 

@@ -1,11 +1,12 @@
 """Figures as PNG files: image grids, originals beside reconstructions, training curves.
 
 A leaf module: it draws tensors and lists of numbers and imports nothing
-from the rest of ppvae, so every layer may use it.
+from the rest of ppvae but the atomic writer, so every layer may use it.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -15,6 +16,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
+
+from ppvae.atomic import write_bytes_atomic
 
 
 def _show(ax, images: torch.Tensor, nrow: int) -> None:
@@ -33,8 +36,12 @@ def _save(fig: Figure, path: str | Path | BinaryIO, tight: bool = True) -> Path 
     """Save as PNG to a path or an open binary file (the run folder writes through a buffer, atomically)."""
     if tight:
         fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
-    return Path(path) if isinstance(path, (str, Path)) else path
+    if not isinstance(path, (str, Path)):
+        fig.savefig(path, dpi=100, format="png")
+        return path
+    buffer = io.BytesIO()  # drawn whole in memory, then written atomically: never half a PNG, never through a link
+    fig.savefig(buffer, dpi=100, format="png")
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def image_grid(images: torch.Tensor, path: str | Path, title: str | None = None, nrow: int = 8) -> Path:
@@ -99,7 +106,8 @@ def latent_planes(
     if any(labels is not None for _, labels in points.values()):
         handles, names = axes[0, -1].get_legend_handles_labels()
         fig.legend(handles, names, loc="center right", markerscale=4, fontsize=8, frameon=False)
-        fig.subplots_adjust(right=0.85)
+        fig.subplots_adjust(right=1 - 1.3 / (4.2 * len(points) + 1.2))  # the legend's 1.3 inches, whatever the width
+    fig.subplots_adjust(wspace=0.35)  # room for each panel's axis label beside its neighbour's tick labels
     if title:
         fig.suptitle(title)
     return _save(fig, path, tight=False)

@@ -16,6 +16,7 @@ import torch
 from conftest import bars, same_weights, weights_of
 
 import ppvae
+from ppvae.atomic import write_text_atomic
 from ppvae.cli import main
 from ppvae.estimator.files import RunFolderBusy, RunLock
 from ppvae.estimator.runs import read_metrics
@@ -51,12 +52,12 @@ def test_a_second_training_into_a_run_folder_is_refused_and_the_first_run_stays(
 def test_overwrite_replaces_the_run_and_removes_what_the_old_weights_made(tmp_path):
     run = tmp_path / "run"
     fit(small_vae(), bars(64), out=run)
-    (run / "evaluation.json").write_text("{}")
-    (run / "scatter.png").write_bytes(b"old figure")
+    write_text_atomic(run / "evaluation.json", "{}")  # what ppvae made from the old weights
+    ppvae.plot(ppvae.load(run), "manifold", out=run)
     (run / "notes.txt").write_text("the user's own")
     fit(small_vae(prior="laplace"), bars(64), out=run, overwrite=True)
     assert ppvae.load(run).specs["prior"]["name"] == "laplace"
-    assert not (run / "evaluation.json").exists() and not (run / "scatter.png").exists()
+    assert not (run / "evaluation.json").exists() and not (run / "manifold.png").exists()
     assert (run / "notes.txt").read_text() == "the user's own"  # only what ppvae wrote goes
     assert (
         len(read_metrics(run / "metrics.jsonl")) == 1
@@ -69,18 +70,45 @@ def test_overwrite_replaces_the_run_and_removes_what_the_old_weights_made(tmp_pa
 
 def test_saving_other_weights_removes_what_the_old_ones_made_and_their_checkpoint(tmp_path):
     run = tmp_path / "run"
-    fit(small_vae(), bars(64), out=run)
-    (run / "evaluation.json").write_text("{}")
-    (run / "scatter.png").write_bytes(b"old figure")
-    small_vae().save(run)  # an untrained model: no training state of its own
-    assert not any((run / name).exists() for name in ("evaluation.json", "scatter.png", "checkpoint.pt"))
+    model = fit(small_vae(), bars(64), out=run)
+    ppvae.plot(model, "manifold", out=run)  # a figure and an evaluation ppvae made from the old weights
+    write_text_atomic(run / "evaluation.json", "{}")
+    with pytest.raises(ValueError, match="already holds a run: .* overwrite=True"):
+        small_vae().save(run)  # another model's weights: refused, and the run stays
+    assert (run / "checkpoint.pt").exists() and len(ppvae.load(run).history) == 1
+    small_vae().save(run, overwrite=True)  # an untrained model: no training state of its own
+    assert not any((run / name).exists() for name in ("evaluation.json", "manifold.png", "checkpoint.pt"))
     assert ppvae.load(run).history == []
+
+
+def test_replacing_a_run_removes_ppvae_s_files_and_never_a_user_s(tmp_path):
+    run = tmp_path / "run"
+    fit(small_vae(), bars(64), out=run)
+    mine = {"notes.png": b"my figure", "report.md": b"my report", "results.json": b"{}"}
+    for name, data in mine.items():
+        (run / name).write_bytes(data)
+    fit(small_vae(), bars(64), out=run, overwrite=True, epochs=2)
+    small_vae().save(run, overwrite=True)
+    assert all((run / name).read_bytes() == data for name, data in mine.items())
+    with RunLock(run), pytest.raises(RunFolderBusy):
+        small_vae().save(run, overwrite=True)  # a folder a training holds is refused
+
+
+def test_an_overwrite_that_fails_at_once_leaves_the_old_run_whole(tmp_path):
+    run = tmp_path / "run"
+    old = fit(small_vae(), bars(64), out=run, epochs=2)
+    with pytest.raises(ppvae.TrainingDiverged):
+        fit(small_vae(), bars(64), out=run, overwrite=True, lr=1e6)
+    kept = ppvae.load(run)
+    assert (
+        same_weights(weights_of(kept), weights_of(old)) and len(kept.history) == 2 and (run / "checkpoint.pt").exists()
+    )
 
 
 def test_resume_removes_the_evaluation_of_the_old_weights(tmp_path):
     run = tmp_path / "run"
     fit(small_vae(), bars(64), out=run)
-    (run / "evaluation.json").write_text("{}")
+    write_text_atomic(run / "evaluation.json", "{}")  # as ppvae evaluate writes it
     fit(small_vae(), bars(64), out=run, epochs=2, resume=True)
     assert not (run / "evaluation.json").exists() and len(ppvae.load(run).history) == 2
 
@@ -264,6 +292,38 @@ def test_a_sweep_runs_again_into_its_folder_only_with_overwrite(folder, capsys):
     assert main(sweep) == 0
     assert main(sweep) == 2 and "already holds a run" in capsys.readouterr().err
     assert main(sweep + ["--overwrite"]) == 0
+
+
+def test_a_link_planted_in_a_received_run_folder_redirects_no_write(folder, capsys):
+    """Every file ppvae writes goes through the atomic writer, which replaces a link instead of following it;
+    a linked folder the loggers would write into is refused, naming it."""
+    run, elsewhere = folder / "run", folder / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("samples.png", "scatter.png", "report.md"):
+        (elsewhere / name).write_text("keep me")
+        (run / name).unlink(missing_ok=True)
+        (run / name).symlink_to(elsewhere / name)
+    assert main(["sample", str(run), "-n", "4"]) == 0
+    assert main(["plot", str(run), "scatter"]) == 0
+    ppvae.report.run_report(ppvae.load(run), run, {"n": 1, "elbo": -1.0, "elbo_se": 0.0}, "a report")
+    assert all((elsewhere / name).read_text() == "keep me" for name in ("samples.png", "scatter.png", "report.md"))
+    assert not any((run / name).is_symlink() for name in ("samples.png", "scatter.png", "report.md"))
+    compared = folder / "compared"
+    compared.mkdir()
+    (elsewhere / "comparison.md").write_text("keep me")
+    (compared / "comparison.md").symlink_to(elsewhere / "comparison.md")
+    assert main(["compare", str(run), "--num-samples", "5", "--quiet", "--out", str(compared)]) == 0
+    assert (elsewhere / "comparison.md").read_text() == "keep me" and "| run |" in (
+        compared / "comparison.md"
+    ).read_text()
+    logs = run / "logs"
+    for child in logs.iterdir():
+        child.rename(elsewhere / child.name)
+    logs.rmdir()
+    logs.symlink_to(elsewhere)
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 2
+    assert "logs is a link" in capsys.readouterr().err and (elsewhere / "csv" / "metrics.csv").exists()
 
 
 def test_cuda_on_a_machine_without_one_is_a_users_mistake(folder, capsys):

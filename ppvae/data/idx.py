@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ppvae.atomic import write_bytes_atomic
+
 _DTYPES = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
@@ -58,9 +60,4 @@ def write_idx(path: str | Path, array: np.ndarray | torch.Tensor) -> Path:
         raise ValueError(f"write_idx supports uint8 and int8 arrays, got {array.dtype}")
     header = bytes([0, 0, _CODES[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     payload = header + np.ascontiguousarray(array).tobytes()
-    if path.suffix == ".gz":
-        with gzip.open(path, "wb") as f:
-            f.write(payload)
-    else:
-        path.write_bytes(payload)
-    return path
+    return write_bytes_atomic(path, gzip.compress(payload, mtime=0) if path.suffix == ".gz" else payload)

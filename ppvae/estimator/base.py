@@ -497,8 +497,13 @@ class LatentVariableModel(nn.Module):
 
     # -- runs -----------------------------------------------------------------------------------
 
-    def save(self, directory: str | Path, figures: bool = True) -> Path:
+    def save(self, directory: str | Path, figures: bool = True, overwrite: bool = False) -> Path:
         """Write the run folder: spec.json, weights.pt, metrics.jsonl, the training state and, with
-        ``figures``, PNGs."""
-        self.fit_record.folder = runs.save_run(self, self.fit_record, directory, figures=figures)
+        ``figures``, PNGs.
+
+        The rules of ``fit(out=...)``: a folder that holds anything is refused unless it is this model's own
+        run (fitted into, loaded from or saved to) or ``overwrite=True``, and a folder a training holds is
+        refused. Only files ppvae wrote are replaced or removed."""
+        with fitting.claimed(self.fit_record, directory, resume=False, overwrite=overwrite):
+            self.fit_record.folder = runs.save_run(self, self.fit_record, directory, figures=figures)
         return self.fit_record.folder

@@ -1,10 +1,9 @@
 """Files that survive a kill, and folders that one process at a time may write.
 
-Every write is atomic: a temporary file in the same folder, fsync, ``os.replace``,
-then fsync of the folder, so a reader sees the old file or the new one, never a
-torn one, and a symlink at the path is replaced, never followed. A Ctrl-C can be
-held until a group of writes is whole (`interrupt_after`). `RunLock`
-is an exclusive claim on a folder that dies with its process.
+Every write is atomic (`ppvae.atomic`, the one writer every file ppvae writes goes through):
+a reader sees the old file or the new one, never a torn one, and a symlink at the path is
+replaced, never followed. A Ctrl-C can be held until a group of writes is whole
+(`interrupt_after`). `RunLock` is an exclusive claim on a folder that dies with its process.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,37 +19,24 @@ from typing import Any
 
 import torch
 
+from ppvae.atomic import inside, write_bytes_atomic, write_text_atomic
+
+__all__ = [
+    "RunFolderBusy",
+    "RunLock",
+    "inside",
+    "interrupt_after",
+    "save_torch_atomic",
+    "write_bytes_atomic",
+    "write_text_atomic",
+]
+
 try:
     import fcntl
 except ImportError:  # Windows: the lock is a file created exclusively
     fcntl = None
 
 LOCK = ".ppvae-lock"
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a torn one."""
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)  # replaces a symlink at ``path`` itself, never its target
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a crash
-    finally:
-        os.close(directory)
-    return path
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    return write_bytes_atomic(path, text.encode())
 
 
 def save_torch_atomic(obj: Any, path: str | Path) -> Path:

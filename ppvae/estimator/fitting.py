@@ -26,12 +26,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ppvae.atomic import note_written
 from ppvae.data import ImageDataset, check_binarize, fixed_binarization, to_float_images
 from ppvae.data import binarize as binarize_images
 from ppvae.estimator import runs
 from ppvae.estimator.contract import FitRecord, Model, labels_for
 from ppvae.estimator.figures import run_figures
-from ppvae.estimator.files import RunLock
+from ppvae.estimator.files import RunLock, inside
 from ppvae.infer import (
     OBJECTIVES,
     PYRO_LOCK,
@@ -353,8 +354,10 @@ def _loggers(out: Path | None, history: list[dict[str, Any]]) -> list:
 
     from lightning_fabric.loggers import CSVLogger, TensorBoardLogger
 
-    csv_dir = out / "logs" / "csv"
-    (csv_dir / "metrics.csv").unlink(missing_ok=True)
+    for folder in ("csv", "tensorboard"):  # a link planted in a received run folder redirects nothing
+        inside(out, runs.LOGS, folder)
+    note_written(out, runs.LOGS)  # the loggers' folder is ppvae's to replace
+    (out / "logs" / "csv" / "metrics.csv").unlink(missing_ok=True)
     csv = CSVLogger(out, name="logs", version="csv", flush_logs_every_n_steps=1)
     for record in history:
         csv.log_metrics(
@@ -531,8 +534,8 @@ def fit(
     record.data_source = record.data_source or data_source_of(data)
     best = _best_so_far(state, out)
     job = FitJob(model, record, batches, objective, options, schedule, x_test, c_test, x_val, c_val, out, state, best)
-    if out is not None and writes_run_folder():  # the data and options passed: the old run's files go
-        runs.remove_stale(out, everything=options["overwrite"])
+    if out is not None and writes_run_folder():  # the data and options passed: what the old weights made goes
+        runs.remove_stale(out, logs=options["overwrite"])  # a replaced run stays whole until the first epoch
     loggers = _loggers(out, record.history)
     fabric = make_fabric(accelerator, options["devices"], options["strategy"], options["precision"], loggers=loggers)
     return _finish(model, record, launch(fabric, run_job, job), fabric.world_size, out)

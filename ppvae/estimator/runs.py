@@ -19,13 +19,13 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ppvae.atomic import WRITTEN, note_written, remove_written, written
 from ppvae.estimator.contract import FitRecord
 from ppvae.estimator.figures import run_figures
 from ppvae.estimator.files import LOCK, interrupt_after, save_torch_atomic, write_text_atomic
@@ -54,7 +54,7 @@ def check_run_folder(directory: str | Path, resume: bool = False, overwrite: boo
         raise ValueError("resume continues the run in the folder and overwrite replaces it: pass one of them")
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"the run folder {directory} is a file; give a folder to write the run in")
-    held = sorted(p.name for p in directory.iterdir() if p.name != LOCK) if directory.is_dir() else []
+    held = sorted(p.name for p in directory.iterdir() if p.name not in (LOCK, WRITTEN)) if directory.is_dir() else []
     if held and not (resume or overwrite):
         what = (
             "a run"
@@ -74,21 +74,18 @@ def check_run_folder(directory: str | Path, resume: bool = False, overwrite: boo
     return directory
 
 
-def remove_stale(directory: str | Path, everything: bool = False) -> None:
+def remove_stale(directory: str | Path, logs: bool = False) -> None:
     """Remove from a run folder what its weights are about to make stale: the evaluation and the figures
-    (the run's own are drawn again after training); with ``everything`` (overwrite) also the spec,
-    weights, checkpoint, metrics and logs. Files ppvae did not write are left alone."""
+    (the run's own are drawn again after training), and with ``logs`` the loggers' folder (a run that
+    replaces another starts its logs afresh). Only files ppvae wrote go (the folder's record of them;
+    a run written before the record kept one is taken to be ppvae's whole)."""
     directory = Path(directory)
-    stale = [directory / EVALUATION, *directory.glob("*.png")]
-    if everything:
-        stale += [directory / name for name in (SPEC, WEIGHTS, CHECKPOINT, METRICS)]
-        logs = directory / LOGS
-        if logs.is_symlink():
-            stale.append(logs)
-        elif logs.is_dir():
-            shutil.rmtree(logs)
-    for path in stale:
-        path.unlink(missing_ok=True)
+    if not directory.is_dir():
+        return
+    stale = [EVALUATION, *(p.name for p in directory.glob("*.png")), *([LOGS] if logs else [])]
+    if (directory / SPEC).exists() and SPEC not in written(directory):  # a run from before the record
+        note_written(directory, *(name for name in stale if (directory / name).exists()))
+    remove_written(directory, stale)
 
 
 # -- metrics ----------------------------------------------------------------------------------------
@@ -180,7 +177,7 @@ def save_run(model: Any, record: FitRecord, directory: str | Path, figures: bool
     if directory.is_dir():
         remove_stale(directory)
         if record.training_state is None:
-            (directory / CHECKPOINT).unlink(missing_ok=True)
+            remove_written(directory, [CHECKPOINT])
     return write_run(model, record, directory, checkpoint=record.training_state, figures=figures)
 
 

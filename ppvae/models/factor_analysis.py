@@ -219,8 +219,8 @@ class FactorAnalysis(VAE):
         record = self._fit_em(data, self.max_iter, self.tol, test)
         if out is not None:
             record.folder = Path(out)
-            runs.remove_stale(out, everything=options["overwrite"])
-            runs.write_run(self, record, Path(out), figures=True)
+            runs.remove_stale(out, logs=options["overwrite"])
+            runs.save_run(self, record, Path(out), figures=True)  # and an old checkpoint goes: EM leaves none
         return record
 
     @torch.no_grad()
