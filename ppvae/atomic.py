@@ -90,6 +90,19 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return write_bytes_atomic(path, text.encode())
 
 
+def remove_temporaries(folder: str | Path) -> list[str]:
+    """Remove the temporary files a write killed halfway left in ``folder`` (``.<name>.<random>.tmp`` for a
+    name ppvae writes there); call it only while no other process writes the folder."""
+    folder = Path(folder)
+    ours = written(folder) | {WRITTEN}
+    removed = []
+    for path in folder.glob(".*.tmp"):
+        if any(path.name.startswith(f".{name}.") for name in ours) and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
 def inside(folder: str | Path, *parts: str) -> Path:
     """``folder/parts...``, refused if any of ``parts`` that exists is a symlink: what ppvae writes into a
     folder stays in it."""

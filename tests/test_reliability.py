@@ -294,6 +294,49 @@ def test_a_sweep_runs_again_into_its_folder_only_with_overwrite(folder, capsys):
     assert main(sweep + ["--overwrite"]) == 0
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [b"", b"\x00garbage" * 10, "truncated", "wrong shape"],
+    ids=["empty", "random bytes", "truncated", "wrong shape"],
+)
+def test_a_damaged_checkpoint_stops_resume_alone(folder, capsys, damage):
+    run, checkpoint = folder / "run", folder / "run" / "checkpoint.pt"
+    if damage == "truncated":
+        damage = checkpoint.read_bytes()[:200]
+    elif damage == "wrong shape":
+        torch.save([1, 2, 3], checkpoint)
+        damage = checkpoint.read_bytes()
+    checkpoint.write_bytes(damage)
+    model = ppvae.load(run)  # the weights are whole: everything but resume works
+    assert model.fit_record.training_state is None and model.sample(2).shape == (2, 1, 8, 8)
+    assert main(["evaluate", str(run), "--quiet"]) == 0 and main(["sample", str(run), "-n", "4"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint.pt is damaged" in err and "weights.pt is whole" in err and err.count("\n") == 1
+
+
+def test_a_run_killed_before_its_first_epoch_says_the_same_to_train_and_to_resume(folder, capsys):
+    run = folder / "run"
+    for name in ("weights.pt", "checkpoint.pt"):
+        (run / name).unlink()  # as a kill during the first write leaves it: the spec alone
+    common = ["--data", str(folder / "x.npy"), *TRAIN[1:], "--out", str(run)]
+    for extra in ([], ["--resume"]):
+        assert main(["train", *common, *extra]) == 2
+        assert "never finished an epoch" in capsys.readouterr().err
+    assert main(["train", *common, "--overwrite"]) == 0 and (run / "weights.pt").exists()
+
+
+def test_temporary_files_a_killed_write_left_go_when_the_folder_is_next_claimed(folder):
+    run = folder / "run"
+    left = [run / ".weights.pt.abc123.tmp", run / ".checkpoint.pt.x9.tmp"]
+    for path in left:
+        path.write_bytes(b"half a file")
+    (run / ".mine.tmp").write_bytes(b"a user's")
+    fit(small_vae(), bars(64), out=run, overwrite=True)
+    assert not any(path.exists() for path in left) and (run / ".mine.tmp").exists()
+
+
 def test_a_link_planted_in_a_received_run_folder_redirects_no_write(folder, capsys):
     """Every file ppvae writes goes through the atomic writer, which replaces a link instead of following it;
     a linked folder the loggers would write into is refused, naming it."""

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ppvae.atomic import note_written
+from ppvae.atomic import note_written, remove_temporaries
 from ppvae.data import ImageDataset, check_binarize, fixed_binarization, to_float_images
 from ppvae.data import binarize as binarize_images
 from ppvae.estimator import runs
@@ -92,6 +92,7 @@ def claimed(record: FitRecord, out: str | Path | None, resume: bool, overwrite: 
     own = record.folder is not None and Path(record.folder).resolve() == Path(out).resolve()
     runs.check_run_folder(out, resume or (own and not overwrite), overwrite)
     with RunLock(out):
+        remove_temporaries(out)  # what a write killed halfway left; no other process writes here now
         yield
 
 

@@ -40,6 +40,10 @@ FORMAT_VERSION = 3
 ADDED_IN_FORMAT = {"layer_hidden": 3}
 
 
+class DamagedCheckpoint(ValueError):
+    """A checkpoint.pt that cannot be read: the run's weights still load, but it cannot resume."""
+
+
 # -- claiming a folder for a training run ----------------------------------------------------------
 
 
@@ -55,6 +59,11 @@ def check_run_folder(directory: str | Path, resume: bool = False, overwrite: boo
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"the run folder {directory} is a file; give a folder to write the run in")
     held = sorted(p.name for p in directory.iterdir() if p.name not in (LOCK, WRITTEN)) if directory.is_dir() else []
+    if SPEC in held and WEIGHTS not in held and CHECKPOINT not in held and not overwrite:
+        raise ValueError(
+            f"{directory} holds a run that never finished an epoch (it has a {SPEC} and no weights), so there is "
+            "nothing to continue: start it again with overwrite=True (--overwrite)"
+        )
     if held and not (resume or overwrite):
         what = (
             "a run"
@@ -261,12 +270,36 @@ def validate_spec(spec: Any, where: str | Path = "the spec") -> dict[str, Any]:
     return spec
 
 
+CHECKPOINT_KEYS = ("epoch", "global_step", "model", "optimizer", "history")
+
+
 def read_checkpoint(directory: str | Path) -> dict[str, Any] | None:
-    """The training state of a run folder, or None if it has none."""
+    """The training state of a run folder, or None if it has none; an error saying what to do if it is damaged
+    (truncated, corrupt, or not a ppvae checkpoint), which only resuming needs."""
     path = Path(directory) / CHECKPOINT
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several kinds for a damaged zip or pickle
+        state, why = None, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    else:
+        missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else list(CHECKPOINT_KEYS)
+        why = f"it holds no {', '.join(missing)}" if missing else ""
+    if why:
+        raise DamagedCheckpoint(
+            f"{path} is damaged ({why}), so the run cannot resume; weights.pt is whole, so load, evaluate, sample "
+            "and plot still work, and ppvae.load(run).fit(data, out=<another folder>) trains on from those weights"
+        )
+    return state
+
+
+def readable_checkpoint(directory: str | Path) -> dict[str, Any] | None:
+    """The training state, or None where there is none or it is damaged: what loading a model for use needs."""
+    try:
+        return read_checkpoint(directory)
+    except DamagedCheckpoint:
+        return None
 
 
 def data_source_of(spec: dict[str, Any]) -> dict[str, Any] | None:
@@ -320,7 +353,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Any:
         history=read_metrics(directory / METRICS),
         options=spec.get("fit", {}),
         data_source=data_source_of(spec),
-        training_state=read_checkpoint(directory),
+        training_state=readable_checkpoint(directory),  # a damaged one stops resume alone
         preview=saved.get("preview"),
         preview_y=saved.get("preview_y"),
         snapshots=dict(saved.get("snapshots") or {}),
