@@ -219,7 +219,7 @@ def resume_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple:
     differ = [
         f"{_flag(key)} {_shown(ours)} (the run's: {_shown(theirs)})"
         for key, (ours, theirs) in spec_differences(
-            model_spec, build_model(model_spec, train.shape, train), model
+            model_spec, build_model({"name": spec["model"], **model_spec}, train.shape, train), model
         ).items()
     ]
     ours = data_source(args, given_data)

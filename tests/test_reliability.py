@@ -327,6 +327,16 @@ def test_a_run_killed_before_its_first_epoch_says_the_same_to_train_and_to_resum
     assert main(["train", *common, "--overwrite"]) == 0 and (run / "weights.pt").exists()
 
 
+def test_resuming_into_another_architecture_or_an_em_run_is_explained(folder, capsys):
+    with pytest.raises(ValueError, match="is of another model than VAE.*ppvae.load\\(run\\)"):
+        ppvae.VAE(x_shape=(1, 8, 8), z_dim=3, network=NET).fit(bars(64), out=folder / "run", resume=True)
+    fa = ["train", "--model", "fa", "--data", str(folder / "x.npy"), "--dequantize", "--z-dim", "2", "--quiet"]
+    assert main([*fa, "--out", str(folder / "fa")]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(folder / "fa"), "--resume"]) == 0
+    assert "EM ran to convergence, so there is nothing to resume" in capsys.readouterr().out
+
+
 def test_temporary_files_a_killed_write_left_go_when_the_folder_is_next_claimed(folder):
     run = folder / "run"
     left = [run / ".weights.pt.abc123.tmp", run / ".checkpoint.pt.x9.tmp"]

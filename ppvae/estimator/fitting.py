@@ -402,7 +402,14 @@ def _resume(
         options.update(resumed_options(model, options, recorded, out))
         if validation is None and isinstance(recorded.get("validation"), float):
             validation = recorded["validation"]  # the same seeded split as before
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        where = f"the checkpoint in {out}" if out is not None else "the model's training state"
+        raise ValueError(
+            f"{where} is of another model than {model!r} ({str(error).splitlines()[0]}): resume the model the "
+            "run describes, ppvae.load(run).fit(data, out=run, resume=True), or the training command with --resume"
+        ) from None
     record.history = copy.deepcopy(state["history"])
     record.snapshots = dict(state.get("snapshots") or {})
     return state, validation
