@@ -53,6 +53,15 @@ def read_toml(path: str | Path) -> dict[str, dict[str, Any]]:
     unknown = sorted(set(spec) - set(SECTIONS))
     if unknown:
         raise ValueError(f"{path}: unknown tables {unknown}; a spec has [model], [fit] and [data]")
+    not_tables = [section for section in SECTIONS if not isinstance(spec.get(section, {}), dict)]
+    if not_tables:
+        raise ValueError(
+            f"{path}: {not_tables[0]} = ... is a key; a spec's {not_tables[0]} is a table, [{not_tables[0]}]"
+        )
+    data = spec.get("data", {})
+    for key in ("dataset", "data", "root"):
+        if key in data and not isinstance(data[key], str):
+            raise ValueError(f"{path}: [data] {key} is a name or a path in quotes, got {data[key]!r}")
     return {section: dict(spec.get(section, {})) for section in SECTIONS}
 
 

@@ -219,6 +219,13 @@ def folder(tmp_path):
         write_png((bars(3).x[i] * 255).to(torch.uint8), str(images / f"{i}.png"))
     (images / "3.png").write_text("not an image")
     (tmp_path / "types.toml").write_text('[fit]\nlr = "fast"\n')
+    for name, text in {
+        "key": "model = 3",
+        "datanum": "[data]\ndata = 5",
+        "inf": "[fit]\nlr = inf",
+        "seed": "[fit]\nseed = -1",
+    }.items():
+        (tmp_path / f"{name}.toml").write_text(text + "\n")
     (tmp_path / "afile").write_text("x")
     assert (
         main(
@@ -252,11 +259,15 @@ TRAIN = ["train", "--z-dim", "2", "--hidden", "8", "--epochs", "1", "--quiet"]
         (TRAIN + ["--data", "{d}/images", "--out", "{d}/r"], "3.png: not an image torchvision can decode"),
         (
             TRAIN + ["--data", "{d}/x.npy", "--spec", "{d}/types.toml", "--out", "{d}/r"],
-            "lr must be a positive number, got 'fast'",
+            "lr must be a positive finite number, got 'fast'",
         ),
         (TRAIN + ["--data", "{d}/x.npy", "--out", "{d}/afile"], "is a file"),
         (TRAIN + ["--data", "{d}/x.npy", "--out", "{d}/run"], "already holds a run"),
         (TRAIN + ["--data", "{d}/x.npy", "--limit", "0", "--out", "{d}/r"], "--limit must be a positive whole number"),
+        (TRAIN + ["--spec", "{d}/key.toml", "--out", "{d}/r"], "model = ... is a key; a spec's model is a table"),
+        (TRAIN + ["--spec", "{d}/datanum.toml", "--out", "{d}/r"], "[data] data is a name or a path in quotes"),
+        (TRAIN + ["--data", "{d}/x.npy", "--spec", "{d}/inf.toml", "--out", "{d}/r"], "lr must be a positive finite"),
+        (TRAIN + ["--data", "{d}/x.npy", "--spec", "{d}/seed.toml", "--out", "{d}/r"], "seed must be a whole number"),
         (["evaluate", "{d}/run", "--device", "tpu"], "unknown device 'tpu'"),
         (["evaluate", "{d}/run", "--batch-size", "0"], "--batch-size must be a positive whole number"),
         (["sample", "{d}/run", "-n", "0"], "-n must be a positive whole number"),
@@ -345,6 +356,41 @@ def test_temporary_files_a_killed_write_left_go_when_the_folder_is_next_claimed(
     (run / ".mine.tmp").write_bytes(b"a user's")
     fit(small_vae(), bars(64), out=run, overwrite=True)
     assert not any(path.exists() for path in left) and (run / ".mine.tmp").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"seed": -1}, "seed must be a whole number from 0 to 2\\*\\*63 - 1, got -1"),
+        ({"seed": 2**64}, "seed must be a whole number"),
+        ({"seed": 2.5}, "seed must be a whole number .* got 2.5"),
+        ({"seed": None}, "seed must be a whole number .* got None"),
+        ({"lr": float("inf")}, "lr must be a positive finite number, got inf"),
+    ],
+)
+def test_fit_options_are_checked_before_any_training(options, message):
+    with pytest.raises(ValueError, match=message):
+        fit(small_vae(), bars(32), **options)
+
+
+def test_labels_that_are_not_class_indices_are_refused_in_one_line():
+    cvae = ppvae.CVAE(x_shape=(1, 8, 8), num_classes=3, z_dim=2, network=NET)
+    x = bars(30).x
+    for labels, message in [
+        (torch.full((30,), float("nan")), "labels hold NaN"),
+        (["a"] * 30, "not numbers"),
+        (torch.ones(30, dtype=torch.bool), "got torch.bool"),
+        (torch.full((30,), 2.5), "whole numbers"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            fit(cvae, x, y=labels)
+    fit(cvae, x, y=torch.arange(30) % 3)
+    for label in (3.7, True):
+        with pytest.raises(ValueError, match="a label is a class index"):
+            cvae.sample(4, y=label)
+    assert cvae.sample(2, y=2.0).shape == (2, 1, 8, 8)
+    with pytest.raises(ValueError, match="beta must be a positive finite number"):
+        ppvae.VAE(x_shape=(1, 8, 8), z_dim=2, beta=float("inf"))
 
 
 def test_a_link_planted_in_a_received_run_folder_redirects_no_write(folder, capsys):

@@ -142,7 +142,7 @@ def test_auto_binarization_is_dynamic_for_grey_data():
     "kwargs, message",
     [
         ({"z_dim": 0}, "z_dim"),
-        ({"beta": 0.0}, "beta must be positive"),
+        ({"beta": 0.0}, "beta must be a positive finite number"),
         ({"prior": "gaussian-mixture-of-dreams"}, "unknown prior .* available: normal"),
         ({"likelihood": {"name": "bernoulli", "temperature": 2}}, "has no option 'temperature'"),
         ({"network": {"hidden": [10]}}, "needs a 'name' key"),

@@ -76,8 +76,8 @@ class LatentVariableModel(nn.Module):
             raise ValueError(f"{type(self).__name__} has no latent variables: z_dim must be 0, got {z_dim!r}")
         else:
             self.layer_sizes = ()
-        if not beta > 0:
-            raise ValueError(f"beta must be positive (Pyro cannot scale a site by {beta})")
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta < math.inf:
+            raise ValueError(f"beta must be a positive finite number (the KL term's weight), got {beta!r}")
         self.x_shape = x_shape
         self.x_dim = math.prod(x_shape)
         self.z_dim = self.layer_sizes[0] if self.layer_sizes else 0  # the layer encode reads and decode takes

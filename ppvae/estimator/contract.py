@@ -136,7 +136,17 @@ def labels_for(model: Model, data: Any, y: Any = None) -> torch.Tensor | None:
 
 def check_labels(y: Any, num_classes: int) -> torch.Tensor:
     """``y`` as a tensor of class indices, or an error that says what is wrong with it."""
-    y = torch.as_tensor(y)
+    try:
+        y = torch.as_tensor(y)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            f"labels are class indices (whole numbers), one per image; got {type(y).__name__} that is not numbers "
+            "(a conditional model also takes class names: y='Sneaker' where it samples)"
+        ) from None
+    if y.dtype == torch.bool or y.is_complex():
+        raise ValueError(f"labels are class indices (whole numbers), got {y.dtype} values")
+    if y.is_floating_point() and not bool(torch.isfinite(y).all()):
+        raise ValueError("labels hold NaN or infinite values; labels are class indices (whole numbers)")
     if y.is_floating_point() and not bool((y == y.round()).all()):
         raise ValueError("labels are class indices (whole numbers); pass a ready condition (one-hot or soft) as c=")
     if y.dim() > 1:

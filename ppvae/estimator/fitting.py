@@ -18,6 +18,7 @@ import contextlib
 import copy
 import functools
 import inspect
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,8 +102,20 @@ def claimed(record: FitRecord, out: str | Path | None, resume: bool, overwrite: 
 
 def _positive(name: str, value: Any, integer: bool = False) -> None:
     kind = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-        raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, kind) or not 0 < value < math.inf:
+        raise ValueError(
+            f"{name} must be a {'positive integer' if integer else 'positive finite number'}, got {value!r}"
+        )
+
+
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: Any) -> int:
+    """A seed is a whole number from 0 to 2**63 - 1 (what every random stream here takes), or an error naming it."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
+    return seed
 
 
 def check_options(options: dict[str, Any], model: Model) -> None:
@@ -110,6 +123,7 @@ def check_options(options: dict[str, Any], model: Model) -> None:
     _positive("epochs", options["epochs"], integer=True)
     _positive("batch_size", options["batch_size"], integer=True)
     _positive("lr", options["lr"])
+    check_seed(options["seed"])
     _positive("num_particles", options["num_particles"], integer=True)
     if options["elbo"] not in OBJECTIVES:
         raise ValueError(f"unknown elbo {options['elbo']!r}; choose one of {', '.join(OBJECTIVES)}")
@@ -519,7 +533,9 @@ def fit(
     model.to(device)
 
     if y is not None and isinstance(data, torch.Tensor):  # labels travel with their images from here on
-        data, y = ImageDataset(model.images(data).cpu(), torch.as_tensor(y)), None
+        with argument("y"):
+            labels = labels_for(model, None, y) if model.capabilities.condition == "labels" else torch.as_tensor(y)
+        data, y = ImageDataset(model.images(data).cpu(), labels), None
     if isinstance(validation, float):
         data, validation = split_validation(data, validation, seed)
     batches, head, method = _training_batches(model, data, y, options, device)

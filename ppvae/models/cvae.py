@@ -83,6 +83,8 @@ class CVAE(VAE):
                 known = ", ".join(self.classes) if self.classes else f"0 to {self.num_classes - 1} (no class names)"
                 raise ValueError(f"unknown label {label!r}; known: {known}")
             return names.index(key)
+        if isinstance(label, bool) or not (isinstance(label, (int, str)) or float(label).is_integer()):
+            raise ValueError(f"a label is a class index (a whole number) or a class name, got {label!r}")
         index = int(label)
         if not 0 <= index < self.num_classes:
             raise ValueError(f"label {index} is outside 0..{self.num_classes - 1}")
@@ -91,7 +93,8 @@ class CVAE(VAE):
     def sample_labels(self, n: int, y: Any = None) -> torch.Tensor:
         if y is None or isinstance(y, torch.Tensor):
             return super().sample_labels(n, y)
-        labels = torch.tensor([self.label_index(label) for label in ([y] if isinstance(y, (int, str)) else list(y))])
+        one = isinstance(y, (int, float, str)) or not hasattr(y, "__iter__")
+        labels = torch.tensor([self.label_index(label) for label in ([y] if one else list(y))])
         return labels.expand(n) if labels.numel() == 1 else labels
 
     def condition(self, x: torch.Tensor | None, y: torch.Tensor | None, train: bool = False) -> torch.Tensor:
