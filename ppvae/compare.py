@@ -62,6 +62,7 @@ class Comparison:
             "fit (s)",
         ]
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        blanks = any(r.get("left_out") for r in self.rows)
         for r in self.rows:
             khat = r.get("khat_unreliable")
             cells = [
@@ -88,8 +89,9 @@ class Comparison:
             "sum over pixels of (reconstruction - image)^2 on the model's own data. MMD²: maximum mean "
             f"discrepancy (Gaussian kernel, median-heuristic bandwidth) between up to {MMD_IMAGES} samples "
             "(their means E[x | z]) and as many test images in grey levels; lower is closer. k-hat > 0.7: the "
-            "share of images whose importance weights are too heavy-tailed to trust (Pareto k-hat). "
-            "A blank (—) is a number that does not apply to that model; the reason follows.",
+            "share of images whose importance weights are too heavy-tailed to trust (Pareto k-hat; — where "
+            "log p(x) is not importance-sampled)."
+            + (" Other blanks (—) are numbers that mean nothing for that model; the reason follows." if blanks else ""),
         ]
         lines += [f"\n{r['model']}: {reason}." for r in self.rows for reason in r.get("left_out", [])]
         lines += [

@@ -96,6 +96,14 @@ def _values(beta: Sequence[float] | None, z_dim: Sequence[int] | None) -> tuple[
     values = list(values)
     if not values:
         raise ValueError(f"no values of {parameter} to sweep")
+    shown: dict[str, Any] = {}
+    for value in values:  # each value names its run folder and its row: two that print alike would share them
+        if f"{value:g}" in shown:
+            raise ValueError(
+                f"{parameter} values {shown[f'{value:g}']!r} and {value!r} both print as {value:g}, and would share "
+                "one run folder and one row: give values that differ within 6 significant digits"
+            )
+        shown[f"{value:g}"] = value
     return parameter, values
 
 

@@ -425,6 +425,12 @@ def test_a_link_planted_in_a_received_run_folder_redirects_no_write(folder, caps
     assert "logs is a link" in capsys.readouterr().err and (elsewhere / "csv" / "metrics.csv").exists()
 
 
+def test_sweep_values_that_print_alike_are_refused_before_training(folder, capsys):
+    sweep = ["sweep", "--data", str(folder / "x.npy"), *TRAIN[1:], "--out", str(folder / "sw")]
+    assert main([*sweep, "--beta", "0.1", "0.1000001"]) == 2
+    assert "both print as 0.1" in capsys.readouterr().err and not (folder / "sw").exists()
+
+
 def test_cuda_on_a_machine_without_one_is_a_users_mistake(folder, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
