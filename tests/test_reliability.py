@@ -113,6 +113,25 @@ def test_resume_removes_the_evaluation_of_the_old_weights(tmp_path):
     assert not (run / "evaluation.json").exists() and len(ppvae.load(run).history) == 2
 
 
+def test_an_evaluation_made_during_a_training_goes_when_the_weights_change(tmp_path, monkeypatch):
+    """ppvae evaluate on a run that is still training writes evaluation.json from that epoch's weights; the next
+    epoch's weights make it stale, so it goes, and the run ends without it."""
+    run = tmp_path / "run"
+    original = ppvae.estimator.runs.write_run
+    written = []
+
+    def evaluating_meanwhile(model, record, directory, **kwargs):
+        path = original(model, record, directory, **kwargs)
+        if not written:  # after the first epoch, as another process would
+            write_text_atomic(directory / "evaluation.json", "{}")
+            written.append(True)
+        return path
+
+    monkeypatch.setattr(ppvae.estimator.runs, "write_run", evaluating_meanwhile)
+    fit(small_vae(), bars(64), out=run, epochs=2)
+    assert written and not (run / "evaluation.json").exists()
+
+
 def test_a_folder_another_training_holds_is_refused(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

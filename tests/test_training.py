@@ -127,6 +127,21 @@ def test_fitting_again_without_resume_adds_epochs():
     assert [r["epoch"] for r in model.history] == [1, 2, 3]
 
 
+def test_a_conv_run_with_batch_norm_repeats_and_resumes_bit_for_bit(tmp_path):
+    """BatchNorm's running statistics are buffers the first-batch check must not move: same-seed runs, and a
+    resumed run against a straight one, end with equal buffers as well as equal weights."""
+    x = (torch.rand(128, 1, 28, 28, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    options = dict(batch_size=64, seed=1, progress=False)
+    straight = ppvae.VAE(x_shape=(1, 28, 28), z_dim=2, network="conv").fit(x, epochs=2, **options)
+    again = ppvae.VAE(x_shape=(1, 28, 28), z_dim=2, network="conv").fit(x, epochs=2, **options)
+    assert any("running_mean" in name for name in weights_of(straight))
+    assert_same_weights(weights_of(straight), weights_of(again))
+    ppvae.VAE(x_shape=(1, 28, 28), z_dim=2, network="conv").fit(x, epochs=1, out=tmp_path / "run", **options)
+    resumed = ppvae.VAE(x_shape=(1, 28, 28), z_dim=2, network="conv")
+    resumed.fit(x, epochs=2, out=tmp_path / "run", resume=True, **options)
+    assert_same_weights(weights_of(straight), weights_of(resumed))
+
+
 def test_resume_without_a_checkpoint_is_explained(tmp_path):
     with pytest.raises(ValueError, match="resume=True needs a run folder"):
         ppvae.VAE(**SMALL).fit(small_data(), resume=True, progress=False)

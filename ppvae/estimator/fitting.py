@@ -291,6 +291,7 @@ class EpochEnd:
         }
         if job.out is not None:
             runs.write_run(model, fit, job.out, weights=job.best.get("weights"), checkpoint=self.training_state)
+            runs.remove_stale(job.out)  # an evaluation or a figure made from an earlier epoch's weights
         if options["progress"]:
             shown = ", ".join(f"{k} {v:.2f}" for k, v in record.items() if k.endswith(("elbo", "kl", "reconstruction")))
             best = f", best epoch {job.best['epoch']}" if job.best else ""
@@ -429,6 +430,19 @@ def _resume(
     return state, validation
 
 
+@contextlib.contextmanager
+def buffers_kept(module: torch.nn.Module):
+    """Whatever runs inside leaves ``module``'s buffers (BatchNorm's running statistics and counts) as they were,
+    so that a same-seed run, and a resumed one, end with the buffers of a straight run."""
+    kept = {name: buffer.detach().clone() for name, buffer in module.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, buffer in module.named_buffers():
+                buffer.copy_(kept[name])
+
+
 def resumed_options(model: Model, options: dict[str, Any], recorded: dict[str, Any], out: Path) -> dict[str, Any]:
     """The options a resumed fit runs with: the run's own, but for ``epochs`` and a changed ``lr`` or
     ``clip_norm``. An option left at fit's default takes the run's value; one given with another value is
@@ -552,7 +566,8 @@ def fit(
         with PYRO_LOCK, seeded(derive_seed(seed, 0), device):
             model.initialize(head)
     objective = make_elbo(options["elbo"], options["num_particles"])
-    validate_programs(objective, model.model, model.guide, first_x, first_c, **schedule(1))
+    with buffers_kept(model):  # a check, not a step: BatchNorm's running statistics must not move
+        validate_programs(objective, model.model, model.guide, first_x, first_c, **schedule(1))
 
     record.options = {**{k: options[k] for k in RECORDED}, "binarize": method}
     record.data_source = record.data_source or data_source_of(data)
