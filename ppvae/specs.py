@@ -35,6 +35,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from ppvae.estimator import LatentVariableModel, model_names
+from ppvae.estimator.memory import check_model_size
 from ppvae.models import MODELS
 from ppvae.parts import REGISTRIES, normalize_spec
 
@@ -129,6 +130,7 @@ def build_model(model_spec: dict[str, Any], x_shape: Sequence[int], data: Any = 
         if getattr(data, "y", None) is None:
             raise ValueError(f"{cls.__name__} learns from labels, and this data has none")
         spec.update(num_classes=data.num_classes, classes=getattr(data, "classes", None))
+    check_model_size(cls, {"x_shape": tuple(x_shape), **spec}, "[model]")
     try:
         return cls(x_shape=tuple(x_shape), **spec)
     except TypeError as error:

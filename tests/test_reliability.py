@@ -3,6 +3,7 @@ run folders claimed and locked, mistakes as one line with exit code 2, data chec
 a failed fit undone, models that leave Pyro's store when dropped, and threads that take turns."""
 
 import gc
+import json
 import signal
 import subprocess
 import sys
@@ -287,6 +288,8 @@ TRAIN = ["train", "--z-dim", "2", "--hidden", "8", "--epochs", "1", "--quiet"]
         (TRAIN + ["--spec", "{d}/datanum.toml", "--out", "{d}/r"], "[data] data is a name or a path in quotes"),
         (TRAIN + ["--data", "{d}/x.npy", "--spec", "{d}/inf.toml", "--out", "{d}/r"], "lr must be a positive finite"),
         (TRAIN + ["--data", "{d}/x.npy", "--spec", "{d}/seed.toml", "--out", "{d}/r"], "seed must be a whole number"),
+        (TRAIN + ["--data", "{d}/x.npy", "--num-particles", "100000000", "--out", "{d}/r"], "lower num_particles"),
+        (TRAIN + ["--data", "{d}/x.npy", "--hidden", "1000000000", "--out", "{d}/r"], "choose smaller sizes"),
         (["evaluate", "{d}/run", "--device", "tpu"], "unknown device 'tpu'"),
         (["evaluate", "{d}/run", "--batch-size", "0"], "--batch-size must be a positive whole number"),
         (["sample", "{d}/run", "-n", "0"], "-n must be a positive whole number"),
@@ -442,6 +445,16 @@ def test_a_link_planted_in_a_received_run_folder_redirects_no_write(folder, caps
     capsys.readouterr()
     assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 2
     assert "logs is a link" in capsys.readouterr().err and (elsewhere / "csv" / "metrics.csv").exists()
+
+
+def test_a_hostile_spec_is_measured_before_anything_is_allocated(folder, capsys):
+    spec = json.loads((folder / "run" / "spec.json").read_text())
+    spec["config"]["z_dim"] = 10**9
+    (folder / "run" / "spec.json").write_text(json.dumps(spec))
+    for command in (["evaluate", str(folder / "run")], ["sample", str(folder / "run")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "spec.json: VAE with these sizes has" in err and "choose smaller sizes" in err and err.count("\n") == 1
 
 
 def test_sweep_values_that_print_alike_are_refused_before_training(folder, capsys):

@@ -34,6 +34,7 @@ from ppvae.estimator import runs
 from ppvae.estimator.contract import FitRecord, Model, labels_for
 from ppvae.estimator.figures import run_figures
 from ppvae.estimator.files import RunLock, inside
+from ppvae.estimator.memory import check_particles
 from ppvae.infer import (
     OBJECTIVES,
     PYRO_LOCK,
@@ -125,6 +126,7 @@ def check_options(options: dict[str, Any], model: Model) -> None:
     _positive("lr", options["lr"])
     check_seed(options["seed"])
     _positive("num_particles", options["num_particles"], integer=True)
+    check_particles(options["batch_size"], options["num_particles"], model.x_dim)
     if options["elbo"] not in OBJECTIVES:
         raise ValueError(f"unknown elbo {options['elbo']!r}; choose one of {', '.join(OBJECTIVES)}")
     if options["binarize"] != "auto":

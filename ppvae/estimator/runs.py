@@ -29,6 +29,7 @@ from ppvae.atomic import WRITTEN, note_written, remove_written, written
 from ppvae.estimator.contract import FitRecord
 from ppvae.estimator.figures import run_figures
 from ppvae.estimator.files import LOCK, interrupt_after, save_torch_atomic, write_text_atomic
+from ppvae.estimator.memory import check_model_size
 from ppvae.estimator.registry import model_class
 from ppvae.infer import check_device
 
@@ -311,8 +312,10 @@ def build(spec: dict[str, Any], directory: str | Path = "the spec") -> Any:
     """The untrained model a spec describes."""
     where = f"{directory}/{SPEC}"
     validate_spec(spec, where)
+    cls = model_class(spec["model"], where)
+    check_model_size(cls, spec["config"], where)
     try:
-        return model_class(spec["model"], where)(**spec["config"])
+        return cls(**spec["config"])
     except (ValueError, TypeError) as error:
         raise ValueError(f"{where}: {error}") from None
 
