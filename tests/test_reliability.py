@@ -370,6 +370,17 @@ def test_resuming_into_another_architecture_or_an_em_run_is_explained(folder, ca
     assert "EM ran to convergence, so there is nothing to resume" in capsys.readouterr().out
 
 
+def test_resume_refuses_other_data_than_the_run_trained_on(folder, capsys):
+    run = folder / "run"
+    with pytest.raises(ValueError, match=r"trained on 86 images .* hands it 64"):
+        small_vae().fit(bars(64), out=run, resume=True, epochs=2, progress=False)
+    x = np.load(folder / "x.npy")
+    x[0, 0, 0] = 255 - x[0, 0, 0]  # the same file name, one pixel changed
+    np.save(folder / "x.npy", x)
+    assert main(["train", "--data", str(folder / "x.npy"), *TRAIN[1:], "--out", str(run), "--resume"]) == 2
+    assert "hands it 86 (checksum" in capsys.readouterr().err
+
+
 def test_temporary_files_a_killed_write_left_go_when_the_folder_is_next_claimed(folder):
     run = folder / "run"
     left = [run / ".weights.pt.abc123.tmp", run / ".checkpoint.pt.x9.tmp"]

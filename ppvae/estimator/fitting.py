@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import hashlib
 import inspect
 import math
 import os
@@ -212,6 +213,35 @@ def split_validation(data: Any, fraction: float, seed: int) -> tuple[Any, Any]:
     return torch.utils.data.Subset(data, keep.tolist()), torch.utils.data.Subset(data, hold.tolist())
 
 
+def data_fingerprint(model: Model, data: Any, y: Any = None) -> dict[str, Any]:
+    """How many images a fit trains on and, for data in memory, a checksum of them and their labels: what a
+    resumed fit checks it is handed the same data by (data read from disk is counted, not read twice)."""
+    fingerprint: dict[str, Any] = {"images": len(data)}
+    if in_memory(data):
+        digest = hashlib.blake2b(digest_size=8)
+        digest.update(model.images(data).detach().cpu().contiguous().numpy().tobytes())
+        labels = y if y is not None else getattr(data, "y", None)
+        if labels is not None:
+            digest.update(torch.as_tensor(labels).cpu().contiguous().numpy().tobytes())
+        fingerprint["checksum"] = digest.hexdigest()
+    return fingerprint
+
+
+def check_same_data(recorded: dict[str, Any] | None, given: dict[str, Any], out: Path | None) -> None:
+    """Refuse to resume on other data than the run trained on (a checkpoint from before the record passes)."""
+    if recorded is None:
+        return
+    checksums = [f.get("checksum") for f in (recorded, given)]
+    if recorded.get("images") == given["images"] and (None in checksums or checksums[0] == checksums[1]):
+        return
+    where = f"the run in {out}" if out is not None else "this model's last fit"
+    raise ValueError(
+        f"resume=True continues {where}, which trained on {recorded['images']:,} images (checksum "
+        f"{recorded.get('checksum', 'not taken')}), and this call hands it {given['images']:,} (checksum "
+        f"{given.get('checksum', 'not taken')}): pass the same data (spec.json names it), or start a new run"
+    )
+
+
 def data_source_of(data: Any) -> dict[str, Any] | None:
     """Where named data came from, for the run folder (a user's tensor has no name to record)."""
     if isinstance(data, ImageDataset) and data.name and data.split in ("train", "test"):
@@ -239,6 +269,7 @@ class FitJob:
     out: Path | None = None
     state: dict[str, Any] | None = None  # the training state to resume from
     best: dict[str, Any] = field(default_factory=dict)  # best epoch, score and weights under validation
+    data: dict[str, Any] | None = None  # the training data's fingerprint, kept in the checkpoint
 
 
 class EpochEnd:
@@ -290,6 +321,7 @@ class EpochEnd:
             "best_epoch": job.best.get("epoch"),
             "best_score": job.best.get("score"),
             "snapshots": dict(fit.snapshots),
+            "data": job.data,
         }
         if job.out is not None:
             runs.write_run(model, fit, job.out, weights=job.best.get("weights"), checkpoint=self.training_state)
@@ -535,8 +567,10 @@ def fit(
     record = model.fit_record.copy()
     out = Path(options["out"]) if options["out"] is not None else None
     state = None
+    fingerprint = data_fingerprint(model, data, y)
     if options["resume"]:
         state, validation = _resume(model, record, out, options, validation)
+        check_same_data(state.get("data"), fingerprint, out)
         if state["epoch"] >= options["epochs"]:
             return record
     seed = options["seed"]
@@ -575,6 +609,7 @@ def fit(
     record.data_source = record.data_source or data_source_of(data)
     best = _best_so_far(state, out)
     job = FitJob(model, record, batches, objective, options, schedule, x_test, c_test, x_val, c_val, out, state, best)
+    job.data = fingerprint
     if out is not None and writes_run_folder():  # the data and options passed: what the old weights made goes
         runs.remove_stale(out, logs=options["overwrite"])  # a replaced run stays whole until the first epoch
     loggers = _loggers(out, record.history)
