@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -90,14 +91,21 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return write_bytes_atomic(path, text.encode())
 
 
-def remove_temporaries(folder: str | Path) -> list[str]:
+def remove_temporaries(folder: str | Path, older_than: float = 300.0) -> list[str]:
     """Remove the temporary files a write killed halfway left in ``folder`` (``.<name>.<random>.tmp`` for a
-    name ppvae writes there); call it only while no other process writes the folder."""
+    name ppvae writes there), those last touched more than ``older_than`` seconds ago: a write in progress
+    in another process (an evaluation beside a training, another rank) is younger and keeps its file."""
     folder = Path(folder)
     ours = written(folder) | {WRITTEN}
+    now = time.time()
     removed = []
     for path in folder.glob(".*.tmp"):
-        if any(path.name.startswith(f".{name}.") for name in ours) and not path.is_symlink():
+        try:
+            if path.is_symlink() or now - path.stat().st_mtime < older_than:
+                continue
+        except FileNotFoundError:  # renamed into place by its writer meanwhile
+            continue
+        if any(path.name.startswith(f".{name}.") for name in ours):
             path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed

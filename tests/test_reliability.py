@@ -4,6 +4,7 @@ a failed fit undone, models that leave Pyro's store when dropped, and threads th
 
 import gc
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -386,9 +387,12 @@ def test_temporary_files_a_killed_write_left_go_when_the_folder_is_next_claimed(
     left = [run / ".weights.pt.abc123.tmp", run / ".checkpoint.pt.x9.tmp"]
     for path in left:
         path.write_bytes(b"half a file")
+        os.utime(path, (time.time() - 3600, time.time() - 3600))  # left an hour ago
+    fresh = run / ".spec.json.live.tmp"
+    fresh.write_bytes(b"another process writing now")
     (run / ".mine.tmp").write_bytes(b"a user's")
     fit(small_vae(), bars(64), out=run, overwrite=True)
-    assert not any(path.exists() for path in left) and (run / ".mine.tmp").exists()
+    assert not any(path.exists() for path in left) and (run / ".mine.tmp").exists() and fresh.exists()
 
 
 @pytest.mark.parametrize(
@@ -534,6 +538,19 @@ def test_nan_and_infinite_pixels_are_refused_for_every_likelihood(model, tmp_pat
     for score in (fitted.evaluate, lambda d: fitted.log_evidence(d, 10, progress=False)):
         with pytest.raises(ValueError, match="1 of 64 images hold NaN or infinite pixels"):
             score(infinite)
+
+
+def test_a_bad_image_far_into_a_file_read_from_disk_is_caught_when_it_is_read(tmp_path):
+    x = np.random.default_rng(0).random((10_100, 8, 8)).astype(np.float32)  # past the first 10,000 checked at once
+    x[10_050, 3, 3] = 3.0
+    np.save(tmp_path / "x.npy", x)
+    data = ppvae.data.load(tmp_path / "x.npy", lazy=True)
+    with pytest.raises(ValueError, match=r"a batch read from disk holds values from .* to 3"):
+        small_vae().fit(data, epochs=1, batch_size=512, progress=False)
+    x[10_050, 3, 3] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    with pytest.raises(ValueError, match="1 of 512 images hold NaN"):
+        small_vae().fit(ppvae.data.load(tmp_path / "x.npy", lazy=True), epochs=1, batch_size=512, progress=False)
 
 
 def test_torch_uint8_float64_and_float16_images_train_as_float32_in_0_1():

@@ -221,8 +221,10 @@ def data_fingerprint(model: Model, data: Any, y: Any = None) -> dict[str, Any]:
         digest = hashlib.blake2b(digest_size=8)
         digest.update(model.images(data).detach().cpu().contiguous().numpy().tobytes())
         labels = y if y is not None else getattr(data, "y", None)
-        if labels is not None:
+        try:
             digest.update(torch.as_tensor(labels).cpu().contiguous().numpy().tobytes())
+        except (TypeError, ValueError, RuntimeError):  # no labels, or not numbers: the labels' own check says so
+            pass
         fingerprint["checksum"] = digest.hexdigest()
     return fingerprint
 
@@ -404,9 +406,10 @@ def _loggers(out: Path | None, history: list[dict[str, Any]]) -> list:
 
     from lightning_fabric.loggers import CSVLogger, TensorBoardLogger
 
-    for folder in ("csv", "tensorboard"):  # a link planted in a received run folder redirects nothing
-        inside(out, runs.LOGS, folder)
-    note_written(out, runs.LOGS)  # the loggers' folder is ppvae's to replace
+    if writes_run_folder():  # rank 0 alone writes the run folder; other ranks only log through Fabric
+        for folder in ("csv", "tensorboard"):  # a link planted in a received run folder redirects nothing
+            inside(out, runs.LOGS, folder)
+        note_written(out, runs.LOGS)  # the loggers' folder is ppvae's to replace
     (out / "logs" / "csv" / "metrics.csv").unlink(missing_ok=True)
     csv = CSVLogger(out, name="logs", version="csv", flush_logs_every_n_steps=1)
     for record in history:
@@ -438,6 +441,20 @@ def _device(accelerator: str, devices: int) -> torch.device:
 def _checked_condition(model: Model, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
     """The training condition of a batch read from disk, its labels checked first (they were never all in memory)."""
     return model.condition(x, labels_for(model, None, y), train=True)
+
+
+def _checked_batch(prepare: Any, model: Model, dynamic: bool, images: torch.Tensor) -> torch.Tensor:
+    """A batch read from disk, prepared and checked as the first images were: the data was never all in memory
+    to be checked at once, so a bad image far into a file is caught when it is read, not trained on."""
+    x = prepare(images)  # refuses NaN and infinite pixels itself
+    if dynamic and (x.min() < 0 or x.max() > 1):
+        raise ValueError(
+            f"binarisation needs pixel values in [0, 1]; a batch read from disk holds values from "
+            f"{x.min().item():g} to {x.max().item():g}"
+        )
+    if not dynamic:
+        model.check_data(x)
+    return x
 
 
 def _resume(
@@ -533,7 +550,8 @@ def _training_batches(
         )
     model.check_data(transform(head) if transform else head)
     conditioner = functools.partial(_checked_condition, model)
-    batches = LoaderBatches(data, loader_prepare, batch_size, seed, transform, conditioner, options["num_workers"])
+    checked = functools.partial(_checked_batch, loader_prepare, model, dynamic)
+    batches = LoaderBatches(data, checked, batch_size, seed, transform, conditioner, options["num_workers"])
     return batches, head, method
 
 
@@ -567,7 +585,8 @@ def fit(
     record = model.fit_record.copy()
     out = Path(options["out"]) if options["out"] is not None else None
     state = None
-    fingerprint = data_fingerprint(model, data, y)
+    with argument("data"):
+        fingerprint = data_fingerprint(model, data, y)
     if options["resume"]:
         state, validation = _resume(model, record, out, options, validation)
         check_same_data(state.get("data"), fingerprint, out)
