@@ -95,9 +95,17 @@ def traverse(
 
 
 def interpolate(
-    model: LatentVariableModel, test: ImageDataset, path: Path, pairs: int = 3, steps: int = 10, seed: int = 0, **_: Any
+    model: LatentVariableModel,
+    test: ImageDataset,
+    path: Path,
+    pairs: int = 3,
+    steps: int = 10,
+    seed: int = 0,
+    title: str = "From one test image to another: through the latent space, and by fading",
+    **_: Any,
 ) -> Path:
-    """Between pairs of test images (of different classes where labelled): in latent space and in pixel space."""
+    """Between pairs of test images (of different classes where labelled): in latent space and in pixel space;
+    ``title`` names the model where two figures stand side by side."""
     x = model.prepare(test.subset(200), seed=seed)
     labels = test.y[:200] if test.y is not None else None
     rows = {}
@@ -108,7 +116,7 @@ def interpolate(
         latent_path, pixel_path = latent.interpolate(model, x[a], x[b], steps, y)
         rows[f"{i + 1}. through z"] = latent_path
         rows[f"{i + 1}. in pixels"] = pixel_path
-    return viz.image_rows(rows, path, title="From one test image to another: through the latent space, and by fading")
+    return viz.image_rows(rows, path, title=title)
 
 
 def attribute(
