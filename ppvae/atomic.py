@@ -59,12 +59,17 @@ def written(folder: str | Path) -> set[str]:
     return {name for name in record.read_text().splitlines() if name}
 
 
+def _record(folder: Path, names: set[str]) -> None:
+    """Replace the folder's record of what ppvae wrote with ``names``."""
+    _replace(folder / WRITTEN, "".join(f"{name}\n" for name in sorted(names)).encode())
+
+
 def note_written(folder: str | Path, *names: str) -> None:
     """Add ``names`` to the folder's record of what ppvae wrote (before writing them: a kill in between leaves
     a name too many, which removing ignores, never a file of ppvae's that it would not remove)."""
     known = written(folder)
     if not set(names) <= known:
-        _replace(Path(folder) / WRITTEN, "".join(f"{name}\n" for name in sorted(known | set(names))).encode())
+        _record(Path(folder), known | set(names))
 
 
 def remove_written(folder: str | Path, names: Iterable[str]) -> list[str]:
@@ -83,7 +88,7 @@ def remove_written(folder: str | Path, names: Iterable[str]) -> list[str]:
             path.unlink()
         removed.append(name)
     if removed:
-        _replace(folder / WRITTEN, "".join(f"{name}\n" for name in sorted(ours - set(removed))).encode())
+        _record(folder, ours - set(removed))
     return removed
 
 

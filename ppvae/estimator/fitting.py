@@ -18,7 +18,6 @@ import contextlib
 import copy
 import functools
 import hashlib
-import inspect
 import math
 import os
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from ppvae.atomic import note_written, remove_temporaries
-from ppvae.data import ImageDataset, check_binarize, fixed_binarization, to_float_images
+from ppvae.data import ImageDataset, as_images, check_binarize, fixed_binarization, to_float_images
 from ppvae.data import binarize as binarize_images
 from ppvae.estimator import runs
 from ppvae.estimator.contract import FitRecord, Model, labels_for
@@ -219,7 +218,7 @@ def data_fingerprint(model: Model, data: Any, y: Any = None) -> dict[str, Any]:
     fingerprint: dict[str, Any] = {"images": len(data)}
     if in_memory(data):
         digest = hashlib.blake2b(digest_size=8)
-        digest.update(model.images(data).detach().cpu().contiguous().numpy().tobytes())
+        digest.update(as_images(data, model.x_shape).detach().cpu().contiguous().numpy().tobytes())  # not moved
         labels = y if y is not None else getattr(data, "y", None)
         try:
             digest.update(torch.as_tensor(labels).cpu().contiguous().numpy().tobytes())
@@ -498,7 +497,7 @@ def resumed_options(model: Model, options: dict[str, Any], recorded: dict[str, A
     """The options a resumed fit runs with: the run's own, but for ``epochs`` and a changed ``lr`` or
     ``clip_norm``. An option left at fit's default takes the run's value; one given with another value is
     refused, naming both, unless it may change (`CHANGEABLE_ON_RESUME`)."""
-    defaults = {p.name: p.default for p in inspect.signature(type(model).fit).parameters.values()}
+    defaults = type(model).fit_defaults()
     resumed = {}
     for key in (*RECORDED, "binarize"):
         if key == "epochs" or key not in recorded:
