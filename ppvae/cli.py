@@ -122,7 +122,8 @@ def command_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict, 
     unknown = sorted(set(tables["fit"]) - set(FIT_FLAGS))
     if unknown:
         raise ValueError(f"unknown [fit] keys {unknown}; known: {', '.join(FIT_FLAGS)}")
-    for key in ("model", "z_dim", "beta", "prior", "likelihood", "guide", "network", "method", "visible"):
+    model_keys = ("model", "z_dim", "beta", "prior", "likelihood", "guide", "network", "method", "visible")
+    for key in (*model_keys, "corruption", "classifier_weight"):
         value = getattr(args, key)
         if key == "z_dim" and isinstance(value, list) and len(value) == 1:
             value = value[0]  # one layer
@@ -459,9 +460,9 @@ def add_training_arguments(p: argparse.ArgumentParser, swept: bool = False) -> N
     group.add_argument(
         "--model",
         choices=sorted(model_names()),
-        help="VAE (default), cvae (learns from the labels), "
-        "factor-analysis, completion (a CVAE that fills in hidden quadrants) or completion-network (its "
-        "deterministic baseline)",
+        help="VAE (default), cvae (learns from the labels), m2 (learns from a few labels and many images: "
+        "--labels N), factor-analysis, completion (a CVAE that fills in hidden quadrants) or completion-network "
+        "(its deterministic baseline)",
     )
     if swept:
         group.add_argument("--z-dim", type=int, nargs="+", help="latent sizes to sweep (or a single size)")
@@ -482,6 +483,12 @@ def add_training_arguments(p: argparse.ArgumentParser, swept: bool = False) -> N
         "--layer-hidden", type=int, nargs="+", help="with several --z-dim: hidden widths between two stochastic layers"
     )
     group.add_argument("--method", choices=["em", "svi"], help="factor analysis: closed-form EM (default) or SVI")
+    group.add_argument(
+        "--classifier-weight",
+        type=float,
+        metavar="ALPHA",
+        help="m2: weight of the classifier's log-likelihood on each labelled image (0: none)",
+    )
     group.add_argument(
         "--visible",
         type=int,
@@ -505,6 +512,13 @@ def add_training_arguments(p: argparse.ArgumentParser, swept: bool = False) -> N
     )
     group.add_argument("--clip-norm", type=float, metavar="NORM", help="clip the gradient norm at NORM")
     group.add_argument("--seed", type=int, help="fixes the weights, the data order and the noise")
+    group.add_argument(
+        "--labels",
+        type=int,
+        dest="labelled",
+        metavar="N",
+        help="m2: keep N training labels, N / classes of each class drawn with --seed; the rest are hidden",
+    )
     group.add_argument(
         "--validation",
         type=float,

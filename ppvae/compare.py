@@ -160,7 +160,10 @@ def score(
     labels = data.y if isinstance(data, ImageDataset) and model.capabilities.condition == "labels" else None
     method = method or (default_method(model) if num_samples or default_method(model) == "exact" else None)
     left_out = []
-    if method is None:
+    if not model.capabilities.density:
+        left_out.append(NO_DENSITY)
+        method = None
+    elif method is None:
         left_out.append("log p(x) not asked for (num_samples=0)")
     elif point_mass(model) and evidence_options.get("proposal", "guide") != "prior":
         left_out.append(POINT_MASS_EVIDENCE)
@@ -177,8 +180,8 @@ def score(
     )
     key = "log_px_exact" if method == "exact" else "log_px"
     log_px = scores.get(key)
-    elbo = None if point_mass(model) else scores["elbo"]
-    if elbo is None:
+    elbo = None if point_mass(model) or not model.capabilities.density else scores["elbo"]
+    if point_mass(model):
         left_out.append(f"no ELBO: {POINT_MASS_ELBO}")
     reconstruction = model.reconstruct(x, y=labels)
     squared_error = (reconstruction - x).pow(2).flatten(1).sum(1).mean().item()
@@ -204,6 +207,12 @@ def score(
         "fit_seconds": sum(r.get("seconds", 0.0) for r in model.history),
         "left_out": left_out,
     }
+
+
+NO_DENSITY = (
+    "no log p(x) and no ELBO: a denoising autoencoder models an image given its corruption, p(x | x~), and "
+    "samples by a chain"
+)
 
 
 def compare(

@@ -64,6 +64,11 @@ def evaluation_table(
     ):
         if key in scores:
             rows.append(f"| {label} | {scores[key]:.4f} | |")
+    if "accuracy" in scores:
+        rows.append(
+            f"| accuracy of q(y\\|x) on the labelled images (a share) | {scores['accuracy']:.4f} | "
+            f"{_fmt(scores['accuracy_se'], 4)} |"
+        )
     if "effective_sample_size" in scores:
         rows.append(f"| effective sample size of the K weights (mean) | {scores['effective_sample_size']:.1f} | |")
     if "khat_unreliable" in scores:

@@ -88,6 +88,12 @@ class LatentVariableModel(nn.Module):
         self.fit_record = FitRecord()
 
     @property
+    def training_arguments(self) -> dict[str, Any]:
+        """Keyword arguments the programs take in training only, beside ``kl_weight``, handed at every step:
+        none here; M2's classifier weight. Called without them, the programs are the plain model."""
+        return {}
+
+    @property
     def history(self) -> list[dict[str, Any]]:
         """One record per epoch of training (the fit record's history)."""
         return self.fit_record.history
@@ -143,10 +149,10 @@ class LatentVariableModel(nn.Module):
         self, data: Data | None, x: torch.Tensor | None, y: Any = None, c: torch.Tensor | None = None
     ) -> torch.Tensor | None:
         """The condition for ``data`` (prepared as ``x``): ``c`` as given, else the hook's, from labels ``y``
-        (or the dataset's)."""
+        (or the dataset's, but for a model whose label is latent: see `labels_for`)."""
         if c is not None:
             return torch.as_tensor(c).to(self.device)
-        labels = labels_for(self, data, y)
+        labels = labels_for(self, data if data is not None else x, y, scoring=True)
         return self.condition(x, None if labels is None else labels.to(self.device))
 
     def resolve_binarize(self, binarize: str | None, x: torch.Tensor) -> str | None:
@@ -210,6 +216,7 @@ class LatentVariableModel(nn.Module):
         progress: bool = True,
         snapshot_epochs: list[int] | None = None,
         y: torch.Tensor | None = None,
+        labelled: int | Sequence[int] | torch.Tensor | None = None,
     ) -> LatentVariableModel:
         """Maximise the ELBO by SVI; returns the model, with one record per epoch in ``history``.
 
@@ -237,6 +244,11 @@ class LatentVariableModel(nn.Module):
         ``snapshot_epochs=[1, 5, 10]`` keeps the latent means of the first 2,000 test images after
         those epochs in ``fit_record.snapshots`` (the "latent over training" figure,
         ``ppvae.plot(model, "training")``).
+
+        ``labelled``, for a model whose label is latent (M2): the training labels it may read, the others hidden
+        and summed out: a count (balanced over the classes, drawn with ``seed``), indices or a boolean mask
+        (see `ppvae.estimator.labels`); None reads the labels as given, -1 marking an unknown one. Held-out
+        data (``test``, ``validation``) keeps its labels.
 
         ``accelerator`` ("auto", "cpu", "cuda"), ``devices`` (processes, data-parallel: the global
         ``batch_size`` is split among them), ``strategy`` and ``precision`` go to Lightning Fabric.
@@ -315,9 +327,10 @@ class LatentVariableModel(nn.Module):
         return (loc, scale) if return_scale else loc
 
     def code_site(self, summary: dict[str, Any], site: str | None = None) -> str:
-        """The latent site ``encode`` reads: ``site``, or the first the guide samples."""
+        """The latent site ``encode`` reads: ``site``, or the first continuous one the guide samples (a label the
+        guide infers is no code)."""
         if site is None:
-            return next(iter(summary))
+            return next(name for name, (loc, _) in summary.items() if loc.is_floating_point())
         if site not in summary:
             raise ValueError(f"{type(self).__name__} has no latent site {site!r}; its sites: {', '.join(summary)}")
         return site

@@ -39,6 +39,13 @@ class Capabilities:
     proposal need (a flow guide whose transforms have no inverse scores only its own draws).
     ``condition``: what ``c`` is built from: ``"none"``, ``"labels"`` (class labels y) or ``"images"``
     (the visible part of each image).
+    ``latent_labels``: the label is a sample site of the model, observed where it is known and summed out
+    where it is not (M2): labels may be missing (-1), training enumerates them (``TraceEnum_ELBO``), and
+    log p(x) without labels is the sum over the classes of log p(x, y).
+    ``density``: log p(x) is defined, so the evidence estimators apply; a denoising autoencoder's p(x | x~) is
+    a conditional of the image given its corruption, no density of x (its samples come from a chain).
+    ``selected_by``: the held-out figure, larger is better, that chooses the best epoch under validation
+    and that early stopping watches: ``"elbo"``, or ``"accuracy"`` for a model that classifies.
     """
 
     latent: bool = True
@@ -48,10 +55,15 @@ class Capabilities:
     proposal: bool = True
     scores_any_point: bool = True
     condition: ConditionKind = "none"
+    latent_labels: bool = False
+    density: bool = True
+    selected_by: str = "elbo"
 
     def __post_init__(self) -> None:
         if self.condition not in CONDITION_KINDS:
             raise ValueError(f"condition must be one of {CONDITION_KINDS}, got {self.condition!r}")
+        if self.latent_labels and self.condition != "labels":
+            raise ValueError("latent_labels needs condition='labels': the label is what the model may observe")
 
 
 @dataclass
@@ -93,7 +105,8 @@ class Model(Protocol):
     beta: float
     num_classes: int
     fit_record: FitRecord
-    latent_sizes: dict[str, int]  # each latent site's size, the one next to x first (several: a hierarchy)
+    latent_sizes: dict[str, int]  # each continuous latent site's size, the one next to x first (several: a hierarchy)
+    training_arguments: dict[str, Any]  # what the programs take in training beside kl_weight ({} for most)
 
     def model(self, x: torch.Tensor | None = None, c: torch.Tensor | None = None, kl_weight: float = 1.0): ...
 
@@ -122,20 +135,31 @@ class Model(Protocol):
     # estimator API (evaluate, encode, reconstruct, sample) that scores held-out data and draws figures.
 
 
-def labels_for(model: Model, data: Any, y: Any = None) -> torch.Tensor | None:
+def labels_for(model: Model, data: Any, y: Any = None, scoring: bool = False) -> torch.Tensor | None:
     """The labels the machinery hands the condition hook for ``data``: ``y``, else the dataset's, for a model
-    conditioned on labels (checked once here: class indices in 0..num_classes-1); None for any other model."""
+    conditioned on labels (checked once here: class indices in 0..num_classes-1); None for any other model.
+
+    A model whose label is latent takes -1 for an unknown label, and, ``scoring`` (encode, the ELBO, log p(x)),
+    reads labels only from ``y``: a labelled test set is scored as images, p(x) with the label summed out,
+    which compares with every other model; ``y=`` asks for p(x, y)."""
     if model.capabilities.condition != "labels":
         return None
-    if y is None:
+    if y is None and not (scoring and model.capabilities.latent_labels):
         y = getattr(data, "y", None)
+    if y is None and model.capabilities.latent_labels and data is not None:
+        return torch.full((len(data),), MISSING, dtype=torch.long)  # no label known: every one summed out
     if y is None:
         raise ValueError(f"{type(model).__name__} is conditional: pass labels y (or a dataset that has them)")
-    return check_labels(y, model.num_classes)
+    return check_labels(y, model.num_classes, missing=model.capabilities.latent_labels)
 
 
-def check_labels(y: Any, num_classes: int) -> torch.Tensor:
-    """``y`` as a tensor of class indices, or an error that says what is wrong with it."""
+MISSING = -1
+"""The label of an image whose class is unknown, for a model whose label is latent (scikit-learn's mark too)."""
+
+
+def check_labels(y: Any, num_classes: int, missing: bool = False) -> torch.Tensor:
+    """``y`` as a tensor of class indices (and, with ``missing``, -1 for an unknown one), or an error that says
+    what is wrong with it."""
     try:
         y = torch.as_tensor(y)
     except (TypeError, ValueError, RuntimeError):
@@ -152,6 +176,8 @@ def check_labels(y: Any, num_classes: int) -> torch.Tensor:
     if y.dim() > 1:
         raise ValueError(f"labels are one class index per image, shape (N,); got shape {tuple(y.shape)}")
     y = y.long()
-    if y.numel() and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got values in [{int(y.min())}, {int(y.max())}]")
+    low = MISSING if missing else 0
+    if y.numel() and (y.min() < low or y.max() >= num_classes):
+        allowed = f"0..{num_classes - 1}" + (" or -1 (unknown)" if missing else "")
+        raise ValueError(f"labels must lie in {allowed}, got values in [{int(y.min())}, {int(y.max())}]")
     return y

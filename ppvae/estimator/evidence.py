@@ -15,6 +15,7 @@ budget, and shows a progress bar. It uses a model only through its contract.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ import torch
 from ppvae.data import Data
 from ppvae.estimator.contract import Model, labels_for
 from ppvae.infer import PYRO_LOCK, seeded
-from ppvae.infer.ais import STARTS, AISEstimate, ais_log_evidence, bidirectional, simulate
+from ppvae.infer.ais import STARTS, AISEstimate, ais_log_evidence, bidirectional, log_standard_error, simulate
 from ppvae.infer.evidence import PROPOSALS, EvidenceEstimate, estimate_log_evidence, rows_per_pass
 from ppvae.infer.progress import progress_bar
 from ppvae.infer.quadrature import QuadratureEstimate, quadrature_log_evidence
@@ -74,6 +75,11 @@ def check_method(model: Model, method: str) -> str:
     """``method`` if it is known and this model can use it, else one line saying why not."""
     if method not in METHOD_OPTIONS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not model.capabilities.density:
+        raise ValueError(
+            f"{type(model).__name__} has no tractable p(x): it models an image given its corruption, p(x | x~), "
+            "and draws samples by a chain; compare its samples (MMD, nearest neighbours) instead"
+        )
     if method == "exact" and not model.capabilities.exact_evidence:
         raise ValueError(
             f"{type(model).__name__} has no closed-form evidence; use method='is', 'ais' or (z_dim <= 2) 'quadrature'"
@@ -178,6 +184,24 @@ def log_evidence(
     if num_samples is not None:
         options["num_samples"] = num_samples
     options = method_options(method, options)
+    if model.capabilities.latent_labels and c is None and not _labels_known(model, data, y):
+        estimate = summed_over_labels(
+            [
+                log_evidence(
+                    model,
+                    data,
+                    method=method,
+                    y=torch.full((len(data),), label),
+                    binarize=binarize,
+                    seed=seed,
+                    diagnostics=True,
+                    progress=progress,
+                    **options,
+                )
+                for label in range(model.num_classes)
+            ]
+        )
+        return estimate if diagnostics else estimate.log_evidence
     if method == "exact":
         with scoring(model, data, y, c, binarize, seed) as (x, _):
             return model.exact_log_evidence(x)
@@ -187,6 +211,43 @@ def log_evidence(
         estimate = _ais(model, data, y, c, options, binarize, seed, progress)
         return estimate if diagnostics else estimate.log_evidence
     return _importance_sampling(model, data, y, c, options, binarize, seed, diagnostics, progress)
+
+
+def _labels_known(model: Model, data: Data, y: Any) -> bool:
+    """For a model whose label is latent: True where ``y`` gives every image's label (log p(x, y)), False where
+    it gives none (log p(x), the label summed out); some but not all is refused."""
+    known = labels_for(model, data, y, scoring=True) >= 0
+    if bool(known.all()) or not bool(known.any()):
+        return bool(known.all())
+    raise ValueError(
+        f"y gives the labels of {int(known.sum())} of {known.numel()} images: give every image's label "
+        "(log p(x, y)) or none (log p(x), the label summed out)"
+    )
+
+
+def summed_over_labels(estimates: list[Any]) -> Any:
+    """log p(x) = log sum_y p(x, y) from one estimate of log p(x, y) per class (any method, all of one kind).
+
+    The sum over y is exact; each term keeps its estimator's error. AIS's chains are summed chain by chain
+    (chain k of every class together, itself an unbiased estimate of p(x)), so its standard error is that
+    of the sum. Every other per-image diagnostic (k-hat, effective sample size, step size, quadrature error)
+    is the one of the class that holds most of p(x) for that image; the seconds add up.
+    """
+    terms = torch.stack([e.log_evidence for e in estimates])  # (classes, N)
+    dominant = terms.argmax(0, keepdim=True)
+    combined = {}
+    for f in dataclasses.fields(estimates[0]):
+        values = [getattr(e, f.name) for e in estimates]
+        if f.name == "seconds":
+            combined[f.name] = sum(values)
+        elif f.name == "log_weights":
+            combined[f.name] = torch.logsumexp(torch.stack(values), 0)
+        elif isinstance(values[0], torch.Tensor) and values[0].shape == terms.shape[1:]:
+            combined[f.name] = torch.stack(values).gather(0, dominant)[0]
+    combined["log_evidence"] = torch.logsumexp(terms, 0)
+    if "standard_error" in combined:
+        combined["standard_error"] = log_standard_error(combined["log_weights"])
+    return dataclasses.replace(estimates[0], **combined)
 
 
 def _importance_sampling(model, data, y, c, options, binarize, seed, diagnostics, progress):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import hashlib
 import math
@@ -34,6 +35,7 @@ from ppvae.estimator import runs
 from ppvae.estimator.contract import FitRecord, Model, labels_for
 from ppvae.estimator.figures import run_figures
 from ppvae.estimator.files import RunLock, inside
+from ppvae.estimator.labels import describe_labelled, keep_labels
 from ppvae.estimator.memory import check_particles
 from ppvae.infer import (
     OBJECTIVES,
@@ -143,6 +145,12 @@ def check_options(options: dict[str, Any], model: Model) -> None:
             "elbo='meanfield' takes each latent site's KL in closed form, which is biased where a site's prior "
             f"depends on another site's draw (the layers {', '.join(model.latent_sizes)}): use elbo='trace' or 'iwae'"
         )
+    if options["labelled"] is not None and not model.capabilities.latent_labels:
+        reads = "reads every label" if model.capabilities.condition == "labels" else "takes none"
+        raise ValueError(
+            f"labelled= chooses the labels a model whose label is latent (M2, --model m2) may read; "
+            f"{type(model).__name__} {reads}"
+        )
     if options["clip_norm"] is not None:
         _positive("clip_norm", options["clip_norm"])
     if options["early_stopping"] is not None:
@@ -183,6 +191,7 @@ RECORDED = (
     "precision",
     "validation",
     "early_stopping",
+    "labelled",
 )
 """The options a run folder records, and that a resumed run takes from it (``epochs`` from the call)."""
 
@@ -292,8 +301,8 @@ class EpochEnd:
         first_step = training_state["global_step"] - self.steps_per_epoch + 1
         if options["elbo"] == "iwae":
             record["train_iwae"] = -record["train_loss"]
-        elif model.beta == 1.0 and not job.schedule.annealed(first_step):
-            record["train_elbo"] = -record["train_loss"]  # the loss is the true ELBO only at weight 1
+        elif model.beta == 1.0 and not job.schedule.annealed(first_step) and not any(job.schedule.arguments.values()):
+            record["train_elbo"] = -record["train_loss"]  # the true ELBO only at weight 1 and with no other term
         if job.test is not None:
             record.update({f"test_{k}": v for k, v in self.scores(job.test, job.test_c).items()})
         stop = False
@@ -302,10 +311,11 @@ class EpochEnd:
             fit.snapshots[record["epoch"]] = model.encode(job.test[:SNAPSHOT], c=c, binarize=None).cpu()  # prepared
         if job.validation is not None:
             record.update({f"val_{k}": v for k, v in self.scores(job.validation, job.validation_c).items()})
-            if not job.best or record["val_elbo"] > job.best["score"]:
+            score = record[f"val_{model.capabilities.selected_by}"]
+            if not job.best or score > job.best["score"]:
                 job.best.update(
                     epoch=record["epoch"],
-                    score=record["val_elbo"],
+                    score=score,
                     weights={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                 )
             patience = options["early_stopping"]
@@ -328,11 +338,16 @@ class EpochEnd:
             runs.write_run(model, fit, job.out, weights=job.best.get("weights"), checkpoint=self.training_state)
             runs.remove_stale(job.out)  # an evaluation or a figure made from an earlier epoch's weights
         if options["progress"]:
-            shown = ", ".join(f"{k} {v:.2f}" for k, v in record.items() if k.endswith(("elbo", "kl", "reconstruction")))
+            shown = ", ".join(
+                f"{k} {v:.2f}"
+                for k, v in record.items()
+                if k.endswith(("elbo", "kl", "reconstruction")) or k.endswith("accuracy")
+            )
             best = f", best epoch {job.best['epoch']}" if job.best else ""
             tqdm.write(f"epoch {record['epoch']}: {shown} ({record['seconds']:.1f} s{best})")
         if stop and options["progress"]:
-            tqdm.write(f"early stopping: no better validation ELBO for {options['early_stopping']} epochs")
+            watched = "ELBO" if model.capabilities.selected_by == "elbo" else model.capabilities.selected_by
+            tqdm.write(f"early stopping: no better validation {watched} for {options['early_stopping']} epochs")
         return stop
 
 
@@ -503,6 +518,8 @@ def resumed_options(model: Model, options: dict[str, Any], recorded: dict[str, A
         if key == "epochs" or key not in recorded:
             continue
         given, kept = options[key], recorded[key]
+        if key == "labelled":  # chosen images are recorded, and so compared, by their number
+            given = describe_labelled(given)
         unasked = given == defaults.get(key) or (key == "binarize" and given == "auto")
         if given == kept or unasked or key in CHANGEABLE_ON_RESUME:
             resumed[key] = kept if unasked else given
@@ -554,6 +571,18 @@ def _training_batches(
     return batches, head, method
 
 
+def _check_some_labelled(model: Model, data: Any) -> None:
+    """Refuse a training set without one label for a model whose training arguments include a term that learns
+    from labelled images (M2's classifier)."""
+    terms = {k: v for k, v in model.training_arguments.items() if v}
+    if terms and in_memory(data) and not bool((labels_for(model, data) >= 0).any()):
+        named = ", ".join(f"{k}={v:g}" for k, v in terms.items())
+        raise ValueError(
+            f"no training image has a label, and {type(model).__name__}'s training term ({named}) learns from "
+            f"labelled images: keep some (labelled=100), or set {next(iter(terms))}=0"
+        )
+
+
 def _keep_previews(record: FitRecord, model: Model, test: Any, x_test: torch.Tensor | None, snapshots: Any) -> None:
     """The test images (and labels) the run's figures and snapshots show, in ``record``."""
     if snapshots and x_test is None:
@@ -600,12 +629,21 @@ def fit(
         model.reset_parameters(seed)
     model.to(device)
 
-    if y is not None and isinstance(data, torch.Tensor):  # labels travel with their images from here on
+    if y is not None and in_memory(data):  # labels travel with their images from here on
         with argument("y"):
             labels = labels_for(model, None, y) if model.capabilities.condition == "labels" else torch.as_tensor(y)
-        data, y = ImageDataset(model.images(data).cpu(), labels), None
+            if len(labels) != len(data):
+                raise ValueError(f"{len(data)} images but {len(labels)} labels")
+        if isinstance(data, ImageDataset):
+            data, y = dataclasses.replace(data, y=labels), None
+        else:
+            data, y = ImageDataset(model.images(data).cpu(), labels), None
     if isinstance(validation, float):
         data, validation = split_validation(data, validation, seed)
+    if model.capabilities.latent_labels:  # after the split: held-out images keep their labels
+        with argument("labelled"):
+            data = keep_labels(data, options["labelled"], model.num_classes, seed)
+        _check_some_labelled(model, data)
     batches, head, method = _training_batches(model, data, y, options, device)
     fixed = fixed_binarization(method)
     with argument("test"):
@@ -614,16 +652,17 @@ def fit(
         x_val, c_val = _held_out(model, validation, fixed, seed)
     _keep_previews(record, model, test, x_test, options["snapshot_epochs"])
 
-    schedule = KLWeight(model.beta, options["kl_warmup"] * len(batches))
+    schedule = KLWeight(model.beta, options["kl_warmup"] * len(batches), model.training_arguments)
     first_x, first_c = next(iter(batches.for_rank(1, 0, device).batches(1)))
     if fresh:
         with PYRO_LOCK, seeded(derive_seed(seed, 0), device):
             model.initialize(head)
-    objective = make_elbo(options["elbo"], options["num_particles"])
+    objective = make_elbo(options["elbo"], options["num_particles"], enumerate=model.capabilities.latent_labels)
     with buffers_kept(model):  # a check, not a step: BatchNorm's running statistics must not move
         validate_programs(objective, model.model, model.guide, first_x, first_c, **schedule(1))
 
     record.options = {**{k: options[k] for k in RECORDED}, "binarize": method}
+    record.options["labelled"] = describe_labelled(options["labelled"])
     record.data_source = record.data_source or data_source_of(data)
     best = _best_so_far(state, out)
     job = FitJob(model, record, batches, objective, options, schedule, x_test, c_test, x_val, c_val, out, state, best)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from ppvae.infer.evidence import log_importance_weights
 
@@ -47,14 +47,24 @@ class IWAE:
         return self.differentiable_loss(model, guide, *args, **kwargs).item()
 
 
-def make_elbo(name: str = "trace", num_particles: int = 1, max_plate_nesting: int = 1) -> ELBO | IWAE:
+def make_elbo(
+    name: str = "trace", num_particles: int = 1, max_plate_nesting: int = 1, enumerate: bool = False
+) -> ELBO | IWAE:
     """``"trace"``: Trace_ELBO (Monte-Carlo KL); ``"meanfield"``: TraceMeanField_ELBO (analytic KL
     where one exists); ``"iwae"``: the importance-weighted bound with K = ``num_particles``.
 
-    With ``num_particles > 1`` the particles are vectorised, not looped.
+    With ``enumerate`` (programs with a discrete latent site, as M2's label), ``"trace"`` is
+    TraceEnum_ELBO: the sites the guide marks ``infer={"enumerate": "parallel"}`` are summed over exactly,
+    any other discrete site gets the score-function gradient. The other two have no such sum and are
+    refused. With ``num_particles > 1`` the particles are vectorised, not looped.
     """
     if num_particles < 1:
         raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+    if enumerate and name != "trace":
+        raise ValueError(
+            f"elbo={name!r} has no sum over a discrete latent site (the label): use elbo='trace', which "
+            "enumerates it (TraceEnum_ELBO)"
+        )
     if name == "iwae":
         return IWAE(num_particles)
     kwargs = dict(
@@ -62,6 +72,8 @@ def make_elbo(name: str = "trace", num_particles: int = 1, max_plate_nesting: in
         vectorize_particles=num_particles > 1,
         max_plate_nesting=max_plate_nesting,
     )
+    if name == "trace" and enumerate:
+        return TraceEnum_ELBO(strict_enumeration_warning=False, **kwargs)
     if name == "trace":
         return Trace_ELBO(**kwargs)
     if name == "meanfield":
@@ -76,11 +88,12 @@ class KLWeight:
     Step s (from 1) gets beta * min(1, s / warmup_steps): just above 0 at the start (Pyro
     cannot scale a site by 0), beta from the end of the warm-up on. The loop calls it for
     the per-step arguments, as Pyro's ``examples/dmm.py`` hands its annealing factor to the
-    programs; nothing on the model changes.
+    programs; nothing on the model changes. ``arguments`` (M2's classifier weight) go with it unchanged.
     """
 
     beta: float = 1.0
     warmup_steps: int = 0
+    arguments: dict = field(default_factory=dict)  # the model's other training arguments, the same every step
 
     def weight(self, step: int) -> float:
         return self.beta * (min(1.0, step / self.warmup_steps) if self.warmup_steps else 1.0)
@@ -90,4 +103,4 @@ class KLWeight:
         return self.warmup_steps > 0 and step < self.warmup_steps
 
     def __call__(self, step: int) -> dict[str, float]:
-        return {"kl_weight": self.weight(step)}
+        return {"kl_weight": self.weight(step), **self.arguments}

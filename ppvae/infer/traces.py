@@ -91,7 +91,8 @@ def location_scale(fn) -> tuple[torch.Tensor, torch.Tensor]:
 
 class _AtLocations(Messenger):
     """Sets every latent site to its distribution's location instead of a draw, so that a guide's later sites
-    see their parents' locations: the deterministic path through q(z | x) that ``encode`` reports."""
+    see their parents' locations: the deterministic path through q(z | x) that ``encode`` reports. A discrete
+    site (M2's label) takes its most probable value, with a scale of 0."""
 
     def __init__(self):
         super().__init__()
@@ -100,7 +101,11 @@ class _AtLocations(Messenger):
     def _pyro_sample(self, msg: dict) -> None:
         if msg["is_observed"] or site_is_subsample(msg) or msg["done"]:
             return
-        loc, scale = location_scale(msg["fn"])
+        if msg["fn"].support.is_discrete:
+            loc = msg["fn"].mode
+            scale = torch.zeros(loc.shape)
+        else:
+            loc, scale = location_scale(msg["fn"])
         self.summary[msg["name"]] = (loc, scale)
         msg["value"] = loc
         msg["done"] = True

@@ -112,7 +112,8 @@ class CVAE(VAE):
     @torch.no_grad()
     def class_samples(self, per_class: int = 10, seed: int | None = 0) -> torch.Tensor:
         """Samples for every class, (num_classes, per_class, C, H, W). Where the prior ignores the label,
-        column j decodes the same z in every row, so a column shows one style across the classes."""
+        column j decodes the same z in every row (in a hierarchy, the same top layer), so a column shows one
+        style across the classes."""
         self.eval()
         labels = torch.arange(self.num_classes, device=self.device).repeat_interleave(per_class)
         c = self.condition(None, labels)
@@ -120,7 +121,8 @@ class CVAE(VAE):
             if self.prior.depends_on_condition():
                 z = self.prior_sample(len(labels), c)
             else:
-                z = self.prior_sample(per_class).repeat(self.num_classes, 1)
+                top = self.top_sample(per_class).repeat(self.num_classes, 1)
+                z = self.descend(top, self.sites[-1], c, sample=True)
             return self.likelihood_mean(z, c).reshape(self.num_classes, per_class, *self.x_shape)
 
     @torch.no_grad()

@@ -161,16 +161,21 @@ class VAE(LatentVariableModel):
         ``kl_weight`` scales the latent sites (beta, times a warm-up factor, in training);
         without ``x``, ``size`` images are generated.
         """
-        self._register("model")
         n = x.shape[0] if x is not None else size if size is not None else c.shape[0]
-        if x is not None:
-            x = x.reshape((n,) + self.x_shape)
         with pyro.plate("data", n):
-            with self._latent_scale(kl_weight):
-                z = pyro.sample(self.sites[-1], self.prior(c))
-                for layer in reversed(range(len(self.sites) - 1)):
-                    z = pyro.sample(self.sites[layer], self._layer_prior(layer, z, c))
-            return pyro.sample("x", self.observed(self.likelihood(self.networks.decoder(z, c)), c), obs=x)
+            return self.model_sites(x, c, kl_weight)
+
+    def model_sites(self, x: torch.Tensor | None, c: torch.Tensor | None, kl_weight: float = 1.0) -> torch.Tensor:
+        """The model's sites inside the data plate, for a program that opens the plate itself (M2 samples its
+        label there first and hands its one-hot vector as ``c``)."""
+        self._register("model")
+        if x is not None:
+            x = x.reshape((x.shape[0],) + self.x_shape)
+        with self._latent_scale(kl_weight):
+            z = pyro.sample(self.sites[-1], self.prior(c))
+            for layer in reversed(range(len(self.sites) - 1)):
+                z = pyro.sample(self.sites[layer], self._layer_prior(layer, z, c))
+        return pyro.sample("x", self.observed(self.likelihood(self.networks.decoder(z, c)), c), obs=x)
 
     def _layer_prior(self, layer: int, upper: torch.Tensor, c: torch.Tensor | None):
         """p(z_l | z_{l+1}, c) for the 0-based ``layer`` l, a diagonal normal read from the layer above."""
@@ -189,14 +194,18 @@ class VAE(LatentVariableModel):
     ):
         """q(z | x, c): the encoder's distribution over z for each image, its site scaled like the model's; in
         a hierarchy, q(z1 | x, c) and then each layer above from the one below, q(z_{l+1} | z_l, c)."""
+        with pyro.plate("data", x.shape[0]):
+            return self.guide_sites(x, c, kl_weight)
+
+    def guide_sites(self, x: torch.Tensor, c: torch.Tensor | None, kl_weight: float = 1.0) -> torch.Tensor:
+        """The guide's sites inside the data plate (see ``model_sites``); returns z1."""
         self._register("guide")
         x = x.reshape((x.shape[0],) + self.x_shape)
-        with pyro.plate("data", x.shape[0]):
-            with self._latent_scale(kl_weight):
-                z = first = pyro.sample(self.sites[0], self.guide_family(self.networks.encoder(x, c)))
-                for layer, family in enumerate(self.upper_guides):
-                    z = pyro.sample(self.sites[layer + 1], family(self.layers.up[layer](z, c)))
-                return first
+        with self._latent_scale(kl_weight):
+            z = first = pyro.sample(self.sites[0], self.guide_family(self.networks.encoder(x, c)))
+            for layer, family in enumerate(self.upper_guides):
+                z = pyro.sample(self.sites[layer + 1], family(self.layers.up[layer](z, c)))
+            return first
 
     # -- the parts, for the estimator API ---------------------------------------------------------
 
@@ -204,9 +213,12 @@ class VAE(LatentVariableModel):
         return self.likelihood(self.networks.decoder(z, c)).mean
 
     def prior_sample(self, n: int, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.descend(self.top_sample(n, c), self.sites[-1], c, sample=True)
+
+    def top_sample(self, n: int, c: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` draws of the top layer from the prior (in a model of one layer, of z)."""
         prior = self.prior(c)
-        z = prior.sample() if prior.batch_shape == (n,) else prior.sample((n,))
-        return self.descend(z, self.sites[-1], c, sample=True)
+        return prior.sample() if prior.batch_shape == (n,) else prior.sample((n,))
 
     def descend(
         self, z: torch.Tensor, site: str | None, c: torch.Tensor | None = None, sample: bool = False

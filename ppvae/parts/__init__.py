@@ -1,5 +1,6 @@
 """Parts a model is built from: priors, likelihoods, guide families and networks, each in a registry."""
 
+from ppvae.parts.corruptions import CORRUPTIONS, Corruption
 from ppvae.parts.flows import FlowGuide, FlowPrior
 from ppvae.parts.guides import GUIDES, LocationScaleGuide
 from ppvae.parts.likelihoods import LIKELIHOODS, Likelihood, observed_where
@@ -7,9 +8,17 @@ from ppvae.parts.networks import MLP, NETWORKS, Networks
 from ppvae.parts.priors import PRIORS, Prior
 from ppvae.parts.registry import Registry, normalize_spec
 
-REGISTRIES = {"prior": PRIORS, "likelihood": LIKELIHOODS, "guide": GUIDES, "network": NETWORKS}
+REGISTRIES = {
+    "prior": PRIORS,
+    "likelihood": LIKELIHOODS,
+    "guide": GUIDES,
+    "network": NETWORKS,
+    "corruption": CORRUPTIONS,
+}
 
 __all__ = [
+    "CORRUPTIONS",
+    "Corruption",
     "GUIDES",
     "LIKELIHOODS",
     "NETWORKS",

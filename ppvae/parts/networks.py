@@ -26,12 +26,22 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
+def with_condition(h: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    """Features (N, F) joined by a condition (..., N, C): a condition with leading dims (an enumerated label,
+    one row per class) gives features for each, (..., N, F + C)."""
+    if c is None:
+        return h
+    batch = torch.broadcast_shapes(h.shape[:-1], c.shape[:-1])
+    return torch.cat([h.expand(batch + h.shape[-1:]), c.expand(batch + c.shape[-1:])], dim=-1)
+
+
 class Networks(nn.Module):
     """An encoder and a decoder, built together because their sizes mirror each other.
 
     ``encoder(x, c)`` takes images (N, C, H, W) and an optional condition
     (N, condition_dim) and returns (N, encoder_out); ``decoder(z, c)`` maps
-    (..., z_dim) to (..., decoder_out).
+    (..., z_dim) to (..., decoder_out). ``decoder_out=0`` builds the encoder alone:
+    a classifier's trunk, M2's q(y | x).
     """
 
 
@@ -54,13 +64,10 @@ class MLPNetworks(Networks):
             raise ValueError(f"hidden widths must be positive, got {hidden}")
         self.x_dim = math.prod(x_shape)
         self.encoder_net = MLP(self.x_dim + condition_dim, encoder_out, hidden)
-        self.decoder_net = MLP(z_dim + condition_dim, decoder_out, hidden[::-1])
+        self.decoder_net = MLP(z_dim + condition_dim, decoder_out, hidden[::-1]) if decoder_out else None
 
     def encoder(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        h = x.reshape(x.shape[0], self.x_dim)
-        if c is not None:
-            h = torch.cat([h, c], dim=-1)
-        return self.encoder_net(h)
+        return self.encoder_net(with_condition(x.reshape(x.shape[0], self.x_dim), c))
 
     def decoder(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         if c is not None:
@@ -119,19 +126,19 @@ class ConvNetworks(Networks):
             *_conv_block(nn.Conv2d(c, c1, 4, 2, 1), c1), *_conv_block(nn.Conv2d(c1, c2, 4, 2, 1), c2), nn.Flatten()
         )
         self.encoder_head = MLP(code + condition_dim, encoder_out, [hidden])
-        self.decoder_head = nn.Sequential(MLP(z_dim + condition_dim, code, [hidden]), nn.ReLU())
-        self.decoder_convs = nn.Sequential(
-            *_conv_block(nn.ConvTranspose2d(c2, c1, 4, 2, 1), c1), nn.ConvTranspose2d(c1, c * per_pixel, 4, 2, 1)
-        )
         # the parts each program registers with Pyro
         self.encoder_net = nn.ModuleList([self.encoder_convs, self.encoder_head])
-        self.decoder_net = nn.ModuleList([self.decoder_head, self.decoder_convs])
+        self.decoder_net = None
+        if decoder_out:
+            self.decoder_head = nn.Sequential(MLP(z_dim + condition_dim, code, [hidden]), nn.ReLU())
+            self.decoder_convs = nn.Sequential(
+                *_conv_block(nn.ConvTranspose2d(c2, c1, 4, 2, 1), c1), nn.ConvTranspose2d(c1, c * per_pixel, 4, 2, 1)
+            )
+            self.decoder_net = nn.ModuleList([self.decoder_head, self.decoder_convs])
 
     def encoder(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         h = self.encoder_convs(x.reshape((x.shape[0],) + self.x_shape))
-        if c is not None:
-            h = torch.cat([h, c], dim=-1)
-        return self.encoder_head(h)
+        return self.encoder_head(with_condition(h, c))
 
     def decoder(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         batch = z.shape[:-1]  # (N,) in training, (K, N) when the evidence is estimated
