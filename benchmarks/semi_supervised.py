@@ -65,7 +65,7 @@ def m1_m2_accuracy(codes, labels, seed, epochs, alpha):
 
 
 def m2_accuracy(name, train, validation, test, labels, seed, epochs, alpha):
-    model = ppvae.SemiSupervisedVAE(z_dim=50, classifier_weight=alpha, **M2_SETTINGS[name])
+    model = ppvae.SemiSupervisedVAE(z_dim=50, **{"classifier_weight": alpha, **M2_SETTINGS[name]})
     started = time.perf_counter()
     model.fit(train, labelled=labels, epochs=epochs, validation=validation, seed=seed, progress=False)
     seconds = time.perf_counter() - started
@@ -125,11 +125,12 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=50.0, help="M2's classifier_weight")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     parser.add_argument("--out", default="runs/semi-supervised")
+    parser.add_argument("--limit", type=int, help="train on the first N images only (a quick check of the script)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = ppvae.data.load("fashion-mnist", split="train")
-    train, validation = data.subset(59_000), data.subset(torch.arange(59_000, 60_000))
+    train, validation = data.subset(args.limit or 59_000), data.subset(torch.arange(59_000, 60_000))
     test = ppvae.data.load("fashion-mnist", split="test")
     results: dict[str, dict[int, list[float]]] = {m: {n: [] for n in args.labels} for m in args.methods}
     details = []

@@ -158,4 +158,12 @@ def test_the_cli_trains_m2_with_a_label_count_and_evaluate_reports_accuracy(tmp_
     assert "accuracy" in capsys.readouterr().out
     assert main(["train", "--labels", "20", "--limit", "100", "--epochs", "1", "--out", str(tmp_path / "v")]) == 2
     assert "labelled=" in capsys.readouterr().err
+    spec = tmp_path / "m2.toml"  # a spec file carries the model, its alpha and the label count
+    spec.write_text(
+        '[model]\nname = "m2"\nz_dim = 4\nclassifier_weight = 10.0\n[fit]\nlabelled = 30\nepochs = 1\n'
+        "[data]\nlimit = 300\ntest_limit = 50\n"
+    )
+    assert main(["train", "--spec", str(spec), "--out", str(tmp_path / "spec"), "--quiet"]) == 0
+    from_spec = ppvae.load(tmp_path / "spec")
+    assert from_spec.classifier_weight == 10.0 and from_spec.fit_record.options["labelled"] == 30
     pyro.clear_param_store()
