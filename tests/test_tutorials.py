@@ -9,7 +9,7 @@ import torch
 
 TUTORIALS = sorted((Path(__file__).parent.parent / "tutorials").glob("*.ipynb"))
 FAST_SETTINGS = (  # t-SNE is tested in test_latent.py; here its six sweep planes would cost a minute
-    'EPOCHS = 1\nTRAIN_LIMIT = 2000\nNUM_SAMPLES = 20\nEVIDENCE_IMAGES = 100\nPROJECTION = "pca"\n'
+    'EPOCHS = 1\nTRAIN_LIMIT = 2000\nNUM_SAMPLES = 20\nEVIDENCE_IMAGES = 100\nPROJECTION = "pca"\nCHAIN_STEPS = 20\n'
 )
 
 
@@ -83,6 +83,15 @@ def check_07(ns, runs):
     assert len(ns["rows"]) == 6 and len(ns["rows"]["two layers (20, 10)"]["units"]) == 2
 
 
+def check_08(ns, runs):
+    y, z = ns["guide_trace"].nodes["y_unobserved"], ns["guide_trace"].nodes["z"]
+    assert y["value"].shape == (10, 1) and z["fn"].batch_shape == (10, 4)  # every class at once, a z for each
+    assert ns["m2_accuracy"] > 0.15 and 0 < ns["logistic_accuracy"] <= 1  # one short epoch: above chance
+    assert torch.all(ns["log_px"] >= ns["log_pxy"].max(0).values - 1e-6)  # p(x) = sum_y p(x, y)
+    assert ns["from_noise"].shape == (2, 10, 1, 28, 28) and len(ns["results"]) == 4  # steps 1 and 10 of 20
+    assert all(0 <= confident <= 1 and mmd2 == mmd2 for mmd2, _, confident in ns["results"].values())
+
+
 CHECKS = {
     "01": check_01,
     "02": check_02,
@@ -91,4 +100,5 @@ CHECKS = {
     "05": check_05,
     "06": check_06,
     "07": check_07,
+    "08": check_08,
 }  # what each notebook must produce

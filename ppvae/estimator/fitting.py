@@ -338,11 +338,14 @@ class EpochEnd:
             runs.write_run(model, fit, job.out, weights=job.best.get("weights"), checkpoint=self.training_state)
             runs.remove_stale(job.out)  # an evaluation or a figure made from an earlier epoch's weights
         if options["progress"]:
-            shown = ", ".join(
-                f"{k} {v:.2f}"
-                for k, v in record.items()
-                if k.endswith(("elbo", "kl", "reconstruction")) or k.endswith("accuracy")
-            )
+            shown = (
+                ", ".join(
+                    f"{k} {v:.2f}"
+                    for k, v in record.items()
+                    if k.endswith(("elbo", "kl", "reconstruction")) or k.endswith("accuracy")
+                )
+                or f"train_loss {record['train_loss']:.2f}"
+            )  # an objective that is no ELBO (walkback, alpha)
             best = f", best epoch {job.best['epoch']}" if job.best else ""
             tqdm.write(f"epoch {record['epoch']}: {shown} ({record['seconds']:.1f} s{best})")
         if stop and options["progress"]:
