@@ -139,6 +139,12 @@ def _method_label(method: str, num_samples: int, options: dict[str, Any]) -> str
     return method
 
 
+NO_DENSITY = (
+    "no log p(x) and no ELBO: a denoising autoencoder models an image given its corruption, p(x | x~), and "
+    "samples by a chain"
+)
+
+
 def score(
     model: LatentVariableModel,
     test: Data,
@@ -207,12 +213,6 @@ def score(
         "fit_seconds": sum(r.get("seconds", 0.0) for r in model.history),
         "left_out": left_out,
     }
-
-
-NO_DENSITY = (
-    "no log p(x) and no ELBO: a denoising autoencoder models an image given its corruption, p(x | x~), and "
-    "samples by a chain"
-)
 
 
 def compare(
