@@ -182,7 +182,7 @@ class DenoisingAutoencoder(LatentVariableModel):
         """``n`` images: the means of ``CHAIN_STEPS`` steps of the chain from noise (its last step)."""
         if y is not None:
             raise ValueError(f"{type(self).__name__} is not conditional: sample takes no labels")
-        return self.chain(n, steps=CHAIN_STEPS, burn_in=CHAIN_STEPS - 1, seed=seed)[-1]
+        return self.chain(n, steps=CHAIN_STEPS, keep=[CHAIN_STEPS], seed=seed)[0]
 
     @torch.no_grad()
     def reconstruct(

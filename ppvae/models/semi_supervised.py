@@ -132,15 +132,16 @@ class SemiSupervisedVAE(CVAE):
         classifier's term of Kingma et al.'s objective."""
         n = x.shape[0] if x is not None else size if size is not None else c.shape[0]
         known, labels = self.known_labels(c, n, self.device)
+        every, some = bool(known.all()), bool(known.any())  # which of the three forms the label site takes
         with pyro.plate("data", n):
             prior = dist.Categorical(logits=torch.zeros(n, self.num_classes, device=self.device))
-            if bool(known.all()):
+            if every:
                 y = pyro.sample("y", prior, obs=labels)
-            elif not bool(known.any()):
+            elif not some:
                 y = pyro.sample("y", prior)
             else:
                 y = pyro.sample("y", prior, obs=labels, obs_mask=known)
-            if classifier_weight and x is not None and bool(known.any()):
+            if classifier_weight and x is not None and some:
                 self._register("classify")
                 with poutine.scale(scale=classifier_weight), poutine.mask(mask=known):
                     pyro.sample("y_classified", self.label_posterior(x), obs=labels)
@@ -157,12 +158,12 @@ class SemiSupervisedVAE(CVAE):
         """y ~ q(y | x) where c does not give it (enumerated over the classes in training), then q(z | x, y)."""
         n = x.shape[0]
         known, labels = self.known_labels(c, n, x.device)
+        every, some = bool(known.all()), bool(known.any())
         with pyro.plate("data", n):
             y = labels
-            if not bool(known.all()):
+            if not every:
                 self._register("classify")
                 infer = {"enumerate": "parallel"} if self.enumerate_labels else {}
-                some = bool(known.any())
                 with poutine.mask(mask=~known) if some else nullcontext():
                     guessed = pyro.sample("y_unobserved" if some else "y", self.label_posterior(x), infer=infer)
                 y = torch.where(known, labels, guessed)
