@@ -178,12 +178,19 @@ def test_ctrl_c_exits_130_with_one_line_and_the_checkpoint_resumes(tmp_path):
         "run",
     ]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (tmp_path / "run" / "checkpoint.pt").exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 130
+    try:
+        deadline = time.time() + 300
+        while not (tmp_path / "run" / "checkpoint.pt").exists() and time.time() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        assert process.poll() is None, f"the training ended before its first checkpoint: {process.communicate()[1]}"
+        assert (tmp_path / "run" / "checkpoint.pt").exists(), "no checkpoint after 300 s"
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:  # a failed check leaves no training running behind the test
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, err
     assert err.count("\n") == 1 and "interrupted; run keeps the checkpoint" in err and "--resume" in err
     epochs = len(ppvae.load(tmp_path / "run").history)
     assert epochs >= 1
