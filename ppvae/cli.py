@@ -520,6 +520,12 @@ def add_training_arguments(p: argparse.ArgumentParser, swept: bool = False) -> N
         help="m2: keep N training labels, N / classes of each class drawn with --seed; the rest are hidden",
     )
     group.add_argument(
+        "--labelled-share",
+        type=float,
+        metavar="SHARE",
+        help="m2: repeat the labelled images until they make up SHARE of each epoch (0.1: some in every batch)",
+    )
+    group.add_argument(
         "--validation",
         type=float,
         metavar="FRACTION",

@@ -116,6 +116,39 @@ def test_labelled_keeps_a_balanced_seeded_share_and_the_run_records_it(tmp_path)
     )
 
 
+def test_labelled_share_repeats_the_labelled_images_to_that_share_of_every_epoch(tmp_path):
+    data = ppvae.estimator.labels.keep_labels(bars(300), 6, 3, seed=0)  # 6 labelled, 294 not
+    repeated = ppvae.estimator.labels.repeat_labelled(data, 0.25)
+    known = repeated.y >= 0
+    assert int((~known).sum()) == 294 and int(known.sum()) == 6 * 16  # 96 / 390: about a quarter
+    assert torch.equal(repeated.x[:300], data.x) and torch.equal(repeated.y[:300], data.y)
+    assert torch.equal(repeated.x[300:306], data.x[data.y >= 0]) and torch.equal(
+        repeated.y[300:306], data.y[data.y >= 0]
+    )
+    assert ppvae.estimator.labels.repeat_labelled(data, None) is data
+    assert ppvae.estimator.labels.repeat_labelled(data, 0.01) is data  # 2% labelled already
+    model = tiny().fit(
+        bars(300), labelled=6, labelled_share=0.25, batch_size=30, epochs=1, out=tmp_path / "run", progress=False
+    )
+    assert model.fit_record.options["labelled_share"] == 0.25
+    straight = tiny().fit(bars(300), labelled=6, labelled_share=0.25, batch_size=30, epochs=2, progress=False)
+    model.fit(
+        bars(300),
+        labelled=6,
+        labelled_share=0.25,
+        batch_size=30,
+        epochs=2,
+        out=tmp_path / "run",
+        resume=True,
+        progress=False,
+    )
+    assert_same_weights(weights_of(model), weights_of(straight))
+    with pytest.raises(ValueError, match="labelled_share=0.25, and this call asks for labelled_share=0.5"):
+        tiny().fit(
+            bars(300), labelled=6, labelled_share=0.5, epochs=3, out=tmp_path / "run", resume=True, progress=False
+        )
+
+
 def test_the_enumeration_can_be_turned_off_and_the_classifier_term_left_out():
     data = bars(30)
     sampled = tiny(enumerate_labels=False).fit(data, labelled=6, epochs=1, progress=False)
@@ -137,6 +170,11 @@ def test_the_enumeration_can_be_turned_off_and_the_classifier_term_left_out():
         (lambda m, d: m.log_evidence(d, y=torch.tensor([0, -1] * 30)), "give every image's label"),
         (lambda m, d: ppvae.VAE(x_shape=(1, 8, 8)).fit(d, labelled=9, progress=False), "reads every label|takes none"),
         (lambda m, d: tiny(classifier_weight=-1), "classifier_weight must be"),
+        (
+            lambda m, d: m.fit(d, labelled=9, labelled_share=1.5, progress=False),
+            r"labelled_share is the share .* \(0, 1\)",
+        ),
+        (lambda m, d: ppvae.CVAE(x_shape=(1, 8, 8), num_classes=3).fit(d, labelled_share=0.1), "M2, --model m2"),
     ],
 )
 def test_bad_input_gets_one_clear_line(call, message):

@@ -217,6 +217,7 @@ class LatentVariableModel(nn.Module):
         snapshot_epochs: list[int] | None = None,
         y: torch.Tensor | None = None,
         labelled: int | Sequence[int] | torch.Tensor | None = None,
+        labelled_share: float | None = None,
     ) -> LatentVariableModel:
         """Maximise the ELBO by SVI; returns the model, with one record per epoch in ``history``.
 
@@ -248,7 +249,9 @@ class LatentVariableModel(nn.Module):
         ``labelled``, for a model whose label is latent (M2): the training labels it may read, the others hidden
         and summed out: a count (balanced over the classes, drawn with ``seed``), indices or a boolean mask
         (see `ppvae.estimator.labels`); None reads the labels as given, -1 marking an unknown one. Held-out
-        data (``test``, ``validation``) keeps its labels.
+        data (``test``, ``validation``) keeps its labels. ``labelled_share=0.1`` repeats the labelled images until
+        they make up a tenth of each epoch, so that every batch has some (Kingma et al.'s practice; see
+        `ppvae.estimator.labels.repeat_labelled`); None shows each image once.
 
         ``accelerator`` ("auto", "cpu", "cuda"), ``devices`` (processes, data-parallel: the global
         ``batch_size`` is split among them), ``strategy`` and ``precision`` go to Lightning Fabric.

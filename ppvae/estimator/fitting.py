@@ -35,7 +35,7 @@ from ppvae.estimator import runs
 from ppvae.estimator.contract import FitRecord, Model, labels_for
 from ppvae.estimator.figures import run_figures
 from ppvae.estimator.files import RunLock, inside
-from ppvae.estimator.labels import describe_labelled, keep_labels
+from ppvae.estimator.labels import describe_labelled, keep_labels, repeat_labelled
 from ppvae.estimator.memory import check_particles
 from ppvae.infer import (
     OBJECTIVES,
@@ -151,6 +151,17 @@ def check_options(options: dict[str, Any], model: Model) -> None:
             f"labelled= chooses the labels a model whose label is latent (M2, --model m2) may read; "
             f"{type(model).__name__} {reads}"
         )
+    share = options["labelled_share"]
+    if share is not None:
+        if not model.capabilities.latent_labels:
+            raise ValueError(
+                f"labelled_share= repeats the labelled images of a model whose label is latent (M2, --model m2); "
+                f"{type(model).__name__} has none"
+            )
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
+            raise ValueError(
+                f"labelled_share is the share of each epoch's images that are labelled, in (0, 1), got {share!r}"
+            )
     if options["clip_norm"] is not None:
         _positive("clip_norm", options["clip_norm"])
     if options["early_stopping"] is not None:
@@ -192,6 +203,7 @@ RECORDED = (
     "validation",
     "early_stopping",
     "labelled",
+    "labelled_share",
 )
 """The options a run folder records, and that a resumed run takes from it (``epochs`` from the call)."""
 
@@ -647,6 +659,7 @@ def fit(
         with argument("labelled"):
             data = keep_labels(data, options["labelled"], model.num_classes, seed)
         _check_some_labelled(model, data)
+        data = repeat_labelled(data, options["labelled_share"])
     batches, head, method = _training_batches(model, data, y, options, device)
     fixed = fixed_binarization(method)
     with argument("test"):
