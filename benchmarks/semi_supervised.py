@@ -55,19 +55,23 @@ def m1_codes(train, validation, test, seed, epochs):
     ]
 
 
-def m1_m2_accuracy(codes, labels, seed, epochs, alpha):
+def m1_m2_accuracy(codes, labels, seed, epochs, alpha, share):
     train, validation, test = codes
     model = ppvae.SemiSupervisedVAE(
         x_shape=(1, 1, 50), z_dim=50, likelihood={"name": "normal", "scale": "learned"}, classifier_weight=alpha
     )
-    model.fit(train, labelled=labels, epochs=epochs, validation=validation, seed=seed, progress=False)
+    model.fit(
+        train, labelled=labels, labelled_share=share, epochs=epochs, validation=validation, seed=seed, progress=False
+    )
     return model.score(test)
 
 
-def m2_accuracy(name, train, validation, test, labels, seed, epochs, alpha):
+def m2_accuracy(name, train, validation, test, labels, seed, epochs, alpha, share):
     model = ppvae.SemiSupervisedVAE(z_dim=50, **{"classifier_weight": alpha, **M2_SETTINGS[name]})
     started = time.perf_counter()
-    model.fit(train, labelled=labels, epochs=epochs, validation=validation, seed=seed, progress=False)
+    model.fit(
+        train, labelled=labels, labelled_share=share, epochs=epochs, validation=validation, seed=seed, progress=False
+    )
     seconds = time.perf_counter() - started
     best = max(model.history, key=lambda r: r["val_accuracy"])
     return model, model.score(test), {"epoch": best["epoch"], "seconds": seconds}
@@ -123,6 +127,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--alpha", type=float, default=50.0, help="M2's classifier_weight")
+    parser.add_argument(
+        "--labelled-share", type=float, default=None, help="M2's labelled_share (None: each image once an epoch)"
+    )
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     parser.add_argument("--out", default="runs/semi-supervised")
     parser.add_argument("--limit", type=int, help="train on the first N images only (a quick check of the script)")
@@ -142,7 +149,7 @@ def main() -> None:
                 extra = {}
                 if method in M2_SETTINGS:
                     model, score, extra = m2_accuracy(
-                        method, train, validation, test, labels, seed, args.epochs, args.alpha
+                        method, train, validation, test, labels, seed, args.epochs, args.alpha, args.labelled_share
                     )
                     if method == "m2" and labels == args.labels[0] and seed == args.seeds[0]:
                         rows = dict(zip(model.class_names, model.class_samples(10).cpu()))
@@ -151,7 +158,9 @@ def main() -> None:
                 elif method == "m1+m2":
                     if (seed, "codes") not in cache:
                         cache[(seed, "codes")] = m1_codes(train, validation, test, seed, args.epochs)
-                    score = m1_m2_accuracy(cache[(seed, "codes")], labels, seed, args.epochs, args.alpha)
+                    score = m1_m2_accuracy(
+                        cache[(seed, "codes")], labels, seed, args.epochs, args.alpha, args.labelled_share
+                    )
                 elif method == "labels only":
                     score = labels_only_accuracy(train, validation, test, labels, seed)
                 else:
@@ -170,7 +179,8 @@ def main() -> None:
     table = "\n".join(lines)
     note = (
         f"Test accuracy on the 10,000 Fashion-MNIST test images, mean ± standard error over seeds "
-        f"{', '.join(map(str, args.seeds))}; M2 trained {args.epochs} epochs (alpha {args.alpha:g})."
+        f"{', '.join(map(str, args.seeds))}; M2 trained {args.epochs} epochs (alpha {args.alpha:g}, labelled share "
+        f"{args.labelled_share})."
     )
     print("\n" + table + "\n\n" + note)
     (out / "semi_supervised.md").write_text(table + "\n\n" + note + "\n")
