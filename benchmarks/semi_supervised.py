@@ -18,7 +18,8 @@ Every M2 trains for the same number of epochs with the same network (MLP 400, z_
 smallest label count.
 
     python benchmarks/semi_supervised.py [--labels 100 600 1000 3000] [--seeds 0 1 2] [--epochs 10]
-        [--methods m2 "m2, no alpha" "m2, sampled y" "labels only" logistic] [--out runs/semi-supervised]
+        [--methods m2 "m2, no alpha" "m2, sampled y" "labels only" logistic] [--alpha 50] [--beta 1]
+        [--labelled-share 0.5] [--out runs/semi-supervised]
 """
 
 from __future__ import annotations
@@ -55,10 +56,14 @@ def m1_codes(train, validation, test, seed, epochs):
     ]
 
 
-def m1_m2_accuracy(codes, labels, seed, epochs, alpha, share):
+def m1_m2_accuracy(codes, labels, seed, epochs, alpha, share, beta):
     train, validation, test = codes
     model = ppvae.SemiSupervisedVAE(
-        x_shape=(1, 1, 50), z_dim=50, likelihood={"name": "normal", "scale": "learned"}, classifier_weight=alpha
+        x_shape=(1, 1, 50),
+        z_dim=50,
+        likelihood={"name": "normal", "scale": "learned"},
+        classifier_weight=alpha,
+        beta=beta,
     )
     model.fit(
         train, labelled=labels, labelled_share=share, epochs=epochs, validation=validation, seed=seed, progress=False
@@ -66,8 +71,8 @@ def m1_m2_accuracy(codes, labels, seed, epochs, alpha, share):
     return model.score(test)
 
 
-def m2_accuracy(name, train, validation, test, labels, seed, epochs, alpha, share):
-    model = ppvae.SemiSupervisedVAE(z_dim=50, **{"classifier_weight": alpha, **M2_SETTINGS[name]})
+def m2_accuracy(name, train, validation, test, labels, seed, epochs, alpha, share, beta):
+    model = ppvae.SemiSupervisedVAE(z_dim=50, beta=beta, **{"classifier_weight": alpha, **M2_SETTINGS[name]})
     started = time.perf_counter()
     model.fit(
         train, labelled=labels, labelled_share=share, epochs=epochs, validation=validation, seed=seed, progress=False
@@ -127,6 +132,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--alpha", type=float, default=50.0, help="M2's classifier_weight")
+    parser.add_argument("--beta", type=float, default=1.0, help="M2's beta: the weight of z's KL in training")
     parser.add_argument(
         "--labelled-share", type=float, default=None, help="M2's labelled_share (None: each image once an epoch)"
     )
@@ -149,7 +155,16 @@ def main() -> None:
                 extra = {}
                 if method in M2_SETTINGS:
                     model, score, extra = m2_accuracy(
-                        method, train, validation, test, labels, seed, args.epochs, args.alpha, args.labelled_share
+                        method,
+                        train,
+                        validation,
+                        test,
+                        labels,
+                        seed,
+                        args.epochs,
+                        args.alpha,
+                        args.labelled_share,
+                        args.beta,
                     )
                     if method == "m2" and labels == args.labels[0] and seed == args.seeds[0]:
                         rows = dict(zip(model.class_names, model.class_samples(10).cpu()))
@@ -159,7 +174,7 @@ def main() -> None:
                     if (seed, "codes") not in cache:
                         cache[(seed, "codes")] = m1_codes(train, validation, test, seed, args.epochs)
                     score = m1_m2_accuracy(
-                        cache[(seed, "codes")], labels, seed, args.epochs, args.alpha, args.labelled_share
+                        cache[(seed, "codes")], labels, seed, args.epochs, args.alpha, args.labelled_share, args.beta
                     )
                 elif method == "labels only":
                     score = labels_only_accuracy(train, validation, test, labels, seed)
@@ -179,8 +194,8 @@ def main() -> None:
     table = "\n".join(lines)
     note = (
         f"Test accuracy on the 10,000 Fashion-MNIST test images, mean ± standard error over seeds "
-        f"{', '.join(map(str, args.seeds))}; M2 trained {args.epochs} epochs (alpha {args.alpha:g}, labelled share "
-        f"{args.labelled_share})."
+        f"{', '.join(map(str, args.seeds))}; M2 trained {args.epochs} epochs (alpha {args.alpha:g}, "
+        f"beta {args.beta:g}, labelled share {args.labelled_share})."
     )
     print("\n" + table + "\n\n" + note)
     (out / "semi_supervised.md").write_text(table + "\n\n" + note + "\n")
