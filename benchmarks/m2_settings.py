@@ -47,14 +47,9 @@ def run_setting(setting: dict, epochs: int) -> dict:
     model.fit(kept, epochs=epochs, validation=validation, seed=0, progress=False, **fit_options)
     seconds = time.perf_counter() - started
     best = max(model.history, key=lambda r: r["val_accuracy"])
-    with torch.no_grad():
-        z = torch.randn(200, model.z_dim)
-        means = []
-        for label in range(10):
-            c = torch.nn.functional.one_hot(torch.full((200,), label), 10).float()
-            means.append(torch.sigmoid(model.networks.decoder(z, c)).reshape(200, -1))
-        means = torch.stack(means)
-        effect = (means - means.mean(0)).abs().mean().item()
+    z = torch.randn(200, model.z_dim)
+    means = torch.stack([model.decode(z, y=torch.full((200,), label)).reshape(200, -1) for label in range(10)])
+    effect = (means - means.mean(0)).abs().mean().item()
     return {
         "test_accuracy": model.score(test),
         "best_epoch": best["epoch"],
