@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pyro
 import pytest
 import torch
 from conftest import SMALL, bars, same_weights, small_data, weights_of
@@ -201,3 +202,27 @@ def test_the_cli_trains_on_the_gpu_and_the_run_loads_on_the_cpu(tmp_path, capsys
         == 0
     )
     assert ppvae.load(run).sample(4).shape[0] == 4
+
+
+@pytest.mark.parametrize("elbo", ["trace", "meanfield"])
+def test_the_training_step_waits_for_the_gpu_nowhere(elbo):
+    """Forward, backward and the optimizer step with CUDA's sync debugging set to error: no host read."""
+    from ppvae.infer import ObjectiveModule, make_adam, make_elbo
+
+    model = ppvae.VAE(**SMALL).to("cuda")
+    x = small_data(32).to("cuda")
+    model.initialize(x)
+    loss = ObjectiveModule(model, model.model, model.guide, make_elbo(elbo))
+    optimizer = make_adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    loss(x, None).backward()  # the first step allocates the optimizer's state
+    optimizer.step()
+    torch.cuda.synchronize()
+    with pyro.validation_enabled(False):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(3):
+                optimizer.zero_grad(set_to_none=True)
+                loss(x, None, kl_weight=0.5).backward()
+                optimizer.step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")

@@ -146,6 +146,19 @@ def test_unknown_parts_and_options_list_what_exists():
     assert set(NETWORKS.names()) == {"mlp", "linear", "conv"}
 
 
+@pytest.mark.parametrize(
+    "guide, why",
+    [
+        ("delta", "a point mass has no density"),
+        ({"name": "flow", "transform": "affine_coupling"}, "a flow.s transforms read"),
+    ],
+    ids=["delta", "flow"],
+)
+def test_the_vamp_prior_refuses_a_guide_it_cannot_average(guide, why):
+    with pytest.raises(ValueError, match=f"vamp prior is the mean of q.* guide cannot give \\({why}"):
+        ppvae.VAE(x_shape=(1, 4, 4), z_dim=2, prior="vamp", guide=guide)
+
+
 def test_bernoulli_log_prob_and_gradient_equal_pyros():
     logits = (torch.randn(3, 50, 16) * 8).requires_grad_()
     x = torch.bernoulli(torch.full((50, 1, 4, 4), 0.3))

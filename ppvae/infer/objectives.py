@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, TraceEnum_ELBO
 
 from ppvae.infer.evidence import log_importance_weights
+from ppvae.infer.sync_free import SyncFreeTrace_ELBO, SyncFreeTraceMeanField_ELBO
 
 OBJECTIVES = ("trace", "meanfield", "iwae")
 
@@ -51,7 +52,8 @@ def make_elbo(
     name: str = "trace", num_particles: int = 1, max_plate_nesting: int = 1, enumerate: bool = False
 ) -> ELBO | IWAE:
     """``"trace"``: Trace_ELBO (Monte-Carlo KL); ``"meanfield"``: TraceMeanField_ELBO (analytic KL
-    where one exists); ``"iwae"``: the importance-weighted bound with K = ``num_particles``.
+    where one exists); ``"iwae"``: the importance-weighted bound with K = ``num_particles``. The first two
+    are Pyro's estimators without their host reads (`ppvae.infer.sync_free`): the same loss and gradients.
 
     With ``enumerate`` (programs with a discrete latent site, as M2's label), ``"trace"`` is
     TraceEnum_ELBO: the sites the guide marks ``infer={"enumerate": "parallel"}`` are summed over exactly,
@@ -75,9 +77,9 @@ def make_elbo(
     if name == "trace" and enumerate:
         return TraceEnum_ELBO(strict_enumeration_warning=False, **kwargs)
     if name == "trace":
-        return Trace_ELBO(**kwargs)
+        return SyncFreeTrace_ELBO(**kwargs)
     if name == "meanfield":
-        return TraceMeanField_ELBO(**kwargs)
+        return SyncFreeTraceMeanField_ELBO(**kwargs)
     raise ValueError(f"unknown elbo {name!r}; choose one of {', '.join(OBJECTIVES)}")
 
 

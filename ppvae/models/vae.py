@@ -77,6 +77,18 @@ class VAE(LatentVariableModel):
                 f"the {self.specs['prior']['name']} prior is built from q(z | x), which a hierarchy reaches only "
                 "through the layers below: with several layers take prior='normal', 'mixture' or another"
             )
+        if self.prior.uses_encoder and (self.guide_family.point_mass or self.specs["guide"]["name"] == "flow"):
+            why = (
+                "a point mass has no density to average"
+                if self.guide_family.point_mass
+                else "a flow's transforms read one context per image and cannot score every code under every "
+                "pseudo-image at once"
+            )
+            raise ValueError(
+                f"the {self.specs['prior']['name']} prior is the mean of q(z | u_k) over its pseudo-images, which the "
+                f"{self.specs['guide']['name']} guide cannot give ({why}): take guide='normal' or another family, "
+                "or prior='flow' or 'mixture'"
+            )
         # the layers above z1 (empty for one layer): their guide families, p(z_l | z_{l+1}), the networks between
         self.upper_guides = torch.nn.ModuleList(GUIDES.build(guide, z_dim=size) for size in sizes[1:])
         self.layer_priors = torch.nn.ModuleList(GUIDES.build("normal", z_dim=size) for size in sizes[:-1])
