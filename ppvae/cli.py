@@ -96,6 +96,13 @@ def _binarize(value: str) -> str | None:
     return None if value.lower() == "none" else value
 
 
+def _compile(value: str) -> str | bool:
+    choices = {"auto": "auto", "true": True, "false": False}
+    if value.lower() not in choices:
+        raise argparse.ArgumentTypeError(f"choose auto, true or false, not {value!r}")
+    return choices[value.lower()]
+
+
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("data")
     group.add_argument("--dataset", choices=sorted(DATASET_NAMES), help=f"a named dataset (default {DEFAULT_DATASET})")
@@ -524,6 +531,13 @@ def add_training_arguments(p: argparse.ArgumentParser, swept: bool = False) -> N
         type=float,
         metavar="SHARE",
         help="m2: repeat the labelled images until they make up SHARE of each epoch (0.1: some in every batch)",
+    )
+    group.add_argument(
+        "--compile",
+        type=_compile,
+        metavar="{auto,true,false}",
+        help="auto: each step runs the model's ELBO lowered to plain torch where it has one (checked against its "
+        "Pyro programs on the first batch); true: also torch.compile it (tens of seconds first); false: the programs",
     )
     group.add_argument(
         "--validation",

@@ -365,7 +365,7 @@ def test_cpu_training_uses_torchs_cached_cuda_check_only_where_no_gpu_can_be_ini
         model, "guide", lambda *a, _g=model.guide, **k: seen.append(os.environ.get(name)) or _g(*a, **k)
     )
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    model.fit(small_data(64), epochs=1, batch_size=32, progress=False)
+    model.fit(small_data(64), epochs=1, batch_size=32, progress=False, compile=False)  # the guide runs every step
     assert seen[-1] is None and os.environ[name] == "1"  # off during the steps, Lightning's again after
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # a GPU machine training on its CPU: left alone
     with plain_cuda_check(torch.device("cpu")):

@@ -218,6 +218,7 @@ class LatentVariableModel(nn.Module):
         y: torch.Tensor | None = None,
         labelled: int | Sequence[int] | torch.Tensor | None = None,
         labelled_share: float | None = None,
+        compile: str | bool = "auto",
     ) -> LatentVariableModel:
         """Maximise the ELBO by SVI; returns the model, with one record per epoch in ``history``.
 
@@ -252,6 +253,12 @@ class LatentVariableModel(nn.Module):
         data (``test``, ``validation``) keeps its labels. ``labelled_share=0.1`` repeats the labelled images until
         they make up a tenth of each epoch, so that every batch has some (Kingma et al.'s practice; see
         `ppvae.estimator.labels.repeat_labelled`); None shows each image once.
+
+        ``compile``: how each step runs. "auto" trains a model built from parts (the VAE family, ``elbo="trace"``
+        or ``"meanfield"``, one particle) through its ELBO lowered to plain torch, checked on the first batch
+        against the Pyro programs (same noise, same loss and gradients); ``True`` also compiles that with
+        ``torch.compile`` (tens of seconds first, for long fits); ``False`` runs the Pyro programs. See
+        `ppvae.estimator.step`; ``fit_record.options["step"]`` says which ran.
 
         ``accelerator`` ("auto", "cpu", "cuda"), ``devices`` (processes, data-parallel: the global
         ``batch_size`` is split among them), ``strategy`` and ``precision`` go to Lightning Fabric.

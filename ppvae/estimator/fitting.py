@@ -37,6 +37,7 @@ from ppvae.estimator.figures import run_figures
 from ppvae.estimator.files import RunLock, inside
 from ppvae.estimator.labels import describe_labelled, keep_labels, repeat_labelled
 from ppvae.estimator.memory import check_particles
+from ppvae.estimator.step import check_compile, choose_step
 from ppvae.infer import (
     OBJECTIVES,
     PYRO_LOCK,
@@ -162,6 +163,7 @@ def check_options(options: dict[str, Any], model: Model) -> None:
             raise ValueError(
                 f"labelled_share is the share of each epoch's images that are labelled, in (0, 1), got {share!r}"
             )
+    check_compile(options["compile"])
     if options["clip_norm"] is not None:
         _positive("clip_norm", options["clip_norm"])
     if options["early_stopping"] is not None:
@@ -204,11 +206,13 @@ RECORDED = (
     "early_stopping",
     "labelled",
     "labelled_share",
+    "compile",
 )
 """The options a run folder records, and that a resumed run takes from it (``epochs`` from the call)."""
 
-CHANGEABLE_ON_RESUME = ("lr", "clip_norm")
-"""What a resumed run may change when asked (what a divergence's advice asks for); the run records the new value."""
+CHANGEABLE_ON_RESUME = ("lr", "clip_norm", "compile")
+"""What a resumed run may change when asked (what a divergence's advice asks for, and how the step runs, which
+changes nothing but float rounding); the run records the new value."""
 
 
 # -- data ----------------------------------------------------------------------------------------------
@@ -676,8 +680,11 @@ def fit(
     objective = make_elbo(options["elbo"], options["num_particles"], enumerate=model.capabilities.latent_labels)
     with buffers_kept(model):  # a check, not a step: BatchNorm's running statistics must not move
         validate_programs(objective, model.model, model.guide, first_x, first_c, **schedule(1))
+        objective, step, fallback = choose_step(model, objective, options, first_x, first_c, schedule(1))
+    if fallback is not None and options["progress"]:
+        tqdm.write(f"ppvae: the Pyro programs train this fit: {fallback}")
 
-    record.options = {**{k: options[k] for k in RECORDED}, "binarize": method}
+    record.options = {**{k: options[k] for k in RECORDED}, "binarize": method, "step": step}
     record.options["labelled"] = describe_labelled(options["labelled"])
     record.data_source = record.data_source or data_source_of(data)
     best = _best_so_far(state, out)

@@ -216,6 +216,12 @@ class CompletionVAE(Completion, VAE):
         """q(z | x, c): the encoder sees the whole image and the visible part."""
         return super().guide(x, self.required(c), kl_weight, size)
 
+    def lowered_elbo(
+        self, x: torch.Tensor, c: torch.Tensor | None = None, kl_weight: float = 1.0, analytic_kl: bool = False
+    ) -> torch.Tensor:
+        """The programs' ELBO in plain torch (see `VAE.lowered_elbo`), on the visible part c."""
+        return super().lowered_elbo(x, self.required(c), kl_weight, analytic_kl)
+
     def observed(self, likelihood, c: torch.Tensor):
         return observed_where(likelihood, self.hidden_pixels(c))
 

@@ -62,6 +62,7 @@ class SemiSupervisedVAE(CVAE):
 
     capabilities = Capabilities(condition="labels", latent_labels=True, selected_by="accuracy")
     aliases = ("m2",)
+    lowered_elbo = None  # its label is summed out (TraceEnum_ELBO): the Pyro programs are the step
 
     def __init__(
         self,

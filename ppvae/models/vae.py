@@ -12,6 +12,7 @@ import pyro.poutine as poutine
 import torch
 
 from ppvae.estimator import Capabilities, LatentVariableModel
+from ppvae.infer.lowered import latent_term
 from ppvae.parts import GUIDES, LIKELIHOODS, NETWORKS, PRIORS, normalize_spec
 from ppvae.parts.layers import LatentLayers
 from ppvae.parts.registry import PartSpec
@@ -218,6 +219,29 @@ class VAE(LatentVariableModel):
             for layer, family in enumerate(self.upper_guides):
                 z = pyro.sample(self.sites[layer + 1], family(self.layers.up[layer](z, c)))
             return first
+
+    def lowered_elbo(
+        self, x: torch.Tensor, c: torch.Tensor | None = None, kl_weight: float = 1.0, analytic_kl: bool = False
+    ) -> torch.Tensor:
+        """The programs' ELBO, summed over the batch, in plain torch: the training step without Pyro's tracing.
+
+        The same parts in the same order: z drawn from the guide layer by layer (the same noise as the guide
+        draws), scored by the model's layers and prior, x by the likelihood; the latent terms weighed by
+        ``kl_weight`` as the programs' scale weighs them. ``analytic_kl`` takes KL(q || p) in closed form where
+        torch has one, as ``TraceMeanField_ELBO``; else log q - log p at the draw, as ``Trace_ELBO``. The fit
+        checks it against the programs on its first batch (`ppvae.infer.lowered`).
+        """
+        x = x.reshape((x.shape[0],) + self.x_shape)
+        posteriors = [self.guide_family(self.networks.encoder(x, c))]
+        codes = [posteriors[0].rsample()]
+        for layer, family in enumerate(self.upper_guides):
+            posteriors.append(family(self.layers.up[layer](codes[-1], c)))
+            codes.append(posteriors[-1].rsample())
+        priors = [self._layer_prior(layer, codes[layer + 1], c) for layer in range(len(codes) - 1)]
+        priors.append(self.prior(c))
+        latent = sum(latent_term(q, p, z, analytic_kl) for q, p, z in zip(posteriors, priors, codes))
+        log_likelihood = self.observed(self.likelihood(self.networks.decoder(codes[0], c)), c).log_prob(x)
+        return log_likelihood.sum() - kl_weight * latent
 
     # -- the parts, for the estimator API ---------------------------------------------------------
 

@@ -1,15 +1,22 @@
-"""The sync-free ELBOs: Pyro's loss and gradients on identical noise, across the parts grid, with no host sync."""
+"""The training step's objectives: the sync-free ELBOs and the lowered ELBO give Pyro's loss and gradients on
+identical noise across the parts grid; the sync-free ones read nothing back; fit takes the lowered step where it
+can, falls back saying why, and trains the same run either way."""
 
 import contextlib
 import itertools
+import re
+import shutil
 
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from conftest import SMALL, small_data
 
 import ppvae
+from ppvae.cli import build_parser
 from ppvae.infer import make_elbo
+from ppvae.infer.lowered import LoweredELBO, check_lowered
 from ppvae.infer.sync_free import SyncFreeTrace_ELBO, SyncFreeTraceMeanField_ELBO
 from ppvae.parts import GUIDES, LIKELIHOODS, NETWORKS, PRIORS
 
@@ -61,6 +68,14 @@ def _assert_same_as_pyro(model, x, c=None, elbos=("trace", "meanfield"), num_par
         torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-4, msg=f"{elbo}: loss")
         for g, e in zip(grads, expected_grads):
             torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5, msg=f"{elbo}: a gradient")
+        if num_particles == 1:
+            lowered = LoweredELBO(model.lowered_elbo, analytic_kl=elbo == "meanfield")
+            pyro.set_rng_seed(3)
+            with pyro.validation_enabled(False):
+                disagreement = check_lowered(
+                    lowered, pyro_class(**kwargs), model, model.model, model.guide, x, c, kl_weight=0.7
+                )
+            assert disagreement is None, f"{elbo}, lowered: {disagreement}"
 
 
 def _data(model, n=6):
@@ -68,7 +83,7 @@ def _data(model, n=6):
     return torch.bernoulli(x) if model.capabilities.binary else x
 
 
-def test_every_prior_likelihood_and_guide_gives_pyros_loss_and_gradients():
+def test_every_prior_likelihood_and_guide_gives_pyros_loss_and_gradients_sync_free_and_lowered():
     for prior, likelihood, guide in itertools.product(PRIORS_GRID, LIKELIHOODS_GRID, GUIDES_GRID):
         if _name(prior) == "vamp" and _name(guide) in ("delta", "flow"):
             continue  # refused: the VampPrior averages q(z | u_k), which these cannot give
@@ -89,9 +104,11 @@ def test_every_network_conditional_models_and_hierarchies_give_pyros_loss_and_gr
         ppvae.VAE((1, 8, 8), [3, 2], network=network, likelihood={"name": "normal", "scale": "learned"}),
         ppvae.CVAE((1, 8, 8), 3, 2, network=network),
         ppvae.CVAE((1, 8, 8), 3, [3, 2], prior="mixture", network=network),
+        ppvae.CompletionVAE((1, 8, 8), 3, network=network),
     ):
         x = _data(model)
-        c = model.condition(x, y) if model.capabilities.condition == "labels" else None
+        kind = model.capabilities.condition
+        c = None if kind == "none" else model.condition(x, y if kind == "labels" else None)
         model.initialize(x)
         _assert_same_as_pyro(model, x, c)
 
@@ -166,3 +183,85 @@ def test_the_default_objectives_read_nothing_back_from_the_device(elbo):
         PAIRS[elbo][0]().differentiable_loss(vae.model, vae.guide, x, None).backward()
     with no_host_reads(), pyro.validation_enabled(False):
         objective.differentiable_loss(vae.model, vae.guide, x, None).backward()
+
+
+# -- the step a fit takes ------------------------------------------------------------------------------
+
+
+def _fit(model_class=ppvae.VAE, **options):
+    options = {"epochs": 2, "batch_size": 32, "seed": 3, "progress": False, **options}
+    return model_class(**SMALL).fit(small_data(128), **options)
+
+
+def _assert_same_run(a, b):
+    for ra, rb in zip(a.history, b.history, strict=True):
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-5)
+    for (name, wa), wb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(wa, wb, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_fit_takes_the_lowered_step_by_default_and_trains_the_programs_run():
+    lowered, programs = _fit(), _fit(compile=False)
+    assert lowered.fit_record.options["step"] == "lowered" and lowered.fit_record.options["compile"] == "auto"
+    assert programs.fit_record.options["step"] == "pyro"
+    _assert_same_run(lowered, programs)
+
+
+def test_a_resumed_lowered_run_equals_the_straight_run(tmp_path):
+    straight = _fit(epochs=3, elbo="meanfield")
+    resumed = _fit(epochs=2, elbo="meanfield", out=tmp_path / "run")
+    resumed.fit(small_data(128), epochs=3, batch_size=32, seed=3, progress=False, out=tmp_path / "run", resume=True)
+    assert resumed.fit_record.options["step"] == "lowered"
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@pytest.fixture
+def own_classes(monkeypatch):
+    """Model classes defined by a test stay out of the registry the other tests see."""
+    from ppvae.estimator import registry
+
+    monkeypatch.setattr(registry, "MODEL_CLASSES", dict(registry.MODEL_CLASSES))
+
+
+def test_a_subclass_with_its_own_guide_trains_through_its_programs_and_says_so(own_classes, capsys):
+    class OwnGuide(ppvae.VAE):
+        def guide(self, x=None, c=None, kl_weight=1.0, size=None):
+            return super().guide(x, c, kl_weight, size)
+
+    model = _fit(OwnGuide, epochs=1, progress=True)
+    assert model.fit_record.options["step"] == "pyro"
+    assert "the Pyro programs train this fit: OwnGuide has its own guide" in capsys.readouterr().out
+
+
+def test_a_lowered_elbo_that_disagrees_with_the_programs_is_not_taken(own_classes, capsys):
+    class TwiceTheKL(ppvae.VAE):
+        def lowered_elbo(self, x, c=None, kl_weight=1.0, analytic_kl=False):
+            return super().lowered_elbo(x, c, 2 * kl_weight, analytic_kl)
+
+    model = _fit(TwiceTheKL, epochs=1, progress=True)
+    assert model.fit_record.options["step"] == "pyro"
+    assert re.search(r"checked on the first batch and its loss [\d.]+ differs", capsys.readouterr().out)
+
+
+def test_models_without_a_lowered_form_keep_their_programs_quietly_unless_asked(capsys):
+    m2 = ppvae.SemiSupervisedVAE((1, 8, 8), 2, 2, network={"name": "mlp", "hidden": [8]})
+    m2.fit(small_data(64), y=torch.arange(64) % 2, labelled=8, epochs=1, batch_size=32, progress=True)
+    assert m2.fit_record.options["step"] == "pyro" and "Pyro programs train" not in capsys.readouterr().out
+    iwae = _fit(elbo="iwae", num_particles=3, epochs=1, compile=True, progress=True)
+    assert iwae.fit_record.options["step"] == "pyro"
+    assert "elbo='iwae' with num_particles=3 has no lowered form" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile on a CPU needs a C compiler")
+def test_a_compiled_step_trains_the_programs_run():
+    compiled = _fit(compile=True)  # about 20 s of compiling on a 2-core CPU
+    assert compiled.fit_record.options["step"] == "compiled"
+    _assert_same_run(compiled, _fit(compile=False))
+
+
+def test_compile_takes_auto_true_or_false():
+    with pytest.raises(ValueError, match="compile must be 'auto', True or False, got 'yes'"):
+        _fit(compile="yes")
+    args = build_parser().parse_args(["train", "--out", "run", "--compile", "false"])
+    assert args.compile is False

@@ -1,0 +1,52 @@
+"""Which training step a fit takes: the Pyro programs, or the model's ELBO lowered to plain torch.
+
+``compile="auto"`` (fit's default) lowers the step where the model has a lowered ELBO for the
+objective (``model.lowered_elbo``: the VAE family, for ``elbo="trace"`` and ``"meanfield"`` with one
+particle) and it gives the programs' loss and gradients on the first batch; ``True`` also compiles it
+with ``torch.compile`` (a one-off cost of tens of seconds on a CPU, paid back only by long fits);
+``False`` keeps the programs. A lowered step draws the programs' noise, so a seed fixes a run either
+way; the two differ only by float rounding. Where a lowering that could have been taken is not, one
+line says why, and the programs train.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ppvae.infer.lowered import LoweredELBO, check_lowered, replaced_programs
+
+COMPILE = ("auto", True, False)
+STEPS = ("pyro", "lowered", "compiled")
+
+
+def check_compile(value: Any) -> None:
+    if value not in COMPILE or (value != "auto" and not isinstance(value, bool)):
+        raise ValueError(f"compile must be 'auto', True or False, got {value!r}")
+
+
+def choose_step(
+    model: Any, objective: Any, options: dict[str, Any], x: Any, c: Any, arguments: dict[str, Any]
+) -> tuple[Any, str, str | None]:
+    """(the objective to train with, its step: one of ``STEPS``, why a lowering was not taken or None).
+
+    The reason is None where nothing was asked that could not be done: ``compile=False``, or under
+    "auto" a model or objective that has no lowered form (M2's enumerated label, IWAE, factor analysis).
+    """
+    wanted = options["compile"]
+    if wanted is False:
+        return objective, "pyro", None
+    asked = wanted is True
+    name = type(model).__name__
+    if getattr(model, "lowered_elbo", None) is None:
+        return objective, "pyro", f"{name} has no lowered ELBO: its Pyro programs are its step" if asked else None
+    if options["elbo"] not in ("trace", "meanfield") or options["num_particles"] != 1:
+        why = f"elbo={options['elbo']!r} with num_particles={options['num_particles']} has no lowered form"
+        return objective, "pyro", f"{why} (elbo='trace' or 'meanfield' with one particle has)" if asked else None
+    replaced = replaced_programs(model)
+    if replaced:
+        return objective, "pyro", f"{name} has its own {' and '.join(replaced)}, which its lowered ELBO does not know"
+    lowered = LoweredELBO(model.lowered_elbo, analytic_kl=options["elbo"] == "meanfield", compiled=asked)
+    disagreement = check_lowered(lowered, objective, model, model.model, model.guide, x, c, **arguments)
+    if disagreement is not None:
+        return objective, "pyro", f"the lowered ELBO of {name} was checked on the first batch and {disagreement}"
+    return lowered, "compiled" if asked else "lowered", None

@@ -1,0 +1,127 @@
+"""A model's ELBO in plain torch: the training step without Pyro's tracing, checked against the programs.
+
+Pyro runs every step through its messengers: a trace of the guide, a replayed
+trace of the model, a dict per site, log-probs gathered from the traces. A model
+built from registered parts can give the same ELBO as one torch function of the
+batch, ``model.lowered_elbo(x, c, kl_weight=..., analytic_kl=...)``, drawing its
+noise in the order the guide draws it. `LoweredELBO` makes that function an
+objective the training loop takes unchanged (DDP, precision and clipping
+included), and `check_lowered` holds it to the Pyro objective on the first batch:
+
+    same noise (the random state restored between the two), the loss and every
+    gradient equal to 1e-5 of their size
+
+so a lowered step is the programs' step, faster. The Pyro programs stay the
+definition: evidence, `Predictive` and poutines use them, and a model whose
+programs were replaced (a subclass's own ``model`` or ``guide``) is not lowered.
+With ``compiled=True`` the function goes through ``torch.compile``, with
+inductor's random ops falling back to torch's so that the noise stays the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.distributions import Distribution, kl_divergence
+
+from ppvae.infer.random import fork_rng
+from ppvae.infer.threads import serialised
+
+TOLERANCE = 1e-5
+
+
+def latent_term(q: Distribution, p: Distribution, z: torch.Tensor, analytic_kl: bool) -> torch.Tensor:
+    """KL(q || p) summed over the batch: in closed form where torch has one and ``analytic_kl``
+    (as ``TraceMeanField_ELBO``), else log q(z) - log p(z) at the draw z (as ``Trace_ELBO``)."""
+    if analytic_kl:
+        try:
+            return kl_divergence(q, p).sum()
+        except NotImplementedError:
+            pass
+    return (q.log_prob(z) - p.log_prob(z)).sum()
+
+
+class LoweredELBO:
+    """An objective from ``elbo(*args, analytic_kl=..., **kwargs)``: the loss is minus its value.
+
+    ``differentiable_loss(model, guide, *args, **kwargs)`` has the signature of Pyro's ELBOs and ignores
+    the programs, so `ppvae.infer.ObjectiveModule` and the loop take it as they take those.
+    """
+
+    def __init__(self, elbo: Callable[..., torch.Tensor], analytic_kl: bool = False, compiled: bool = False):
+        self.elbo = elbo
+        self.analytic_kl = analytic_kl
+        self.compiled = compiled
+        self._function: Callable[..., torch.Tensor] | None = None  # compiled on first use, in the process that trains
+
+    def __getstate__(self) -> dict[str, Any]:  # a compiled function does not travel to a spawned process
+        return {**self.__dict__, "_function": None}
+
+    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if not self.compiled:
+            return -self.elbo(*args, analytic_kl=self.analytic_kl, **kwargs)
+        if self._function is None:
+            self._function = torch.compile(self.elbo, options={"fallback_random": True})
+        if "kl_weight" in kwargs:  # a tensor, so that a warm-up's changing weight is no new graph
+            kwargs["kl_weight"] = torch.as_tensor(kwargs["kl_weight"], dtype=torch.float32)
+        return -self._function(*args, analytic_kl=self.analytic_kl, **kwargs)
+
+    @torch.no_grad()
+    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        return float(self.differentiable_loss(model, guide, *args, **kwargs))
+
+
+def replaced_programs(model: Any, method: str = "lowered_elbo") -> list[str]:
+    """The programs (``model``, ``guide``) that a subclass redefined below the class that wrote ``method``:
+    the lowered function no longer says what they do."""
+    owner = next(c for c in type(model).__mro__ if method in vars(c))
+    return [
+        name
+        for name in ("model", "guide")
+        if (definer := next(c for c in type(model).__mro__ if name in vars(c))) is not owner
+        and issubclass(definer, owner)
+    ]
+
+
+def _loss_and_gradients(
+    objective: Any, module: torch.nn.Module, model: Callable, guide: Callable, args: tuple, kwargs: dict
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    parameters = [p for p in module.parameters() if p.requires_grad]
+    loss = objective.differentiable_loss(model, guide, *args, **kwargs)
+    gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
+    return loss.detach(), [torch.zeros_like(p) if g is None else g for p, g in zip(parameters, gradients)]
+
+
+def _far(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return bool((a - b).abs().max() > TOLERANCE * max(1.0, float(b.abs().max())))
+
+
+@serialised  # it runs the Pyro programs: never beside another thread's
+def check_lowered(
+    lowered: LoweredELBO, objective: Any, module: torch.nn.Module, model: Callable, guide: Callable, *args, **kwargs
+) -> str | None:
+    """None if ``lowered`` gives ``objective``'s loss and gradients on the same noise; else what differs, in words.
+
+    Run once, before training (a few host reads); the random state is put back afterwards.
+    """
+    device = next(module.parameters()).device
+    with fork_rng(device):
+        state = torch.get_rng_state(), torch.cuda.get_rng_state_all() if device.type == "cuda" else None
+        expected, expected_gradients = _loss_and_gradients(objective, module, model, guide, args, kwargs)
+        torch.set_rng_state(state[0])
+        if state[1] is not None:
+            torch.cuda.set_rng_state_all(state[1])
+        try:
+            loss, gradients = _loss_and_gradients(lowered, module, model, guide, args, kwargs)
+        except Exception as error:  # a compiler that cannot take the function: say so and keep the programs
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            return f"{'compiling' if lowered.compiled else 'running'} it failed ({type(error).__name__}: {first})"
+    if _far(loss, expected):
+        return f"its loss {float(loss):.6g} differs from the programs' {float(expected):.6g}"
+    names = [name for name, p in module.named_parameters() if p.requires_grad]
+    far = [name for name, g, e in zip(names, gradients, expected_gradients) if _far(g, e)]
+    if far:
+        return f"its gradients differ from the programs' ({', '.join(far[:3])}{', ...' if len(far) > 3 else ''})"
+    return None
