@@ -631,6 +631,31 @@ def test_dropped_models_leave_pyro_s_parameter_store():
     assert any(name.startswith(kept.pyro_name + ".") for name in pyro.get_param_store().keys())
 
 
+def test_models_built_and_sampled_without_a_seed_in_another_thread_leave_a_training_as_it_is_alone():
+    data = bars(512)
+    alone = fit(small_vae(), data, epochs=3, seed=1)
+    stop, built, errors = threading.Event(), [], []
+
+    def build_and_sample():
+        try:
+            while not stop.is_set():
+                model = small_vae()  # its weights drawn from torch's global stream
+                model.sample(2)  # and its samples: no seed
+                built.append(1)
+        except Exception as error:  # pragma: no cover - what the test is about
+            errors.append(error)
+
+    thread = threading.Thread(target=build_and_sample)
+    thread.start()
+    try:
+        trained = fit(small_vae(), data, epochs=3, seed=1)
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors and len(built) >= 2
+    assert same_weights(weights_of(trained), weights_of(alone))
+
+
 def test_scoring_in_a_thread_while_another_trains_gives_the_numbers_each_gets_alone():
     data, other = bars(512), fit(small_vae(), bars(64).x)
     alone = fit(small_vae(), data, epochs=3, seed=1)

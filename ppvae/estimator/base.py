@@ -62,6 +62,8 @@ class LatentVariableModel(nn.Module):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         register_model(cls)
+        if "__init__" in vars(cls):  # building draws the initial weights from torch's global stream: never
+            cls.__init__ = serialised(cls.__init__)  # inside another thread's training step (see ppvae.infer.threads)
 
     def __init__(self, x_shape: tuple[int, ...], z_dim: int | Sequence[int], beta: float = 1.0):
         super().__init__()

@@ -34,7 +34,7 @@ from torch import nn
 from ppvae.infer.batches import LoaderBatches, TensorBatches
 from ppvae.infer.launch import plain_cuda_check
 from ppvae.infer.progress import progress_bar
-from ppvae.infer.random import derive_seed
+from ppvae.infer.random import OwnStream, derive_seed
 from ppvae.infer.threads import PYRO_LOCK, locked_iter, serialised
 
 CHECK_EVERY = 20  # steps between checks of the loss (one device sync each), and progress-bar updates
@@ -145,8 +145,9 @@ class TrainingLoop:
         show = self.progress and fabric.is_global_zero
         local_batch = self.batches.batch_size // world
         records = []
+        stream = OwnStream(fabric.device)  # this training's noise, whatever other threads draw between its turns
         for epoch in range(first_epoch, last_epoch + 1):
-            with PYRO_LOCK:
+            with PYRO_LOCK, stream:
                 torch.manual_seed(derive_seed(self.seed, epoch, fabric.global_rank))  # this rank's noise this epoch
             self.loss.train()
             started = time.perf_counter()
@@ -158,10 +159,10 @@ class TrainingLoop:
             )
             with bar, warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)  # ours says more
-                for step, (x, c) in enumerate(locked_iter(self.batches.batches(epoch))):
+                for step, (x, c) in enumerate(locked_iter(self.batches.batches(epoch), stream)):
                     global_step += 1
                     arguments = self.step_arguments(global_step)
-                    with PYRO_LOCK, pyro.validation_enabled(False):  # another thread may score between steps
+                    with PYRO_LOCK, stream, pyro.validation_enabled(False):  # another thread may run between steps
                         loss = self.loss(x, c, **arguments)
                         self.optimizer.zero_grad(set_to_none=True)
                         fabric.backward(loss * world if world > 1 else loss)  # DDP averages; the ELBO is a sum

@@ -47,3 +47,31 @@ def fork_rng(device: torch.device | str = "cpu") -> Iterator[None]:
     device = torch.device(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         yield
+
+
+class OwnStream:
+    """One training's place in torch's global random stream, put back at each of its turns.
+
+    Pyro draws from torch's global generator, which every thread of the process shares: a model built or
+    sampled without a seed in another thread, between two training steps, would move the training's
+    stream. Used as ``with PYRO_LOCK, stream:`` around each turn (a step, a batch drawn), it sets the
+    training's state on entering and keeps it on leaving, so draws made elsewhere between turns change
+    nothing in the training. A copy of the CPU generator's state (5 kB) and, on a GPU, of its seed and
+    offset (host values: no device sync) per turn.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        device = torch.device(device)
+        self.cuda_index = (device.index or 0) if device.type == "cuda" else None
+        self.state: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    def __enter__(self) -> OwnStream:
+        if self.state is not None:
+            torch.set_rng_state(self.state[0])
+            if self.cuda_index is not None:
+                torch.cuda.set_rng_state(self.state[1], self.cuda_index)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        cuda = torch.cuda.get_rng_state(self.cuda_index) if self.cuda_index is not None else None
+        self.state = (torch.get_rng_state(), cuda)

@@ -5,15 +5,18 @@ run in one thread while another thread's program runs records into the other's t
 fail. Every entry point that runs Pyro programs (a training step, scoring, evidence) holds this
 re-entrant lock, so threads take turns: a model can be evaluated in one thread while another
 trains, its calls slotted between training steps, and each gets the numbers it would get alone.
-Two trainings in two threads take turns step by step too; their noise then depends on how the steps
-interleave, so for reproducible parallel runs use processes.
+A training also keeps its own place in torch's random stream (`ppvae.infer.random.OwnStream`), and a model
+is built under the lock, so a model built, loaded or sampled without a seed in another thread leaves the
+training's noise as it is; two trainings in two threads take turns step by step, each with its own stream.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -34,12 +37,13 @@ def serialised(function: F) -> F:
     return locked  # type: ignore[return-value]
 
 
-def locked_iter(iterable: Iterable[T]) -> Iterator[T]:
-    """The items of ``iterable``, each produced under the lock: a batch drawn with torch's global
-    random stream (dynamic binarisation) never interleaves with another thread's seeded scoring."""
+def locked_iter(iterable: Iterable[T], around: AbstractContextManager | None = None) -> Iterator[T]:
+    """The items of ``iterable``, each produced under the lock (and inside ``around``, a training's random
+    stream): a batch drawn with torch's global random stream (dynamic binarisation) never interleaves with
+    another thread's seeded scoring."""
     iterator = iter(iterable)
     while True:
-        with PYRO_LOCK:
+        with PYRO_LOCK, around or contextlib.nullcontext():
             try:
                 item = next(iterator)
             except StopIteration:

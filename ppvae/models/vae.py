@@ -239,7 +239,9 @@ class VAE(LatentVariableModel):
             codes.append(posteriors[-1].rsample())
         priors = [self._layer_prior(layer, codes[layer + 1], c) for layer in range(len(codes) - 1)]
         priors.append(self.prior(c))
-        latent = sum(latent_term(q, p, z, analytic_kl) for q, p, z in zip(posteriors, priors, codes))
+        latent = 0.0
+        for q, p, z in zip(posteriors, priors, codes):
+            latent = latent + latent_term(q, p, z, analytic_kl)
         log_likelihood = self.observed(self.likelihood(self.networks.decoder(codes[0], c)), c).log_prob(x)
         return log_likelihood.sum() - kl_weight * latent
 
