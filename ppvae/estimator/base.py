@@ -259,7 +259,7 @@ class LatentVariableModel(nn.Module):
         ``compile``: how each step runs. "auto" trains a model built from parts (the VAE family, ``elbo="trace"``
         or ``"meanfield"``, one particle) through its ELBO lowered to plain torch, checked on the first batch
         against the Pyro programs (same noise, same loss and gradients); ``True`` also compiles that with
-        ``torch.compile`` (tens of seconds first, for long fits); ``False`` runs the Pyro programs. See
+        ``torch.compile`` (seconds of compiling first); ``False`` runs the Pyro programs. See
         `ppvae.estimator.step`; ``fit_record.options["step"]`` says which ran.
 
         ``accelerator`` ("auto", "cpu", "cuda"), ``devices`` (processes, data-parallel: the global

@@ -3,7 +3,7 @@
 ``compile="auto"`` (fit's default) lowers the step where the model has a lowered ELBO for the
 objective (``model.lowered_elbo``: the VAE family, for ``elbo="trace"`` and ``"meanfield"`` with one
 particle) and it gives the programs' loss and gradients on the first batch; ``True`` also compiles it
-with ``torch.compile`` (a one-off cost of tens of seconds on a CPU, paid back only by long fits);
+with ``torch.compile`` (a one-off cost of seconds: about 5 s for the default VAE on 2 CPU cores);
 ``False`` keeps the programs. A lowered step draws the programs' noise, so a seed fixes a run either
 way; the two differ only by float rounding. Where a lowering that could have been taken is not, one
 line says why, and the programs train.

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pyro
 import torch
 from torch.distributions import Distribution, kl_divergence
 
@@ -32,15 +33,22 @@ from ppvae.infer.threads import serialised
 TOLERANCE = 1e-5
 
 
-def latent_term(q: Distribution, p: Distribution, z: torch.Tensor, analytic_kl: bool) -> torch.Tensor:
-    """KL(q || p) summed over the batch: in closed form where torch has one and ``analytic_kl``
-    (as ``TraceMeanField_ELBO``), else log q(z) - log p(z) at the draw z (as ``Trace_ELBO``)."""
-    if analytic_kl:
-        try:
-            return kl_divergence(q, p).sum()
-        except NotImplementedError:
-            pass
-    return (q.log_prob(z) - p.log_prob(z)).sum()
+@torch.compiler.disable  # torch's KL lookup breaks a compiled graph, and a break inside this loop recompiles per call
+def latent_terms(
+    posteriors: list[Distribution], priors: list[Distribution], codes: list[torch.Tensor], analytic_kl: bool
+) -> torch.Tensor:
+    """KL(q || p) summed over the batch and the latent sites: in closed form where torch has one and
+    ``analytic_kl`` (as ``TraceMeanField_ELBO``), else log q(z) - log p(z) at the draw z (as ``Trace_ELBO``)."""
+    total = torch.zeros((), device=codes[0].device)
+    for q, p, z in zip(posteriors, priors, codes):
+        if analytic_kl:
+            try:
+                total = total + kl_divergence(q, p).sum()
+                continue
+            except NotImplementedError:
+                pass
+        total = total + (q.log_prob(z) - p.log_prob(z)).sum()
+    return total
 
 
 class LoweredELBO:
@@ -104,10 +112,11 @@ def check_lowered(
 ) -> str | None:
     """None if ``lowered`` gives ``objective``'s loss and gradients on the same noise; else what differs, in words.
 
-    Run once, before training (a few host reads); the random state is put back afterwards.
+    Run once, before training (a few host reads), with Pyro's validation off as in the loop (validate the
+    programs first: `ppvae.infer.validate_programs`); the random state is put back afterwards.
     """
     device = next(module.parameters()).device
-    with fork_rng(device):
+    with fork_rng(device), pyro.validation_enabled(False):  # as the loop runs it (and so compiles it)
         state = torch.get_rng_state(), torch.cuda.get_rng_state_all() if device.type == "cuda" else None
         expected, expected_gradients = _loss_and_gradients(objective, module, model, guide, args, kwargs)
         torch.set_rng_state(state[0])

@@ -12,7 +12,7 @@ import pyro.poutine as poutine
 import torch
 
 from ppvae.estimator import Capabilities, LatentVariableModel
-from ppvae.infer.lowered import latent_term
+from ppvae.infer.lowered import latent_terms
 from ppvae.parts import GUIDES, LIKELIHOODS, NETWORKS, PRIORS, normalize_spec
 from ppvae.parts.layers import LatentLayers
 from ppvae.parts.registry import PartSpec
@@ -239,11 +239,8 @@ class VAE(LatentVariableModel):
             codes.append(posteriors[-1].rsample())
         priors = [self._layer_prior(layer, codes[layer + 1], c) for layer in range(len(codes) - 1)]
         priors.append(self.prior(c))
-        latent = 0.0
-        for q, p, z in zip(posteriors, priors, codes):
-            latent = latent + latent_term(q, p, z, analytic_kl)
-        log_likelihood = self.observed(self.likelihood(self.networks.decoder(codes[0], c)), c).log_prob(x)
-        return log_likelihood.sum() - kl_weight * latent
+        log_likelihood = self.observed(self.likelihood(self.networks.decoder(codes[0], c)), c).log_prob(x).sum()
+        return log_likelihood - kl_weight * latent_terms(posteriors, priors, codes, analytic_kl)
 
     # -- the parts, for the estimator API ---------------------------------------------------------
 
