@@ -76,10 +76,6 @@ class LoweredELBO:
             kwargs["kl_weight"] = torch.as_tensor(kwargs["kl_weight"], dtype=torch.float32)
         return -self._function(*args, analytic_kl=self.analytic_kl, **kwargs)
 
-    @torch.no_grad()
-    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
-        return float(self.differentiable_loss(model, guide, *args, **kwargs))
-
 
 def replaced_programs(model: Any, method: str = "lowered_elbo") -> list[str]:
     """The programs (``model``, ``guide``) that a subclass redefined below the class that wrote ``method``:
@@ -117,11 +113,8 @@ def check_lowered(
     """
     device = next(module.parameters()).device
     with fork_rng(device), pyro.validation_enabled(False):  # as the loop runs it (and so compiles it)
-        state = torch.get_rng_state(), torch.cuda.get_rng_state_all() if device.type == "cuda" else None
-        expected, expected_gradients = _loss_and_gradients(objective, module, model, guide, args, kwargs)
-        torch.set_rng_state(state[0])
-        if state[1] is not None:
-            torch.cuda.set_rng_state_all(state[1])
+        with fork_rng(device):  # the lowered run below draws the same noise
+            expected, expected_gradients = _loss_and_gradients(objective, module, model, guide, args, kwargs)
         try:
             loss, gradients = _loss_and_gradients(lowered, module, model, guide, args, kwargs)
         except Exception as error:  # a compiler that cannot take the function: say so and keep the programs

@@ -12,11 +12,10 @@ training's noise as it is; two trainings in two threads take turns step by step,
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -43,7 +42,7 @@ def locked_iter(iterable: Iterable[T], around: AbstractContextManager | None = N
     another thread's seeded scoring."""
     iterator = iter(iterable)
     while True:
-        with PYRO_LOCK, around or contextlib.nullcontext():
+        with PYRO_LOCK, around or nullcontext():
             try:
                 item = next(iterator)
             except StopIteration:
