@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import ppvae
 from ppvae import viz
@@ -166,9 +167,15 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict:
     )
     last = model.history[-1]
     score = last.get("test_elbo", last.get("test_log_likelihood"))
+    epochs = len(model.history)
+    trained = (
+        f"by EM in {last['iterations']} iterations"
+        if "iterations" in last
+        else f"after {epochs} epoch{'s' if epochs != 1 else ''}"
+    )
     print(
         f"wrote {args.out}: {model!r}, test {'ELBO' if 'test_elbo' in last else 'log p(x)'} {score:.2f} nats "
-        f"per image after {len(model.history)} epochs"
+        f"per image {trained}"
     )
     return last
 
@@ -569,8 +576,15 @@ def add_training_arguments(p: argparse.ArgumentParser, swept: bool = False) -> N
     group.add_argument("--num-workers", type=int, metavar="N", help="DataLoader workers for data read from disk")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, its mistakes in one line like every other user's mistake (the usage is a --help away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ppvae", description="Variational autoencoders as Pyro programs.")
+    parser = Parser(prog="ppvae", description="Variational autoencoders as Pyro programs.")
     parser.add_argument("--version", action="version", version=f"ppvae {ppvae.__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -307,7 +307,25 @@ def test_a_users_mistake_is_one_line_and_exit_code_2(folder, capsys, argv, messa
     assert main([a.format(d=folder) for a in argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
-    assert not (folder / "r").exists() or not any((folder / "r").iterdir())  # nothing trained
+    assert not (folder / "r").exists()  # nothing trained, and no empty folder left behind
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["train", "--seed", "2.5", "--out", "r"],
+            "argument --seed: invalid int value: '2.5' (see ppvae train --help)",
+        ),
+        (["trian", "--out", "r"], "invalid choice: 'trian'"),
+        (["evaluate"], "the following arguments are required: run"),
+    ],
+)
+def test_a_flag_argparse_cannot_read_is_one_line_too(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and message in err and err.count("\n") == 1
 
 
 def test_a_sweep_runs_again_into_its_folder_only_with_overwrite(folder, capsys):
@@ -369,12 +387,12 @@ def test_a_run_killed_before_its_first_epoch_says_the_same_to_train_and_to_resum
 
 
 def test_resuming_into_another_architecture_or_an_em_run_is_explained(folder, capsys):
-    with pytest.raises(ValueError, match="is of another model than VAE.*ppvae.load\\(run\\)"):
+    with pytest.raises(ValueError, match=r"another model than VAE.*\(the run's z_dim=2, this model's 3\).*ppvae.load"):
         ppvae.VAE(x_shape=(1, 8, 8), z_dim=3, network=NET).fit(bars(64), out=folder / "run", resume=True)
     fa = ["train", "--model", "fa", "--data", str(folder / "x.npy"), "--dequantize", "--z-dim", "2", "--quiet"]
     assert main([*fa, "--out", str(folder / "fa")]) == 0
-    capsys.readouterr()
-    assert main(["train", "--out", str(folder / "fa"), "--resume"]) == 0
+    assert "nats per image by EM in" in capsys.readouterr().out  # not "after 1 epochs"
+    assert main(["train", "--out", str(folder / "fa"), "--resume", "--quiet"]) == 0
     assert "EM ran to convergence, so there is nothing to resume" in capsys.readouterr().out
 
 
@@ -428,6 +446,8 @@ def test_labels_that_are_not_class_indices_are_refused_in_one_line():
     ]:
         with pytest.raises(ValueError, match=message):
             fit(cvae, x, y=labels)
+    with pytest.raises(ValueError, match=r"got a tuple of 2 for the images: pass the images alone .* y="):
+        fit(cvae, (x, torch.arange(30) % 3))  # scikit-learn's habit
     fit(cvae, x, y=torch.arange(30) % 3)
     for label in (3.7, True):
         with pytest.raises(ValueError, match="a label is a class index"):

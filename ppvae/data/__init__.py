@@ -8,6 +8,7 @@ array file or image folder.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -40,6 +41,7 @@ __all__ = [
     "fixed_binarization",
     "load",
     "read_idx",
+    "refuse_tuples",
     "to_float_images",
     "write_idx",
 ]
@@ -101,11 +103,20 @@ def to_float_images(x: torch.Tensor, shape: tuple[int, ...] | None = None) -> to
     return x
 
 
+def refuse_tuples(data: Any) -> None:
+    """One line for the scikit-learn habit of handing images and labels together as a tuple."""
+    if isinstance(data, tuple):
+        raise ValueError(
+            f"got a tuple of {len(data)} for the images: pass the images alone and their labels as y (fit(x, y=labels))"
+        )
+
+
 def as_images(data: Data, shape: tuple[int, ...] | None = None) -> torch.Tensor:
     """The images of a dataset or tensor as float (N, C, H, W); a flat (N, D) tensor is reshaped to ``shape``.
 
     uint8 images are scaled to [0, 1]; any other map-style dataset is read into one tensor.
     """
+    refuse_tuples(data)
     x = data.x if isinstance(data, ImageDataset) else data
     if isinstance(x, torch.utils.data.Dataset) and not isinstance(x, torch.Tensor):
         x = _stack_dataset(x)

@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import functools
 import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -29,7 +30,14 @@ import torch
 from tqdm import tqdm
 
 from ppvae.atomic import note_written, remove_temporaries
-from ppvae.data import ImageDataset, as_images, check_binarize, fixed_binarization, to_float_images
+from ppvae.data import (
+    ImageDataset,
+    as_images,
+    check_binarize,
+    fixed_binarization,
+    refuse_tuples,
+    to_float_images,
+)
 from ppvae.data import binarize as binarize_images
 from ppvae.estimator import runs
 from ppvae.estimator.contract import FitRecord, Model, labels_for
@@ -95,10 +103,16 @@ def claimed(record: FitRecord, out: str | Path | None, resume: bool, overwrite: 
         yield
         return
     own = record.folder is not None and Path(record.folder).resolve() == Path(out).resolve()
+    created = not Path(out).exists()
     runs.check_run_folder(out, resume or (own and not overwrite), overwrite)
-    with RunLock(out):
-        remove_temporaries(out)  # what a write killed halfway left; no other process writes here now
-        yield
+    try:
+        with RunLock(out):
+            remove_temporaries(out)  # what a write killed halfway left; no other process writes here now
+            yield
+    except BaseException:
+        if created:  # a fit refused or failed before writing anything leaves no empty folder behind
+            runs.remove_if_empty(out)
+        raise
 
 
 # -- options -----------------------------------------------------------------------------------------
@@ -505,13 +519,25 @@ def _resume(
         model.load_state_dict(state["model"])
     except RuntimeError as error:
         where = f"the checkpoint in {out}" if out is not None else "the model's training state"
+        differs = _built_otherwise(model, runs.read_spec(out)) if out is not None else None
         raise ValueError(
-            f"{where} is of another model than {model!r} ({str(error).splitlines()[0]}): resume the model the "
-            "run describes, ppvae.load(run).fit(data, out=run, resume=True), or the training command with --resume"
+            f"{where} is of another model than {model!r} ({differs or str(error).splitlines()[0]}): resume the "
+            "model the run describes, ppvae.load(run).fit(data, out=run, resume=True), or the training command "
+            "with --resume"
         ) from None
     record.history = copy.deepcopy(state["history"])
     record.snapshots = dict(state.get("snapshots") or {})
     return state, validation
+
+
+def _built_otherwise(model: Model, spec: dict[str, Any]) -> str | None:
+    """How the run's recorded model differs from ``model``, in words ("the run's z_dim=20, this model's 5"),
+    or None where the record says nothing that tells them apart."""
+    if spec.get("model") != type(model).__name__:
+        return f"the run holds a {spec.get('model')}"
+    recorded, own = spec.get("config", {}), model.config()
+    fields = [k for k in own if k in recorded and json.loads(json.dumps(own[k])) != recorded[k]]
+    return "; ".join(f"the run's {k}={recorded[k]!r}, this model's {own[k]!r}" for k in fields) or None
 
 
 @contextlib.contextmanager
@@ -558,6 +584,7 @@ def _training_batches(
     initialisation) and the binarisation it resolved."""
     seed, batch_size = options["seed"], options["batch_size"]
     with argument("data"):
+        refuse_tuples(data)
         if in_memory(data):
             x = model.images(data)
             head = x[:INIT_EXAMPLES]

@@ -84,6 +84,16 @@ def check_run_folder(directory: str | Path, resume: bool = False, overwrite: boo
     return directory
 
 
+def remove_if_empty(directory: str | Path) -> None:
+    """Remove a run folder that holds nothing but ppvae's own bookkeeping (its lock, its record of written files)."""
+    directory = Path(directory)
+    if directory.is_dir() and not directory.is_symlink():
+        if all(p.name in (LOCK, WRITTEN) and p.is_file() for p in directory.iterdir()):
+            for p in directory.iterdir():
+                p.unlink()
+            directory.rmdir()
+
+
 def remove_stale(directory: str | Path, logs: bool = False) -> None:
     """Remove from a run folder what its weights are about to make stale: the evaluation and the figures
     (the run's own are drawn again after training), and with ``logs`` the loggers' folder (a run that

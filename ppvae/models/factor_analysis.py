@@ -214,8 +214,7 @@ class FactorAnalysis(VAE):
         if options["resume"] and out is not None and (Path(out) / runs.WEIGHTS).exists():
             fitted = runs.load(out)  # EM ran to convergence: there is nothing left to continue
             self.load_state_dict(fitted.state_dict())
-            if options["progress"]:
-                print(f"{out}: EM ran to convergence, so there is nothing to resume; the run is as it was")
+            print(f"{out}: EM ran to convergence, so there is nothing to resume; the run is as it was")
             return fitted.fit_record
         self.to("cuda" if resolve_accelerator(options["accelerator"]) == "cuda" else "cpu")
         record = self._fit_em(data, self.max_iter, self.tol, test)
