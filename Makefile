@@ -44,6 +44,7 @@ docs: $(STAMP)
 bench: data
 	$(PY) benchmarks/train_speed.py --devices 2
 	$(PY) benchmarks/evidence_speed.py
+	$(PY) benchmarks/ais_speed.py
 	$(PY) benchmarks/fa_fit.py
 	$(PY) benchmarks/streaming_memory.py
 
@@ -52,6 +53,7 @@ bench-gpu: data
 	$(PY) -m pytest -m gpu
 	$(PY) benchmarks/train_speed.py --accelerator cuda --rounds 10
 	$(PY) benchmarks/device_speed.py
+	$(PY) benchmarks/ais_speed.py --accelerator cuda --images 1000 --steps 20 --rounds 4
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache

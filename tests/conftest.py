@@ -69,3 +69,27 @@ def fashion():
 def binary_images():
     """64 random binary 28x28 images."""
     return torch.bernoulli(torch.full((64, 1, 28, 28), 0.3))
+
+
+# The parts grid: every registered prior, likelihood, guide and network once (tests/test_step.py holds it to the
+# registry), with options that exercise them: a learned scale, a mixture, a flow.
+PRIORS_GRID = ["normal", "laplace", {"name": "student_t", "df": 4.0}, {"name": "mixture", "components": 3}]
+PRIORS_GRID += [{"name": "vamp", "components": 4}, {"name": "flow", "transform": "affine_coupling"}]
+LIKELIHOODS_GRID = ["bernoulli", "continuous_bernoulli", {"name": "normal", "scale": "learned"}]
+LIKELIHOODS_GRID += [{"name": "normal", "scale": "per_pixel"}, {"name": "laplace", "scale": "decoder"}]
+GUIDES_GRID = ["normal", "laplace", "student_t", "logistic", "delta", {"name": "flow", "transform": "affine_coupling"}]
+NETWORKS_GRID = [{"name": "mlp", "hidden": [16]}, "linear", {"name": "conv", "channels": [4, 8], "hidden": 16}]
+
+
+def name_of(spec) -> str:
+    """A part's name, from a spec that is a name or a dict."""
+    return spec if isinstance(spec, str) else spec["name"]
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tests of tiny models: with two, a busy second core made them 7x slower here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -136,6 +136,7 @@ def test_annealed_importance_sampling_and_bdmc_run_on_the_gpu():
     exact = ppvae.log_evidence(model, images, method="quadrature", binarize=None, progress=False).cpu()
     lower, upper = estimate.log_evidence.cpu(), estimate.upper.cpu()
     assert (lower - exact).mean() < 0.05 and (upper - exact).mean() > -0.05
+    assert estimate.evaluation == "lowered"  # the chains ran the lowered log-joint on the device
 
 
 def test_streamed_data_and_conv_networks_with_a_vampprior_train_on_the_gpu(tmp_path):

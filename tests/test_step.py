@@ -11,7 +11,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from conftest import SMALL, small_data
+from conftest import GUIDES_GRID, LIKELIHOODS_GRID, NETWORKS_GRID, PRIORS_GRID, SMALL, name_of, small_data
 
 import ppvae
 from ppvae.cli import build_parser
@@ -20,34 +20,18 @@ from ppvae.infer.lowered import LoweredELBO, check_lowered
 from ppvae.infer.sync_free import SyncFreeTrace_ELBO, SyncFreeTraceMeanField_ELBO
 from ppvae.parts import GUIDES, LIKELIHOODS, NETWORKS, PRIORS
 
-PRIORS_GRID = ["normal", "laplace", {"name": "student_t", "df": 4.0}, {"name": "mixture", "components": 3}]
-PRIORS_GRID += [{"name": "vamp", "components": 4}, {"name": "flow", "transform": "affine_coupling"}]
-LIKELIHOODS_GRID = ["bernoulli", "continuous_bernoulli", {"name": "normal", "scale": "learned"}]
-LIKELIHOODS_GRID += [{"name": "normal", "scale": "per_pixel"}, {"name": "laplace", "scale": "decoder"}]
-GUIDES_GRID = ["normal", "laplace", "student_t", "logistic", "delta", {"name": "flow", "transform": "affine_coupling"}]
-NETWORKS_GRID = [{"name": "mlp", "hidden": [16]}, "linear", {"name": "conv", "channels": [4, 8], "hidden": 16}]
 PAIRS = {"trace": (pyro.infer.Trace_ELBO, SyncFreeTrace_ELBO)}
 PAIRS["meanfield"] = (pyro.infer.TraceMeanField_ELBO, SyncFreeTraceMeanField_ELBO)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The models here are tiny: one thread, so that a busy second core costs nothing (it cost 7x here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _name(spec) -> str:
-    return spec if isinstance(spec, str) else spec["name"]
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 def test_the_grid_covers_every_registered_part():
     for registry, grid in ((PRIORS, PRIORS_GRID + ["conditional"]), (LIKELIHOODS, LIKELIHOODS_GRID)):
-        assert set(registry.names()) == {_name(s) for s in grid}
-    assert set(GUIDES.names()) == {_name(s) for s in GUIDES_GRID}
-    assert set(NETWORKS.names()) == {_name(s) for s in NETWORKS_GRID}
+        assert set(registry.names()) == {name_of(s) for s in grid}
+    assert set(GUIDES.names()) == {name_of(s) for s in GUIDES_GRID}
+    assert set(NETWORKS.names()) == {name_of(s) for s in NETWORKS_GRID}
 
 
 def _loss_and_grads(objective, model, x, c=None, seed=0):
@@ -85,7 +69,7 @@ def _data(model, n=6):
 
 def test_every_prior_likelihood_and_guide_gives_pyros_loss_and_gradients_sync_free_and_lowered():
     for prior, likelihood, guide in itertools.product(PRIORS_GRID, LIKELIHOODS_GRID, GUIDES_GRID):
-        if _name(prior) == "vamp" and _name(guide) in ("delta", "flow"):
+        if name_of(prior) == "vamp" and name_of(guide) in ("delta", "flow"):
             continue  # refused: the VampPrior averages q(z | u_k), which these cannot give
         vae = ppvae.VAE((1, 4, 4), 2, prior, likelihood, guide, {"name": "mlp", "hidden": [8]}, beta=1.0)
         x = _data(vae)
@@ -93,10 +77,10 @@ def test_every_prior_likelihood_and_guide_gives_pyros_loss_and_gradients_sync_fr
         try:
             _assert_same_as_pyro(vae, x)
         except AssertionError as error:
-            raise AssertionError(f"{_name(prior)} x {_name(likelihood)} x {_name(guide)}: {error}") from None
+            raise AssertionError(f"{name_of(prior)} x {name_of(likelihood)} x {name_of(guide)}: {error}") from None
 
 
-@pytest.mark.parametrize("network", NETWORKS_GRID, ids=_name)
+@pytest.mark.parametrize("network", NETWORKS_GRID, ids=name_of)
 def test_every_network_conditional_models_and_hierarchies_give_pyros_loss_and_gradients(network):
     y = torch.arange(6) % 3
     for model in (

@@ -23,12 +23,15 @@ from typing import Any
 
 import pyro
 import torch
+from tqdm import tqdm
 
 from ppvae.data import Data
 from ppvae.estimator.contract import Model, labels_for
 from ppvae.infer import PYRO_LOCK, seeded
 from ppvae.infer.ais import STARTS, AISEstimate, ais_log_evidence, bidirectional, log_standard_error, simulate
 from ppvae.infer.evidence import PROPOSALS, EvidenceEstimate, estimate_log_evidence, rows_per_pass
+from ppvae.infer.lowered import replaced_programs
+from ppvae.infer.lowered_joint import LoweredDensities
 from ppvae.infer.progress import progress_bar
 from ppvae.infer.quadrature import QuadratureEstimate, quadrature_log_evidence
 
@@ -318,6 +321,27 @@ def _check_scores_any_point(model: Model, why: str, instead: str) -> None:
         )
 
 
+def lowered_densities(model: Model) -> LoweredDensities | None:
+    """The model's densities in plain torch for AIS's inner loop (`ppvae.infer.lowered_joint`), where it has
+    them and its programs are the ones they were written for (not a subclass's own ``model`` or ``guide``)."""
+    if getattr(model, "lowered_log_joint", None) is None or replaced_programs(model, "lowered_log_joint"):
+        return None
+    return LoweredDensities(model.lowered_log_joint, model.lowered_log_guide)
+
+
+def _say_fallback(model: Model, progress: bool):
+    """The line AIS prints where a model's lowered log-joint disagreed with its programs on the first batch."""
+
+    def say(disagreement: str) -> None:
+        if progress:
+            tqdm.write(
+                f"ppvae: AIS evaluates the Pyro programs: the lowered log-joint of {type(model).__name__} was "
+                f"checked on the first batch and {disagreement}"
+            )
+
+    return say
+
+
 def _ais(model, data, y, c, options, binarize, seed, progress) -> AISEstimate:
     _check_ais(model, options)
     chains, steps = options["chains"], options["steps"]
@@ -338,6 +362,8 @@ def _ais(model, data, y, c, options, binarize, seed, progress) -> AISEstimate:
                 start=options["proposal"],
                 batch_size=batch_size,
                 progress=bar.update,
+                densities=lowered_densities(model),
+                fallback=_say_fallback(model, progress),
             )
 
 
@@ -387,6 +413,8 @@ def bdmc(
             start=proposal,
             batch_size=num_images,
             progress=bar.update,
+            densities=lowered_densities(model),
+            fallback=_say_fallback(model, progress),
         )
     return x, estimate
 

@@ -11,7 +11,9 @@ as T grows; unlike importance sampling it does not need a proposal that covers t
 because the chains walk there. Each move is HMC (identity mass, ``leapfrog_steps`` steps)
 leaving f_t invariant; the step size is one per image, nudged after every move toward an
 acceptance rate of 0.65 as Wu et al. (2017) do for decoder-based models. Everything is
-vectorised over images and chains: one model evaluation per leapfrog step per batch. A model
+vectorised over images and chains: one model evaluation per leapfrog step per batch, through
+the model's lowered log-joint where it has one (`ppvae.infer.lowered_joint`: the same densities
+without Pyro's tracing, checked against the programs on the first batch). A model
 with several latent sites is annealed over all of them at once, z being their values laid end
 to end (`ppvae.infer.traces.LatentSpace`); starting from the guide needs a guide that
 can score any point, log q(z | x) at z it did not draw.
@@ -33,6 +35,7 @@ import pyro.poutine as poutine
 import torch
 
 from ppvae.infer.batches import slices
+from ppvae.infer.lowered_joint import LoweredDensities, LoweredSpace, check_lowered_space
 from ppvae.infer.traces import LatentSpace
 
 STARTS = ("prior", "guide")
@@ -67,6 +70,7 @@ class AISEstimate:
     start: str
     seconds: float = 0.0
     upper: torch.Tensor | None = None
+    evaluation: str = "pyro"  # "lowered" where the chains ran the model's lowered log-joint
 
 
 def log_mean_exp(log_weights: torch.Tensor) -> torch.Tensor:
@@ -151,15 +155,29 @@ def anneal(
     return log_weights, accepted_total / (betas.shape[0] - 1), step_size
 
 
+def latent_space(
+    model: Callable, guide: Callable, x: torch.Tensor, c: torch.Tensor | None, densities: LoweredDensities | None
+) -> LatentSpace:
+    """The batch's latent space, evaluated through ``densities`` where given, else through traces."""
+    space = LatentSpace(model, guide, x, c) if densities is None else LoweredSpace(model, guide, x, c, densities)
+    return space.require("AIS")
+
+
 def start_chains(
-    model: Callable, guide: Callable, x: torch.Tensor, c: torch.Tensor | None, start: str, chains: int
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    c: torch.Tensor | None,
+    start: str,
+    chains: int,
+    densities: LoweredDensities | None = None,
 ) -> tuple[TemperedPosterior, torch.Tensor, torch.Tensor]:
     """The path for one batch, ``chains`` starting points per image (chains, N, D) drawn from ``start``, and
     each image's initial HMC step size (N,): half the start distribution's mean standard deviation, the scale
     the first moves see; the adaptation then follows the tempered posterior as it narrows."""
     if start not in STARTS:
         raise ValueError(f"AIS starts from one of {STARTS}, got {start!r}")
-    space = LatentSpace(model, guide, x, c).require("AIS")
+    space = latent_space(model, guide, x, c, densities)
     z, fns = space.sample(start, chains)
     if len(space.names) == 1:  # the start distribution itself, on the batch; several sites: as each chain drew them
         fns = {
@@ -183,10 +201,17 @@ def ais_log_evidence(
     step_size: float | None = None,
     batch_size: int = 100,
     progress: Callable[[int], None] | None = None,
+    densities: LoweredDensities | None = None,
+    fallback: Callable[[str], None] | None = None,
 ) -> AISEstimate:
     """log p(x_i) for each row of ``x`` (condition ``c``) by AIS with ``chains`` chains per image and ``steps``
     intermediate distributions; ``progress`` is called with 1 after each step of each batch. The HMC step
-    size starts at ``step_size`` or, left unset, at half the start distribution's scale, then adapts."""
+    size starts at ``step_size`` or, left unset, at half the start distribution's scale, then adapts.
+
+    ``densities``, the model's lowered log-joint, evaluates the chains without tracing once it has given the
+    programs' densities and gradients at the first batch's start points; where it does not, ``fallback`` is
+    called with what differs and the programs evaluate every batch. Either way the chains draw the same noise.
+    """
     if chains < 1 or leapfrog_steps < 1 or batch_size < 1:
         raise ValueError(
             f"chains, leapfrog_steps and batch_size must be >= 1, got {chains}, {leapfrog_steps}, {batch_size}"
@@ -195,7 +220,13 @@ def ais_log_evidence(
     betas = sigmoid_schedule(steps)
     results = []
     for xb, cb in slices(batch_size, x, c):
-        path, z, eps = start_chains(model, guide, xb, cb, start, chains)
+        path, z, eps = start_chains(model, guide, xb, cb, start, chains, densities)
+        if densities is not None and not results:  # once, before the first batch's chains move
+            disagreement = check_lowered_space(path.space, z, guide=start == "guide")
+            if disagreement is not None:  # the programs evaluate from here on (no new trace: no new draws)
+                densities = path.space.densities = None
+                if fallback is not None:
+                    fallback(disagreement)
         if step_size is not None:
             eps = torch.full((xb.shape[0],), step_size, device=xb.device)
         results.append(anneal(path, z, betas, eps, leapfrog_steps, progress))
@@ -211,6 +242,7 @@ def ais_log_evidence(
         leapfrog_steps=leapfrog_steps,
         start=start,
         seconds=time.perf_counter() - started,
+        evaluation="pyro" if densities is None else "lowered",
     )
 
 
@@ -231,13 +263,14 @@ def bidirectional(
 ) -> AISEstimate:
     """Forward AIS (a stochastic lower bound) and reverse AIS from the exact posterior samples ``z`` (an upper
     bound, in ``upper``) of log p(x) for data ``x`` simulated with them (see `simulate`). ``options`` are
-    `ais_log_evidence`'s; the reverse chains take the forward chains' settings and final step sizes."""
+    `ais_log_evidence`'s; the reverse chains take the forward chains' settings, final step sizes and evaluation."""
     forward = ais_log_evidence(model, guide, x, c, **options)
+    densities = options.get("densities") if forward.evaluation == "lowered" else None
     chains, batch_size = forward.chains, options.get("batch_size", 100)
     betas = sigmoid_schedule(forward.steps).flip(0)
     reverse = []
     for xb, zb, cb, eps in slices(batch_size, x, z, c, forward.step_size):
-        path = TemperedPosterior(LatentSpace(model, guide, xb, cb).require("AIS"), forward.start)
+        path = TemperedPosterior(latent_space(model, guide, xb, cb, densities), forward.start)
         zb = zb.expand(chains, *zb.shape).clone()  # every chain starts at the image's exact posterior sample
         eps = eps.float().to(xb.device)
         reverse.append(anneal(path, zb, betas, eps, forward.leapfrog_steps, options.get("progress"))[0])

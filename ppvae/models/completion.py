@@ -222,6 +222,17 @@ class CompletionVAE(Completion, VAE):
         """The programs' ELBO in plain torch (see `VAE.lowered_elbo`), on the visible part c."""
         return super().lowered_elbo(x, self.required(c), kl_weight, analytic_kl)
 
+    def lowered_log_joint(
+        self, x: torch.Tensor, c: torch.Tensor | None, values: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The programs' densities in plain torch (see `VAE.lowered_log_joint`), on the visible part c."""
+        return super().lowered_log_joint(x, self.required(c), values)
+
+    def lowered_log_guide(
+        self, x: torch.Tensor, c: torch.Tensor | None, values: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        return super().lowered_log_guide(x, self.required(c), values)
+
     def observed(self, likelihood, c: torch.Tensor):
         return observed_where(likelihood, self.hidden_pixels(c))
 

@@ -63,6 +63,7 @@ class SemiSupervisedVAE(CVAE):
     capabilities = Capabilities(condition="labels", latent_labels=True, selected_by="accuracy")
     aliases = ("m2",)
     lowered_elbo = None  # its label is summed out (TraceEnum_ELBO): the Pyro programs are the step
+    lowered_log_joint = lowered_log_guide = None  # its own programs (the label's site): AIS traces them
 
     def __init__(
         self,

@@ -237,10 +237,41 @@ class VAE(LatentVariableModel):
         for layer, family in enumerate(self.upper_guides):
             posteriors.append(family(self.layers.up[layer](codes[-1], c)))
             codes.append(posteriors[-1].rsample())
-        priors = [self._layer_prior(layer, codes[layer + 1], c) for layer in range(len(codes) - 1)]
-        priors.append(self.prior(c))
-        log_likelihood = self.observed(self.likelihood(self.networks.decoder(codes[0], c)), c).log_prob(x).sum()
-        return log_likelihood - kl_weight * latent_terms(posteriors, priors, codes, analytic_kl)
+        log_likelihood = self._observed_given(codes[0], c).log_prob(x).sum()
+        return log_likelihood - kl_weight * latent_terms(posteriors, self._priors_given(codes, c), codes, analytic_kl)
+
+    def lowered_log_joint(
+        self, x: torch.Tensor, c: torch.Tensor | None, values: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(z) and log p(x | z) in plain torch at the latent ``values`` (each site (P, N, size)), each
+        (P, N): the model's densities without tracing, for AIS's inner loop (`ppvae.infer.lowered_joint`)."""
+        x = x.reshape((x.shape[0],) + self.x_shape)
+        codes = [values[site] for site in self.sites]
+        terms = [p.log_prob(z) for p, z in zip(self._priors_given(codes, c), codes)]
+        log_prior = terms[-1]
+        for term in reversed(terms[:-1]):  # the model's order, top layer first: the traced sum to the last bit
+            log_prior = log_prior + term
+        return log_prior, self._observed_given(codes[0], c).log_prob(x)
+
+    def lowered_log_guide(
+        self, x: torch.Tensor, c: torch.Tensor | None, values: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """log q(z | x) in plain torch at the latent ``values``, (P, N): each layer scored given the one below."""
+        x = x.reshape((x.shape[0],) + self.x_shape)
+        codes = [values[site] for site in self.sites]
+        log_q = self.guide_family(self.networks.encoder(x, c)).log_prob(codes[0])
+        for layer, family in enumerate(self.upper_guides):
+            log_q = log_q + family(self.layers.up[layer](codes[layer], c)).log_prob(codes[layer + 1])
+        return log_q
+
+    def _priors_given(self, codes: list[torch.Tensor], c: torch.Tensor | None) -> list:
+        """Each layer's prior, z1 first: p(z_l | z_{l+1}, c) read from the code above, and p(z_top | c)."""
+        below = [self._layer_prior(layer, codes[layer + 1], c) for layer in range(len(codes) - 1)]
+        return [*below, self.prior(c)]
+
+    def _observed_given(self, z1: torch.Tensor, c: torch.Tensor | None):
+        """p(x | z1, c) as the model observes it."""
+        return self.observed(self.likelihood(self.networks.decoder(z1, c)), c)
 
     # -- the parts, for the estimator API ---------------------------------------------------------
 
