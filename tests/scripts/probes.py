@@ -522,59 +522,18 @@ def main():
         @probe(f"SIGKILL at a random moment, then --resume (trial {trial})")
         def _(trial=trial):
             folder = f"kill{trial}"
-            args = [
-                PY,
-                "-m",
-                "ppvae",
-                "train",
-                "--limit",
-                "3000",
-                "--test-limit",
-                "100",
-                "--epochs",
-                "3",
-                "--quiet",
-                "--out",
-                folder,
-                "--seed",
-                "5",
-            ]
-            p = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            command = ["train", "--limit", "3000", "--test-limit", "100", "--epochs", "3", "--quiet", "--seed", "5"]
+            command += ["--out", folder]
+            p = subprocess.Popen(
+                [PY, "-m", "ppvae", *command], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
             delay = rng.uniform(4, 25)
             time.sleep(delay)
             p.send_signal(signal.SIGKILL)
             p.wait()
-            rc, out, err = run(
-                "train",
-                "--limit",
-                "3000",
-                "--test-limit",
-                "100",
-                "--epochs",
-                "3",
-                "--quiet",
-                "--out",
-                folder,
-                "--seed",
-                "5",
-                "--resume",
-            )
+            rc, out, err = run(*command, "--resume")
             if rc == 2 and "never finished an epoch" in err:
-                rc, out, err = run(
-                    "train",
-                    "--limit",
-                    "3000",
-                    "--test-limit",
-                    "100",
-                    "--epochs",
-                    "3",
-                    "--quiet",
-                    "--out",
-                    folder,
-                    "--seed",
-                    "5",
-                    "--overwrite",
-                )
+                rc, out, err = run(*command, "--overwrite")
             ev = run("evaluate", folder, "--test-limit", "20", "--quiet")[0]
             return rc == 0 and ev == 0, f"killed after {delay:.1f} s; resume rc={rc} {err.strip()[:200]}; evaluate={ev}"
 
