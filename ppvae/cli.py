@@ -544,8 +544,8 @@ def add_training_arguments(p: argparse.ArgumentParser, swept: bool = False) -> N
         type=_compile,
         metavar="{auto,true,false}",
         help="auto: each step runs the model's ELBO lowered to plain torch where it has one (checked against its "
-        "Pyro programs on the first batch); true: also torch.compile it (seconds of compiling first); "
-        "false: the programs",
+        "Pyro programs on the first batch; on a GPU also captured in a CUDA graph); true: also torch.compile it "
+        "(seconds of compiling first); false: the programs",
     )
     group.add_argument(
         "--validation",

@@ -227,3 +227,51 @@ def test_the_training_step_waits_for_the_gpu_nowhere(elbo):
                 optimizer.step()
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
+
+def test_a_graphed_step_replays_the_eager_steps():
+    """The CUDA graph, captured and checked against the eager step, then replayed: the eager run's losses and
+    weights, through warm-up, a changing KL weight and a partial batch."""
+    from test_graphed import setup, train, weights
+
+    from ppvae.infer.graphed import GraphedStep
+
+    model, eager = setup(device="cuda")
+    eager_losses, expected = train(eager, device="cuda"), weights(model)
+    model, eager = setup(device="cuda")
+    lines = []
+    graphed = GraphedStep(eager, torch.device("cuda"), announce=lines.append)
+    losses = train(graphed, device="cuda")
+    assert graphed.captured and not lines
+    torch.testing.assert_close(losses, eager_losses, rtol=1e-4, atol=1e-3)
+    for key, value in weights(model).items():
+        torch.testing.assert_close(value, expected[key], rtol=1e-4, atol=1e-5)
+
+
+def test_a_step_that_reads_back_is_not_captured_and_trains_eagerly():
+    from test_graphed import setup, train, weights
+
+    from ppvae.infer.graphed import GraphedStep
+
+    model, eager = setup(device="cuda", sync=True)
+    eager_losses, expected = train(eager, device="cuda"), weights(model)
+    model, eager = setup(device="cuda", sync=True)
+    lines = []
+    graphed = GraphedStep(eager, torch.device("cuda"), announce=lines.append)
+    losses = train(graphed, device="cuda")
+    assert not graphed.captured and len(lines) == 1 and "capturing it failed" in lines[0]
+    torch.testing.assert_close(losses, eager_losses)
+    for key, value in weights(model).items():
+        torch.testing.assert_close(value, expected[key])
+
+
+def test_a_gpu_fit_replays_a_cuda_graph_and_says_where_it_cannot(capsys):
+    model = ppvae.VAE(**SMALL)
+    model.fit(small_data(), epochs=3, batch_size=32, lr=3e-3, **GPU)
+    assert model.fit_record.options["cuda_graph"] is True and model.fit_record.options["step"] == "lowered"
+    history = model.history
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    clipped = ppvae.VAE(**SMALL)
+    clipped.fit(small_data(), epochs=1, batch_size=32, clip_norm=10.0, accelerator="cuda")
+    assert clipped.fit_record.options["cuda_graph"] is False
+    assert "not captured in a CUDA graph: gradient clipping is not captured yet" in capsys.readouterr().out

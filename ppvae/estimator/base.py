@@ -259,8 +259,10 @@ class LatentVariableModel(nn.Module):
         ``compile``: how each step runs. "auto" trains a model built from parts (the VAE family, ``elbo="trace"``
         or ``"meanfield"``, one particle) through its ELBO lowered to plain torch, checked on the first batch
         against the Pyro programs (same noise, same loss and gradients); ``True`` also compiles that with
-        ``torch.compile`` (seconds of compiling first); ``False`` runs the Pyro programs. See
-        `ppvae.estimator.step`; ``fit_record.options["step"]`` says which ran.
+        ``torch.compile`` (seconds of compiling first); ``False`` runs the Pyro programs. On a GPU a lowered step
+        is then captured in a CUDA graph and replayed, checked once against the eager step (one process, no
+        clipping, 32-bit). See `ppvae.estimator.step`; ``fit_record.options["step"]`` says which step ran and
+        ``fit_record.options["cuda_graph"]`` whether a graph replayed it.
 
         ``accelerator`` ("auto", "cpu", "cuda"), ``devices`` (processes, data-parallel: the global
         ``batch_size`` is split among them), ``strategy`` and ``precision`` go to Lightning Fabric.

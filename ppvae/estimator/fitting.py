@@ -45,7 +45,7 @@ from ppvae.estimator.figures import run_figures
 from ppvae.estimator.files import RunLock, inside
 from ppvae.estimator.labels import describe_labelled, keep_labels, repeat_labelled
 from ppvae.estimator.memory import check_particles
-from ppvae.estimator.step import check_compile, choose_step
+from ppvae.estimator.step import check_compile, choose_graph, choose_step
 from ppvae.infer import (
     OBJECTIVES,
     PYRO_LOCK,
@@ -310,6 +310,7 @@ class FitJob:
     state: dict[str, Any] | None = None  # the training state to resume from
     best: dict[str, Any] = field(default_factory=dict)  # best epoch, score and weights under validation
     data: dict[str, Any] | None = None  # the training data's fingerprint, kept in the checkpoint
+    graph: bool = False  # capture the step in a CUDA graph (`ppvae.infer.graphed`)
 
 
 class EpochEnd:
@@ -409,6 +410,7 @@ def run_job(fabric, job: FitJob) -> dict[str, Any]:
         optimizer.load_state_dict(job.state["optimizer"])
         for group in optimizer.param_groups:  # the run's rate, or the one a resumed fit changed it to
             group["lr"] = options["lr"]
+            group["capturable"] = False  # a CUDA graph's setting; the loop sets it again where it captures
         first_epoch, last_epoch, global_step = job.state["epoch"] + 1, options["epochs"], job.state["global_step"]
     else:  # a fresh fit, or ``epochs`` more for a fitted model (a fresh optimizer)
         first_epoch, global_step = len(job.record.history) + 1, 0
@@ -425,6 +427,8 @@ def run_job(fabric, job: FitJob) -> dict[str, Any]:
         clip_norm=options["clip_norm"],
         progress=options["progress"],
         on_epoch_end=hook,
+        graph=job.graph,
+        announce=(lambda line: tqdm.write(f"ppvae: {line}")) if options["progress"] else None,
     )
     result = loop.run(first_epoch, last_epoch, global_step)
     for logger in fabric.loggers:
@@ -438,6 +442,7 @@ def run_job(fabric, job: FitJob) -> dict[str, Any]:
         "snapshots": job.record.snapshots,
         "stopped": result.stopped,
         "message": result.message,
+        "graphed": result.graphed,
     }
 
 
@@ -710,13 +715,16 @@ def fit(
         objective, step, fallback = choose_step(model, objective, options, first_x, first_c, schedule(1))
     if fallback is not None and options["progress"]:
         tqdm.write(f"ppvae: the Pyro programs train this fit: {fallback}")
+    graph, refusal = choose_graph(options, accelerator, step)
+    if refusal is not None and options["progress"]:
+        tqdm.write(f"ppvae: the step is not captured in a CUDA graph: {refusal}; it runs eagerly")
 
     record.options = {**{k: options[k] for k in RECORDED}, "binarize": method, "step": step}
     record.options["labelled"] = describe_labelled(options["labelled"])
     record.data_source = record.data_source or data_source_of(data)
     best = _best_so_far(state, out)
     job = FitJob(model, record, batches, objective, options, schedule, x_test, c_test, x_val, c_val, out, state, best)
-    job.data = fingerprint
+    job.data, job.graph = fingerprint, graph
     if out is not None and writes_run_folder():  # the data and options passed: what the old weights made goes
         runs.remove_stale(out, logs=options["overwrite"])  # a replaced run stays whole until the first epoch
     loggers = _loggers(out, record.history)
@@ -732,6 +740,7 @@ def _finish(model: Model, record: FitRecord, result: dict[str, Any], world_size:
         record.history = result["history"]
         record.snapshots = result["snapshots"]
     record.training_state = result["training_state"]
+    record.options["cuda_graph"] = result["graphed"]
     if out is not None:
         record.folder = out
     if result["best"].get("weights") is not None:

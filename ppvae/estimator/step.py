@@ -7,12 +7,18 @@ with ``torch.compile`` (a one-off cost of seconds: about 5 s for the default VAE
 ``False`` keeps the programs. A lowered step draws the programs' noise, so a seed fixes a run either
 way; the two differ only by float rounding. Where a lowering that could have been taken is not, one
 line says why, and the programs train.
+
+On a GPU a lowered step is also captured in a CUDA graph (`ppvae.infer.graphed`) unless ``compile=False``:
+where the training cannot be captured (several processes, clipping, another precision) one line says so.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
+
+from ppvae.infer.graphed import graph_refusal
 from ppvae.infer.lowered import LoweredELBO, check_lowered, replaced_programs
 
 COMPILE = ("auto", True, False)
@@ -50,3 +56,12 @@ def choose_step(
     if disagreement is not None:
         return objective, "pyro", f"the lowered ELBO of {name} was checked on the first batch and {disagreement}"
     return lowered, "compiled" if asked else "lowered", None
+
+
+def choose_graph(options: dict[str, Any], accelerator: str, step: str) -> tuple[bool, str | None]:
+    """(whether the loop captures its step in a CUDA graph, why not where the training is on a GPU and asked for
+    a lowered step). Only a lowered step is captured: the Pyro programs' messengers decide on the host."""
+    if accelerator != "cuda" or options["compile"] is False or step == "pyro":
+        return False, None
+    why = graph_refusal(torch.device("cuda"), options["devices"], options["clip_norm"], options["precision"])
+    return why is None, why

@@ -32,6 +32,7 @@ from lightning_fabric import Fabric
 from torch import nn
 
 from ppvae.infer.batches import LoaderBatches, TensorBatches
+from ppvae.infer.graphed import EagerStep, GraphedStep
 from ppvae.infer.launch import plain_cuda_check
 from ppvae.infer.progress import progress_bar
 from ppvae.infer.random import OwnStream, derive_seed
@@ -75,13 +76,15 @@ class EpochHook(Protocol):
 
 @dataclass
 class LoopResult:
-    """How the loop ended: ``stopped`` is None (all epochs), "early_stopping" or "diverged"."""
+    """How the loop ended: ``stopped`` is None (all epochs), "early_stopping" or "diverged"; ``graphed``:
+    whether a CUDA graph took the steps."""
 
     epoch: int
     global_step: int
     stopped: str | None = None
     message: str = ""
     records: list[dict[str, Any]] = field(default_factory=list)
+    graphed: bool = False
 
 
 @dataclass
@@ -90,6 +93,8 @@ class TrainingLoop:
 
     ``step_arguments(step)`` gives the keyword arguments the programs take at global step
     ``step`` (counted from 1). ``seed`` names the random streams (see ``ppvae.infer.random``).
+    ``graph=True`` captures the step in a CUDA graph (`ppvae.infer.graphed`; ``announce`` receives the
+    line that says why, where it stays eager).
     """
 
     fabric: Fabric
@@ -101,10 +106,15 @@ class TrainingLoop:
     clip_norm: float | None = None
     progress: bool = True
     on_epoch_end: EpochHook | None = None
+    graph: bool = False
+    announce: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
         self.parameters = [p for p in self.loss.parameters() if p.requires_grad]
         self.last_finite = self._snapshot()
+        self.training_step: EagerStep | GraphedStep = EagerStep(self.fabric, self.loss, self.optimizer, self.clip_norm)
+        if self.graph:
+            self.training_step = GraphedStep(self.training_step, self.fabric.device, self.announce)
 
     def _snapshot(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.loss.state_dict().items()}
@@ -136,7 +146,9 @@ class TrainingLoop:
     def run(self, first_epoch: int, last_epoch: int, global_step: int = 0) -> LoopResult:
         """Train epochs ``first_epoch`` .. ``last_epoch`` (inclusive), counting steps from ``global_step``."""
         with plain_cuda_check(self.fabric.device):
-            return self._run(first_epoch, last_epoch, global_step)
+            result = self._run(first_epoch, last_epoch, global_step)
+        result.graphed = isinstance(self.training_step, GraphedStep) and self.training_step.captured
+        return result
 
     def _run(self, first_epoch: int, last_epoch: int, global_step: int) -> LoopResult:
         fabric, world = self.fabric, self.fabric.world_size
@@ -163,15 +175,7 @@ class TrainingLoop:
                     global_step += 1
                     arguments = self.step_arguments(global_step)
                     with PYRO_LOCK, stream, pyro.validation_enabled(False):  # another thread may run between steps
-                        loss = self.loss(x, c, **arguments)
-                        self.optimizer.zero_grad(set_to_none=True)
-                        fabric.backward(loss * world if world > 1 else loss)  # DDP averages; the ELBO is a sum
-                        if self.clip_norm is not None:
-                            fabric.clip_gradients(
-                                self.loss, self.optimizer, max_norm=self.clip_norm, error_if_nonfinite=False
-                            )
-                        self.optimizer.step()
-                    losses[step] = loss.detach()
+                        losses[step] = self.training_step(x, c, arguments)
                     if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
                         window = losses[checked : step + 1]
                         bad = ~torch.isfinite(window)

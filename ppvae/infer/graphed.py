@@ -1,0 +1,242 @@
+"""The training step captured once in a CUDA graph and replayed: a small model's step at the GPU's speed.
+
+On a GPU the step of a model this size is bound by the host: Python issues the same hundred-odd kernel
+launches every step while the device waits. A CUDA graph records them once and replays them with one
+call (``torch.cuda.CUDAGraph``). The step must then be static, and here it is:
+
+    the batch is copied into fixed buffers; float arguments (a warm-up's KL weight) live in 0-dim
+    device tensors filled before each replay, other arguments are constants of the graph; the loss has
+    no host synchronisation (the lowered ELBO has none); Adam is capturable (its step count on the
+    device); the learning rate stays fixed while the graph lives.
+
+Random draws go through torch's default CUDA generator, which graphs support: a replay reads the
+generator's seed and offset as they stand and advances the offset as the eager step does, so the
+training's random streams (`ppvae.infer.random`) work unchanged and a replay draws the eager step's noise.
+
+`GraphedStep` takes the first ``WARMUP`` full batches eagerly on a side stream (torch's rule: lazy state,
+Adam's moments and the BLAS workspaces, must exist before a capture), captures the next, and checks the
+capture once: that batch's step is taken eagerly and by a replay from the same weights, optimizer state
+and noise, and the loss and every tensor of the state must agree to 1e-5 of their size. A capture that
+fails or disagrees leaves the eager step's result in place and the eager step for the rest of the fit,
+and ``announce`` says why in one line. A batch of another size (the last, partial one) or with other
+constant arguments runs eagerly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+WARMUP = 3  # eager steps before the capture
+TOLERANCE = 1e-5
+
+
+def graph_refusal(device: torch.device, world_size: int, clip_norm: float | None, precision: str) -> str | None:
+    """Why this training cannot capture its step in a CUDA graph, or None where it can be tried."""
+    if torch.device(device).type != "cuda":
+        return "CUDA graphs need a CUDA device"
+    if world_size > 1:
+        return "data-parallel training is not captured yet (the all-reduce of each step runs eagerly)"
+    if clip_norm is not None:
+        return "gradient clipping is not captured yet (clip_norm runs eagerly)"
+    if precision not in ("32-true", "32"):
+        return f"precision={precision!r} is not captured yet (32-true is)"
+    return None
+
+
+class EagerStep:
+    """One training step as the loop takes it: the loss, backward (scaled by the number of processes: DDP
+    averages and the ELBO is a sum), optional clipping, one optimizer step. Returns the detached loss."""
+
+    def __init__(self, fabric: Any, loss: nn.Module, optimizer: torch.optim.Optimizer, clip_norm: float | None):
+        self.fabric, self.loss, self.optimizer, self.clip_norm = fabric, loss, optimizer, clip_norm
+
+    def __call__(self, x: torch.Tensor, c: torch.Tensor | None, arguments: dict[str, Any]) -> torch.Tensor:
+        world = self.fabric.world_size
+        loss = self.loss(x, c, **arguments)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.fabric.backward(loss * world if world > 1 else loss)
+        if self.clip_norm is not None:
+            self.fabric.clip_gradients(self.loss, self.optimizer, max_norm=self.clip_norm, error_if_nonfinite=False)
+        self.optimizer.step()
+        return loss.detach()
+
+
+class Replay(Protocol):
+    def replay(self) -> None: ...
+
+
+def cuda_capture(body: Callable[[], None], device: torch.device) -> Replay:
+    """Record ``body``'s kernels in a CUDA graph (not running them) and return the graph."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        body()
+    return graph
+
+
+@contextlib.contextmanager
+def side_stream(device: torch.device) -> Iterator[None]:
+    """Run the block on a fresh CUDA stream that waits for, and is then waited for by, the current one."""
+    if device.type != "cuda":
+        yield
+        return
+    side, current = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        yield
+    current.wait_stream(side)
+
+
+class GraphedStep:
+    """`EagerStep`'s step, captured in a CUDA graph after ``WARMUP`` eager steps and replayed from then on.
+
+    ``capture(body, device)`` records ``body`` and returns what replays it (`cuda_capture`; a test may
+    pass a stand-in). ``announce`` receives the one line that says why the step stays eager. ``captured``
+    is True once a checked graph replays the steps.
+    """
+
+    def __init__(
+        self,
+        eager: EagerStep,
+        device: torch.device,
+        announce: Callable[[str], None] | None = None,
+        capture: Callable[[Callable[[], None], torch.device], Replay] = cuda_capture,
+    ):
+        self.eager, self.device, self.announce, self.capture = eager, torch.device(device), announce, capture
+        self.graph: Replay | None = None
+        self.gave_up: str | None = None
+        self.warmed = 0
+        self.shape: tuple | None = None  # the shapes of x and c the graph was captured for
+        self.constants: dict[str, Any] = {}
+        self.static: dict[str, Any] = {}
+
+    @property
+    def captured(self) -> bool:
+        return self.graph is not None
+
+    def __call__(self, x: torch.Tensor, c: torch.Tensor | None, arguments: dict[str, Any]) -> torch.Tensor:
+        if self.gave_up is not None:
+            return self.eager(x, c, arguments)
+        floats = {k: v for k, v in arguments.items() if type(v) is float}
+        constants = {k: v for k, v in arguments.items() if k not in floats}
+        shape = (x.shape, None if c is None else c.shape, sorted(floats))
+        if self.shape is None:
+            self.shape, self.constants = shape, constants
+        if shape != self.shape or constants != self.constants:
+            return self._eager(x, c, arguments)
+        if self.graph is None:
+            if self.warmed < WARMUP:
+                self.warmed += 1
+                with side_stream(self.device):
+                    return self._eager(x, c, arguments)
+            return self._capture(x, c, floats)
+        self._fill(x, c, floats)
+        self.graph.replay()
+        return self.static["loss"]  # overwritten by the next replay: the loop copies it at once
+
+    # -- capture ----------------------------------------------------------------------------------------------
+
+    def _eager(self, x: torch.Tensor, c: torch.Tensor | None, arguments: dict[str, Any]) -> torch.Tensor:
+        with warnings.catch_warnings():  # a capturable Adam stepping eagerly warns of speed: that is known here
+            warnings.filterwarnings("ignore", message=".*capturable=True.*")
+            return self.eager(x, c, arguments)
+
+    def _fill(self, x: torch.Tensor, c: torch.Tensor | None, floats: dict[str, float]) -> None:
+        self.static["x"].copy_(x)
+        if c is not None:
+            self.static["c"].copy_(c)
+        for name, value in floats.items():
+            self.static["floats"][name].fill_(value)
+
+    def _state(self) -> list[torch.Tensor]:
+        """Every tensor a step changes in place: parameters, buffers (BatchNorm's statistics), optimizer state."""
+        module, optimizer = self.eager.loss, self.eager.optimizer
+        state = [t for t in (*module.parameters(), *module.buffers())]
+        state += [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+        return state
+
+    def _noise(self) -> tuple:
+        """The random state a step draws from: torch's CPU generator and, on a GPU, the device's."""
+        return torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+
+    def _put_back(self, state: list[torch.Tensor], values: list[torch.Tensor], noise: tuple) -> None:
+        with torch.no_grad():
+            for t, value in zip(state, values):
+                t.copy_(value)  # in place: a graph reads these very tensors
+        torch.set_rng_state(noise[0])
+        if noise[1] is not None:
+            torch.cuda.set_rng_state(noise[1], self.device)
+
+    def _body(self) -> None:
+        static, eager = self.static, self.eager
+        eager.optimizer.zero_grad(set_to_none=True)  # backward then writes fresh gradients: in a graph, its own
+        loss = eager.loss(static["x"], static["c"], **self.constants, **static["floats"])
+        eager.fabric.backward(loss)
+        eager.optimizer.step()
+        static["loss"] = loss.detach()
+
+    def _capture(self, x: torch.Tensor, c: torch.Tensor | None, floats: dict[str, float]) -> torch.Tensor:
+        """Capture the step on this batch, check one replay against the eager step, keep whichever is sound."""
+        arguments = {**self.constants, **floats}
+        state = self._state()
+        before, noise = [t.detach().clone() for t in state], self._noise()
+        expected_loss = self._eager(x, c, arguments).clone()
+        expected, expected_noise = [t.detach().clone() for t in state], self._noise()
+        self._put_back(state, before, noise)  # the replay starts where the eager step started
+        for group in self.eager.optimizer.param_groups:
+            group["capturable"] = True
+        self.static = {
+            "x": x.clone(),
+            "c": None if c is None else c.clone(),
+            "floats": {k: torch.tensor(v, dtype=torch.float32, device=self.device) for k, v in floats.items()},
+        }
+        try:
+            with side_stream(self.device):
+                graph = self.capture(self._body, self.device)
+            self._fill(x, c, floats)
+            graph.replay()
+            disagreement = self._disagreement(expected_loss, expected, state)
+        except Exception as error:  # a step that cannot be captured (a host sync, an op graphs refuse)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            disagreement = f"capturing it failed ({type(error).__name__}: {first})"
+        if disagreement is None:
+            self.graph = graph
+            return self.static["loss"]
+        return self._give_up(disagreement, expected_loss, expected, expected_noise, state)
+
+    def _disagreement(self, expected_loss: torch.Tensor, expected: list[torch.Tensor], state: list[torch.Tensor]):
+        if _far(self.static["loss"], expected_loss):
+            return (
+                f"a replay's loss {float(self.static['loss']):.6g} differs from the eager step's "
+                f"{float(expected_loss):.6g}"
+            )
+        far = sum(_far(t, e) for t, e in zip(state, expected))
+        return f"a replay left {far} tensors of the weights or optimizer state unlike the eager step's" if far else None
+
+    def _give_up(
+        self,
+        why: str,
+        expected_loss: torch.Tensor,
+        expected: list[torch.Tensor],
+        expected_noise: tuple,
+        state: list[torch.Tensor],
+    ) -> torch.Tensor:
+        self._put_back(state, expected, expected_noise)  # the eager step's result, as if no capture was tried
+        for group in self.eager.optimizer.param_groups:
+            group["capturable"] = False
+        self.eager.optimizer.zero_grad(set_to_none=True)
+        self.graph, self.gave_up, self.static = None, why, {}
+        if self.announce is not None:
+            self.announce(f"the step is not captured in a CUDA graph: {why}; it runs eagerly")
+        return expected_loss
+
+
+def _far(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.numel() == 0:
+        return False
+    return bool((a.double() - b.double()).abs().max() > TOLERANCE * max(1.0, float(b.abs().max())))
