@@ -10,12 +10,17 @@ step listed, its 500 means are measured as the VAE's 500 samples (E[x | z], z fr
     confidently labelled     share of samples that a classifier trained on the real training images (an
                              MLP, 0.88 accurate on the test images) labels with probability above 0.9
 
+Each ``--dae`` is one denoising autoencoder's settings as JSON (the constructor's arguments; repeat it for
+several rows), so corruptions, their levels and walkback compare under one budget and one instrument:
+
     python benchmarks/denoising_chain.py [--epochs 10] [--steps 1 10 100 1000] [--out runs/denoising-chain]
+        [--dae '{"corruption": {"name": "salt_pepper", "level": 0.3}, "walkback": 1}' ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -26,6 +31,7 @@ from torch import nn
 import ppvae
 from ppvae import latent, viz
 from ppvae.estimator.figures import save_figure_atomic
+from ppvae.parts.corruptions import CORRUPTIONS
 
 SAMPLES = 500
 
@@ -40,11 +46,24 @@ def measures(images: torch.Tensor, test: torch.Tensor, train: torch.Tensor, clas
     }
 
 
+DEFAULT_DAE = {"corruption": {"name": "salt_pepper", "level": 0.3}, "walkback": 1}
+
+
+def describe(settings: dict) -> str:
+    """A row's name for a DAE's settings: its corruption, noise level and walkback."""
+    spec = settings.get("corruption", "salt_pepper")
+    name, level = ppvae.parts.normalize_spec(spec, "corruption")["name"], CORRUPTIONS.build(spec).level
+    return f"{name} {level:g}, walkback {settings.get('walkback', 0)}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 10, 100, 1000])
-    parser.add_argument("--walkback", type=int, default=1)
+    parser.add_argument(
+        "--dae", type=json.loads, action="append", help=f"a DAE's settings as JSON (default: {json.dumps(DEFAULT_DAE)})"
+    )
+    parser.add_argument("--no-vae", action="store_true", help="leave out the VAE's row (and its training)")
     parser.add_argument("--out", default="runs/denoising-chain")
     args = parser.parse_args()
     out = Path(args.out)
@@ -55,23 +74,33 @@ def main() -> None:
     with torch.no_grad():
         real = (classifier(test.x).argmax(-1) == test.y).double().mean().item()
     reference, pool = test.x[-SAMPLES:], train.x[:10_000]
+    last, steps = max(args.steps), sorted(args.steps)
 
-    started = time.perf_counter()
-    dae = ppvae.DenoisingAutoencoder(walkback=args.walkback).fit(train, epochs=args.epochs, progress=False)
-    dae_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    vae = ppvae.VAE(z_dim=20).fit(train, epochs=args.epochs, progress=False)
-    vae_seconds = time.perf_counter() - started
-
-    rows = []
-    last = max(args.steps)
-    steps = sorted(args.steps)
-    chain = dae.chain(SAMPLES, steps=last, keep=steps, seed=0)  # the means at those steps, (len, chains, C, H, W)
-    for step, images in zip(steps, chain):
-        rows.append((f"chain from noise, step {step}", measures(images, reference, pool, classifier)))
-    from_test = dae.chain(test.subset(SAMPLES), steps=last, seed=1)[-1]
-    rows.append((f"chain from test images, step {last}", measures(from_test, reference, pool, classifier)))
-    rows.append(("VAE samples", measures(vae.sample(SAMPLES, seed=0), reference, pool, classifier)))
+    rows, seconds, figure_rows = [], [], {}
+    for settings in args.dae or [DEFAULT_DAE]:
+        name = describe(settings)
+        started = time.perf_counter()
+        dae = ppvae.DenoisingAutoencoder(**settings).fit(train, epochs=args.epochs, progress=False)
+        seconds.append(f"{name}: {time.perf_counter() - started:.0f} s")
+        chain = dae.chain(SAMPLES, steps=last, keep=steps, seed=0)  # the means at those steps, (len, chains, ...)
+        for step, images in zip(steps, chain):
+            rows.append((f"{name}: from noise, step {step}", measures(images, reference, pool, classifier)))
+        from_test = dae.chain(test.subset(SAMPLES), steps=last, keep=[last], seed=1)[0]
+        rows.append((f"{name}: from test images, step {last}", measures(from_test, reference, pool, classifier)))
+        figure_rows[f"{name}, step {last}"] = chain[-1][:10].cpu()
+        print(
+            *(
+                f"| {row} | {m['mmd2']:.4f} | {m['nearest']:.2f} | {m['confident']:.3f} |"
+                for row, m in rows[-len(steps) - 1 :]
+            ),
+            sep="\n",
+            flush=True,
+        )
+    if not args.no_vae:
+        started = time.perf_counter()
+        vae = ppvae.VAE(z_dim=20).fit(train, epochs=args.epochs, progress=False)
+        seconds.append(f"the VAE: {time.perf_counter() - started:.0f} s")
+        rows.append(("VAE samples", measures(vae.sample(SAMPLES, seed=0), reference, pool, classifier)))
     rows.append(("test images themselves", measures(test.x[:SAMPLES], reference, pool, classifier)))
 
     lines = [
@@ -81,15 +110,13 @@ def main() -> None:
     lines += [f"| {name} | {m['mmd2']:.4f} | {m['nearest']:.2f} | {m['confident']:.3f} |" for name, m in rows]
     table = "\n".join(lines)
     note = (
-        f"{SAMPLES} samples each; DAE (salt and pepper 0.3, walkback {args.walkback}) and VAE trained "
-        f"{args.epochs} epochs ({dae_seconds:.0f} s and {vae_seconds:.0f} s); the classifier is {real:.3f} "
-        "accurate on the real test images."
+        f"{SAMPLES} samples each; every model trained {args.epochs} epochs ({', '.join(seconds)}); the classifier "
+        f"is {real:.3f} accurate on the real test images."
     )
     print(table + "\n\n" + note)
     (out / "denoising_chain.md").write_text(table + "\n\n" + note + "\n")
-    figure_rows = {f"step {s}": images[:10].cpu() for s, images in zip(steps, chain)}
     save_figure_atomic(
-        viz.image_rows, out / "chain.png", figure_rows, title="Ten denoising chains from noise, step by step"
+        viz.image_rows, out / "chain.png", figure_rows, title=f"Ten denoising chains from noise at step {last}"
     )
 
 
