@@ -25,12 +25,12 @@ import ppvae
 from ppvae.estimator.labels import keep_labels
 
 SETTINGS = {
-    "as it comes": {},
-    "beta 3": {"beta": 3},
-    "labelled share 0.5": {"fit": {"labelled_share": 0.5}},
+    "beta 1, each image once": {"beta": 1, "fit": {"labelled_share": 0}},
+    "beta 3": {"beta": 3, "fit": {"labelled_share": 0}},
+    "labelled share 0.5": {"beta": 1, "fit": {"labelled_share": 0.5}},
     "labelled share 0.1, beta 3": {"fit": {"labelled_share": 0.1}, "beta": 3},
     "labelled share 0.5, beta 3, alpha 1": {"fit": {"labelled_share": 0.5}, "beta": 3, "classifier_weight": 1},
-    "labelled share 0.5, beta 3": {"fit": {"labelled_share": 0.5}, "beta": 3},
+    "labelled share 0.5, beta 3 (the defaults)": {"fit": {"labelled_share": 0.5}, "beta": 3},
 }
 
 

@@ -537,7 +537,7 @@ def add_training_arguments(p: argparse.ArgumentParser, swept: bool = False) -> N
         "--labelled-share",
         type=float,
         metavar="SHARE",
-        help="m2: repeat the labelled images until they make up SHARE of each epoch (0.1: some in every batch)",
+        help="m2: repeat the labelled images until they make up SHARE of each epoch (default 0.5; 0: each image once)",
     )
     group.add_argument(
         "--compile",

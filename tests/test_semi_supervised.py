@@ -149,12 +149,28 @@ def test_labelled_share_repeats_the_labelled_images_to_that_share_of_every_epoch
         )
 
 
+def test_m2_repeats_its_labelled_images_to_half_of_each_epoch_and_weighs_z_by_3_unless_told(tmp_path):
+    """The defaults measured in docs/results.md: beta 3 and labelled_share "auto" (0.5 for a latent label); 0 shows
+    each image once; a VAE has nothing to repeat; a run resumed without the option keeps its own."""
+    assert tiny().beta == 3.0
+    auto = tiny().fit(bars(300), labelled=6, batch_size=30, epochs=1, out=tmp_path / "run", progress=False)
+    once = tiny().fit(bars(300), labelled=6, labelled_share=0, batch_size=30, epochs=1, progress=False)
+    assert auto.fit_record.options["labelled_share"] == 0.5 and once.fit_record.options["labelled_share"] is None
+    assert auto.history[0]["seconds"] > 0 and len(auto.fit_record.training_state) > 0
+    steps = auto.fit_record.training_state["global_step"], once.fit_record.training_state["global_step"]
+    assert steps == (20, 10)  # 294 hidden + 6 labelled repeated 49 times = 588 images, against 300
+    vae = ppvae.VAE(x_shape=(1, 8, 8), z_dim=2).fit(bars(30).x, epochs=1, progress=False)
+    assert vae.fit_record.options["labelled_share"] is None
+    resumed = tiny().fit(bars(300), labelled=6, epochs=2, out=tmp_path / "run", resume=True, progress=False)
+    assert resumed.fit_record.options["labelled_share"] == 0.5
+
+
 def test_the_enumeration_can_be_turned_off_and_the_classifier_term_left_out():
     data = bars(30)
     sampled = tiny(enumerate_labels=False).fit(data, labelled=6, epochs=1, progress=False)
     assert math.isfinite(sampled.history[-1]["train_loss"])
-    pure = tiny(classifier_weight=0).fit(data.x, epochs=1, progress=False)  # no label at all: a mixture model
-    assert "train_elbo" in pure.history[-1]  # with no classifier term the loss is the ELBO
+    pure = tiny(classifier_weight=0, beta=1).fit(data.x, epochs=1, progress=False)  # no label at all: a mixture
+    assert "train_elbo" in pure.history[-1]  # with no classifier term (and beta 1) the loss is the ELBO
     assert "train_elbo" not in sampled.history[-1]
 
 
@@ -172,7 +188,7 @@ def test_the_enumeration_can_be_turned_off_and_the_classifier_term_left_out():
         (lambda m, d: tiny(classifier_weight=-1), "classifier_weight must be"),
         (
             lambda m, d: m.fit(d, labelled=9, labelled_share=1.5, progress=False),
-            r"labelled_share is the share .* \(0, 1\)",
+            r"labelled_share is the share .* in \[0, 1\) \(0: each image once\), or 'auto' \(0.5 for M2\)",
         ),
         (lambda m, d: ppvae.CVAE(x_shape=(1, 8, 8), num_classes=3).fit(d, labelled_share=0.1), "M2, --model m2"),
     ],

@@ -219,7 +219,7 @@ class LatentVariableModel(nn.Module):
         snapshot_epochs: list[int] | None = None,
         y: torch.Tensor | None = None,
         labelled: int | Sequence[int] | torch.Tensor | None = None,
-        labelled_share: float | None = None,
+        labelled_share: float | str | None = "auto",
         compile: str | bool = "auto",
     ) -> LatentVariableModel:
         """Maximise the ELBO by SVI; returns the model, with one record per epoch in ``history``.
@@ -254,7 +254,7 @@ class LatentVariableModel(nn.Module):
         (see `ppvae.estimator.labels`); None reads the labels as given, -1 marking an unknown one. Held-out
         data (``test``, ``validation``) keeps its labels. ``labelled_share=0.1`` repeats the labelled images until
         they make up a tenth of each epoch, so that every batch has some (Kingma et al.'s practice; see
-        `ppvae.estimator.labels.repeat_labelled`); None shows each image once.
+        `ppvae.estimator.labels.repeat_labelled`); 0 shows each image once; "auto" is 0.5 for such a model.
 
         ``compile``: how each step runs. "auto" trains a model built from parts (the VAE family, ``elbo="trace"``
         or ``"meanfield"``, one particle) through its ELBO lowered to plain torch, checked on the first batch

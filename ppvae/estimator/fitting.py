@@ -43,7 +43,7 @@ from ppvae.estimator import runs
 from ppvae.estimator.contract import FitRecord, Model, labels_for
 from ppvae.estimator.figures import run_figures
 from ppvae.estimator.files import RunLock, inside
-from ppvae.estimator.labels import describe_labelled, keep_labels, repeat_labelled
+from ppvae.estimator.labels import describe_labelled, keep_labels, labelled_share, repeat_labelled
 from ppvae.estimator.memory import check_particles
 from ppvae.estimator.step import check_compile, choose_graph, choose_step
 from ppvae.infer import (
@@ -167,15 +167,16 @@ def check_options(options: dict[str, Any], model: Model) -> None:
             f"{type(model).__name__} {reads}"
         )
     share = options["labelled_share"]
-    if share is not None:
+    if share != "auto" and share is not None:
         if not model.capabilities.latent_labels:
             raise ValueError(
                 f"labelled_share= repeats the labelled images of a model whose label is latent (M2, --model m2); "
                 f"{type(model).__name__} has none"
             )
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
             raise ValueError(
-                f"labelled_share is the share of each epoch's images that are labelled, in (0, 1), got {share!r}"
+                "labelled_share is the share of each epoch's images that are labelled, in [0, 1) (0: each image "
+                f"once), or 'auto' (0.5 for M2), got {share!r}"
             )
     check_compile(options["compile"])
     if options["clip_norm"] is not None:
@@ -330,6 +331,7 @@ class EpochEnd:
     def __call__(self, record: dict[str, Any], training_state: dict[str, Any]) -> bool:
         job, model, options, fit = self.job, self.job.model, self.job.options, self.job.record
         first_step = training_state["global_step"] - self.steps_per_epoch + 1
+        fit.options["cuda_graph"] = training_state["graphed"]
         if options["elbo"] == "iwae":
             record["train_iwae"] = -record["train_loss"]
         elif model.beta == 1.0 and not job.schedule.annealed(first_step) and not any(job.schedule.arguments.values()):
@@ -691,6 +693,7 @@ def fit(
             data, y = ImageDataset(model.images(data).cpu(), labels), None
     if isinstance(validation, float):
         data, validation = split_validation(data, validation, seed)
+    options["labelled_share"] = labelled_share(options["labelled_share"], model.capabilities.latent_labels, data)
     if model.capabilities.latent_labels:  # after the split: held-out images keep their labels
         with argument("labelled"):
             data = keep_labels(data, options["labelled"], model.num_classes, seed)
@@ -740,7 +743,7 @@ def _finish(model: Model, record: FitRecord, result: dict[str, Any], world_size:
         record.history = result["history"]
         record.snapshots = result["snapshots"]
     record.training_state = result["training_state"]
-    record.options["cuda_graph"] = result["graphed"]
+    record.options["cuda_graph"] = result["graphed"]  # also where training stopped before an epoch's end
     if out is not None:
         record.folder = out
     if result["best"].get("weights") is not None:

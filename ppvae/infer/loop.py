@@ -69,7 +69,10 @@ def validate_programs(objective: Any, model: Callable, guide: Callable, *args: A
 
 
 class EpochHook(Protocol):
-    """What the caller does after each epoch, on rank 0: evaluate, log, checkpoint; returns True to stop."""
+    """What the caller does after each epoch, on rank 0: evaluate, log, checkpoint; returns True to stop.
+
+    ``training_state`` holds the epoch, the global step, the optimizer's state and whether a CUDA graph
+    replays the steps (``graphed``)."""
 
     def __call__(self, record: dict[str, Any], training_state: dict[str, Any]) -> bool: ...
 
@@ -199,7 +202,12 @@ class TrainingLoop:
                 "seconds": time.perf_counter() - started,
             }
             record.update({k: float(v) for k, v in arguments.items() if isinstance(v, (int, float))})
-            state = {"epoch": epoch, "global_step": global_step, "optimizer": self.optimizer.state_dict()}
+            state = {
+                "epoch": epoch,
+                "global_step": global_step,
+                "optimizer": self.optimizer.state_dict(),
+                "graphed": isinstance(self.training_step, GraphedStep) and self.training_step.captured,
+            }
             stop = False
             if fabric.is_global_zero and self.on_epoch_end is not None:
                 stop = bool(self.on_epoch_end(record, state))
