@@ -151,7 +151,8 @@ def check_options(options: dict[str, Any], model: Model) -> None:
     warmup = options["kl_warmup"]
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"kl_warmup must be a number of epochs >= 0, got {warmup!r}")
-    if options["elbo"] == "iwae" and (model.beta != 1.0 or warmup):
+    iwae = options["elbo"] == "iwae" and not model.capabilities.latent_labels  # M2 is refused for its label, below
+    if iwae and (model.beta != 1.0 or warmup):
         raise ValueError(
             "elbo='iwae' trains the importance-weighted bound, which has no beta; use beta=1 and no kl_warmup"
         )
