@@ -46,7 +46,7 @@ def measures(images: torch.Tensor, test: torch.Tensor, train: torch.Tensor, clas
     }
 
 
-DEFAULT_DAE = {"corruption": {"name": "salt_pepper", "level": 0.3}, "walkback": 1}
+DEFAULT_DAE = {"corruption": {"name": "salt_pepper", "level": 0.5}, "walkback": 4}  # the DAE's defaults
 
 
 def describe(settings: dict) -> str:

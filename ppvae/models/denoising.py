@@ -36,6 +36,7 @@ from ppvae.parts.corruptions import CORRUPTIONS
 from ppvae.parts.registry import PartSpec
 
 CHAIN_STEPS = 100  # the chain's default length, from noise, for ``sample``
+DEFAULT_CORRUPTION = {"name": "salt_pepper", "level": 0.5}  # with walkback 4: the chain reaches the data (see below)
 
 
 class DenoisingAutoencoder(LatentVariableModel):
@@ -45,7 +46,14 @@ class DenoisingAutoencoder(LatentVariableModel):
     VAE's networks, with no noise between them); ``walkback=k`` scores k more chain steps from each training
     image against it (0: the plain denoising objective).
 
-        DenoisingAutoencoder(x_shape=(1, 28, 28), corruption={"name": "salt_pepper", "level": 0.3})
+    The defaults, salt and pepper on half of the pixels and four walkback steps, are what made the chain move
+    among Fashion-MNIST's garments from noise: after 10 epochs and 1,000 steps its samples' MMD² to the test
+    images was 0.021 in one run (a VAE's: 0.036) and 0.132 in tutorial 8's (0.038), while with 0.3 and one
+    walkback step or four the chains fell into one or two garments (0.27; ``python
+    benchmarks/denoising_chain.py``, docs/results.md). Walkback costs its steps: with 4 an epoch takes about five
+    times as long.
+
+        DenoisingAutoencoder(x_shape=(1, 28, 28), corruption={"name": "mask", "level": 0.4}, walkback=1)
     """
 
     capabilities = Capabilities(latent=False, density=False)
@@ -54,11 +62,11 @@ class DenoisingAutoencoder(LatentVariableModel):
     def __init__(
         self,
         x_shape: Sequence[int] = (1, 28, 28),
-        corruption: PartSpec = "salt_pepper",
+        corruption: PartSpec = DEFAULT_CORRUPTION,
         likelihood: PartSpec = "bernoulli",
         network: PartSpec = "mlp",
         code_dim: int = 256,
-        walkback: int = 0,
+        walkback: int = 4,
     ):
         super().__init__(tuple(x_shape), z_dim=0)
         for name, value, low in (("code_dim", code_dim, 1), ("walkback", walkback, 0)):
