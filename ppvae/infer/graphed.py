@@ -32,8 +32,9 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ppvae.infer.lowered import far_apart
+
 WARMUP = 3  # eager steps before the capture
-TOLERANCE = 1e-5
 
 
 def graph_refusal(device: torch.device, world_size: int, clip_norm: float | None, precision: str) -> str | None:
@@ -52,6 +53,8 @@ def graph_refusal(device: torch.device, world_size: int, clip_norm: float | None
 class EagerStep:
     """One training step as the loop takes it: the loss, backward (scaled by the number of processes: DDP
     averages and the ELBO is a sum), optional clipping, one optimizer step. Returns the detached loss."""
+
+    captured = False  # no CUDA graph takes its steps
 
     def __init__(self, fabric: Any, loss: nn.Module, optimizer: torch.optim.Optimizer, clip_norm: float | None):
         self.fabric, self.loss, self.optimizer, self.clip_norm = fabric, loss, optimizer, clip_norm
@@ -210,12 +213,12 @@ class GraphedStep:
         return self._give_up(disagreement, expected_loss, expected, expected_noise, state)
 
     def _disagreement(self, expected_loss: torch.Tensor, expected: list[torch.Tensor], state: list[torch.Tensor]):
-        if _far(self.static["loss"], expected_loss):
+        if far_apart(self.static["loss"], expected_loss):
             return (
                 f"a replay's loss {float(self.static['loss']):.6g} differs from the eager step's "
                 f"{float(expected_loss):.6g}"
             )
-        far = sum(_far(t, e) for t, e in zip(state, expected))
+        far = sum(far_apart(t, e) for t, e in zip(state, expected))
         return f"a replay left {far} tensors of the weights or optimizer state unlike the eager step's" if far else None
 
     def _give_up(
@@ -234,9 +237,3 @@ class GraphedStep:
         if self.announce is not None:
             self.announce(f"the step is not captured in a CUDA graph: {why}; it runs eagerly")
         return expected_loss
-
-
-def _far(a: torch.Tensor, b: torch.Tensor) -> bool:
-    if a.numel() == 0:
-        return False
-    return bool((a.double() - b.double()).abs().max() > TOLERANCE * max(1.0, float(b.abs().max())))

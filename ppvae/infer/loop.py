@@ -150,7 +150,7 @@ class TrainingLoop:
         """Train epochs ``first_epoch`` .. ``last_epoch`` (inclusive), counting steps from ``global_step``."""
         with plain_cuda_check(self.fabric.device):
             result = self._run(first_epoch, last_epoch, global_step)
-        result.graphed = isinstance(self.training_step, GraphedStep) and self.training_step.captured
+        result.graphed = self.training_step.captured
         return result
 
     def _run(self, first_epoch: int, last_epoch: int, global_step: int) -> LoopResult:
@@ -206,7 +206,7 @@ class TrainingLoop:
                 "epoch": epoch,
                 "global_step": global_step,
                 "optimizer": self.optimizer.state_dict(),
-                "graphed": isinstance(self.training_step, GraphedStep) and self.training_step.captured,
+                "graphed": self.training_step.captured,
             }
             stop = False
             if fabric.is_global_zero and self.on_epoch_end is not None:

@@ -36,7 +36,10 @@ from ppvae.parts.corruptions import CORRUPTIONS
 from ppvae.parts.registry import PartSpec
 
 CHAIN_STEPS = 100  # the chain's default length, from noise, for ``sample``
-DEFAULT_CORRUPTION = {"name": "salt_pepper", "level": 0.5}  # with walkback 4: the chain reaches the data (see below)
+DEFAULT_CORRUPTION = {
+    "name": "salt_pepper",
+    "level": 0.5,
+}  # with walkback 4: the chain moves among garments (see below)
 
 
 class DenoisingAutoencoder(LatentVariableModel):
