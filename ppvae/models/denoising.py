@@ -36,10 +36,8 @@ from ppvae.parts.corruptions import CORRUPTIONS
 from ppvae.parts.registry import PartSpec
 
 CHAIN_STEPS = 100  # the chain's default length, from noise, for ``sample``
-DEFAULT_CORRUPTION = {
-    "name": "salt_pepper",
-    "level": 0.5,
-}  # with walkback 4: the chain moves among garments (see below)
+# with walkback 4, the setting whose chain moves among the garments from noise (see the class's docstring)
+DEFAULT_CORRUPTION = {"name": "salt_pepper", "level": 0.5}
 
 
 class DenoisingAutoencoder(LatentVariableModel):
