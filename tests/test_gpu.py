@@ -137,6 +137,19 @@ def test_annealed_importance_sampling_and_bdmc_run_on_the_gpu():
     lower, upper = estimate.log_evidence.cpu(), estimate.upper.cpu()
     assert (lower - exact).mean() < 0.05 and (upper - exact).mean() > -0.05
     assert estimate.evaluation == "lowered"  # the chains ran the lowered log-joint on the device
+    assert estimate.graphed  # in CUDA graphs, forward and reverse
+
+
+def test_the_chains_in_a_cuda_graph_are_the_eager_chains(capsys):
+    model = ppvae.VAE(**SMALL).to("cuda")
+    x = torch.bernoulli(torch.full((40, 1, 8, 8), 0.3, device="cuda"), generator=torch.Generator("cuda").manual_seed(0))
+    options = dict(method="ais", chains=4, steps=50, diagnostics=True, seed=0, batch_size=25)  # a partial batch
+    graphed = ppvae.log_evidence(model, x, progress=True, **options)
+    eager = ppvae.log_evidence(model, x, progress=False, cuda_graph=False, **options)
+    said = capsys.readouterr()
+    assert graphed.graphed and not eager.graphed and "CUDA graph" not in said.out + said.err
+    assert torch.allclose(graphed.log_weights, eager.log_weights, rtol=0, atol=1e-3)
+    assert torch.allclose(graphed.step_size, eager.step_size, rtol=1e-4)
 
 
 def test_streamed_data_and_conv_networks_with_a_vampprior_train_on_the_gpu(tmp_path):

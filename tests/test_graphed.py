@@ -10,8 +10,10 @@ from lightning_fabric import Fabric
 import ppvae
 from ppvae.estimator.step import choose_graph
 from ppvae.infer import ObjectiveModule, make_adam
-from ppvae.infer.graphed import WARMUP, EagerStep, GraphedStep, graph_refusal
+from ppvae.infer.ais import anneal, sigmoid_schedule, start_chains
+from ppvae.infer.graphed import WARMUP, EagerStep, GraphedStep, GraphedTransition, graph_refusal
 from ppvae.infer.lowered import LoweredELBO
+from ppvae.infer.lowered_joint import LoweredDensities
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -142,3 +144,67 @@ def test_a_graph_is_tried_only_on_a_gpu_for_a_lowered_step_and_refusals_say_why(
 def test_a_cpu_fit_records_that_no_graph_replayed_it():
     model = ppvae.VAE(**SMALL).fit(small_data(64), epochs=1, batch_size=32, progress=False)
     assert model.fit_record.options["step"] == "lowered" and model.fit_record.options["cuda_graph"] is False
+
+
+# -- AIS's step in a graph ------------------------------------------------------------------------------------
+
+
+def chains_of(seed: int = 0, images: int = 6, chains: int = 3):
+    """A small VAE's AIS path on ``images`` binary 8x8 images, its chains' start points and step sizes."""
+    torch.manual_seed(seed)
+    model = ppvae.VAE(**SMALL)
+    x = torch.bernoulli(torch.full((images, 1, 8, 8), 0.3))
+    densities = LoweredDensities(model.lowered_log_joint, model.lowered_log_guide)
+    with torch.no_grad():
+        return start_chains(model.model, model.guide, x, None, "guide", chains, densities)
+
+
+def run_chains(transition=None, steps: int = 12):
+    path, z, step_size = chains_of()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        return anneal(path, z, sigmoid_schedule(steps), step_size, 3, transition=transition)
+
+
+def test_the_chains_replayed_step_by_step_are_the_eager_chains():
+    expected, capture = run_chains(), Rerun()
+    made = []
+    results = run_chains(
+        lambda step: made.append(GraphedTransition(step, torch.device("cpu"), capture=capture)) or made[0]
+    )
+    # 12 steps: 3 warm-up, 1 captured and checked, 8 replayed; the replays take the floats as 0-dim tensors
+    assert made[0].captured and capture.replays == 1 + 8
+    for value, eager in zip(results, expected):
+        assert torch.allclose(value, eager, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("how", ["disagrees", "fails"])
+def test_chains_whose_capture_fails_or_disagrees_are_the_eager_chains_and_say_why(how):
+    expected, lines, made = run_chains(), [], []
+
+    def wrap(step):
+        def after():  # a replay that moves one chain's point: the check must see it
+            made[0].buffers[0].add_(1.0)
+
+        failure = RuntimeError("operation not permitted when stream is capturing")
+        capture = Rerun(after=after) if how == "disagrees" else Rerun(fail=failure)
+        made.append(GraphedTransition(step, torch.device("cpu"), announce=lines.append, capture=capture))
+        return made[0]
+
+    results = run_chains(wrap)
+    assert not made[0].captured and len(lines) == 1 and lines[0].endswith("; it runs eagerly")
+    said = "a replay left 1 of its 8 tensors unlike" if how == "disagrees" else "capturing it failed (RuntimeError"
+    assert said in lines[0]
+    assert all(torch.equal(value, eager) for value, eager in zip(results, expected))  # bit for bit
+
+
+def test_ais_takes_a_cuda_graph_option_and_graphs_nothing_on_a_cpu():
+    model = ppvae.VAE(**SMALL)
+    x = torch.bernoulli(torch.full((5, 1, 8, 8), 0.3))
+    options = dict(method="ais", chains=2, steps=8, progress=False, diagnostics=True, seed=0)
+    graphed = ppvae.log_evidence(model, x, **options)
+    eager = ppvae.log_evidence(model, x, cuda_graph=False, **options)
+    assert not graphed.graphed and not eager.graphed
+    assert torch.equal(graphed.log_weights, eager.log_weights)
+    with pytest.raises(ValueError, match="cuda_graph does not apply to method='is' .it is an option of method='ais'"):
+        ppvae.log_evidence(model, x, method="is", cuda_graph=False, progress=False)

@@ -26,15 +26,18 @@ Grosse et al., 2015).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import pyro.poutine as poutine
 import torch
 
 from ppvae.infer.batches import slices
+from ppvae.infer.graphed import GraphedTransition
 from ppvae.infer.lowered_joint import LoweredDensities, LoweredSpace, check_lowered_space
 from ppvae.infer.traces import LatentSpace
 
@@ -71,6 +74,7 @@ class AISEstimate:
     seconds: float = 0.0
     upper: torch.Tensor | None = None
     evaluation: str = "pyro"  # "lowered" where the chains ran the model's lowered log-joint
+    graphed: bool = False  # True where a CUDA graph replayed the chains' steps
 
 
 def log_mean_exp(log_weights: torch.Tensor) -> torch.Tensor:
@@ -130,6 +134,32 @@ def _hmc_move(path: TemperedPosterior, z, state, beta: float, step_size: torch.T
     return z, state, accepted
 
 
+Chains = list[torch.Tensor]
+"""One batch's chains between AIS steps, as `CHAIN_TENSORS` names them: z (chains, N, D), log p0 and log p(x, z)
+(chains, N) and their gradients (chains, N, D), each image's step size (N,), the log weights (chains, N) and the
+sum of the acceptance rates so far (N,), both float64. A list of tensors, so that a step can be captured."""
+CHAIN_TENSORS = ("z", "log_start", "log_joint", "grad_start", "grad_joint", "step_size", "log_weights", "acceptance")
+
+
+class Transition(Protocol):
+    """One AIS step of the chains: ``(chains, delta=b_t - b_(t-1), beta=b_t) -> chains``."""
+
+    def __call__(self, chains: Chains, *, delta: float, beta: float) -> Chains: ...
+
+
+def ais_step(path: TemperedPosterior, chains: Chains, leapfrog_steps: int, *, delta, beta) -> Chains:
+    """One step along the path: the weights take f_t / f_(t-1) at the chains' points, an HMC move leaves f_t
+    invariant, and each image's step size moves toward the target acceptance rate. ``delta`` and ``beta`` are
+    floats, or 0-dim tensors where the step is captured in a CUDA graph (`ppvae.infer.graphed`)."""
+    z, log_start, log_joint, grad_start, grad_joint, step_size, log_weights, acceptance = chains
+    log_weights = log_weights + delta * (log_joint - log_start).double()
+    state = (log_start, log_joint, grad_start, grad_joint)
+    z, state, accepted = _hmc_move(path, z, state, beta, step_size, leapfrog_steps)
+    rate = accepted.double().mean(0)
+    step_size = (step_size * torch.where(rate > TARGET_ACCEPTANCE, 1.02, 0.98)).clamp(*STEP_SIZE_RANGE)
+    return [z, *state, step_size, log_weights, acceptance + rate]
+
+
 def anneal(
     path: TemperedPosterior,
     z: torch.Tensor,
@@ -137,22 +167,43 @@ def anneal(
     step_size: torch.Tensor,
     leapfrog_steps: int,
     progress: Callable[[int], None] | None = None,
+    transition: Callable[[Transition], Transition] | None = None,
 ):
     """Run the chains ``z`` (chains, N, d) along ``betas``; log weights (chains, N) in float64, the mean
-    acceptance rate per image, and the adapted step sizes. Reversed ``betas`` give the reverse chain."""
-    state = path.evaluate(z)
-    log_weights = torch.zeros(z.shape[:2], dtype=torch.float64, device=z.device)
-    accepted_total = torch.zeros(z.shape[1], dtype=torch.float64, device=z.device)
+    acceptance rate per image, and the adapted step sizes. Reversed ``betas`` give the reverse chain.
+    ``transition`` wraps the eager step (`ais_step`) in another way of taking it: a CUDA graph's."""
+    weights = torch.zeros(z.shape[:2], dtype=torch.float64, device=z.device)
+    chains = [z, *path.evaluate(z), step_size, weights, torch.zeros_like(weights[0])]
+    step: Transition = functools.partial(ais_step, path, leapfrog_steps=leapfrog_steps)
+    if transition is not None:
+        step = transition(step)
     for t in range(1, betas.shape[0]):
-        delta = float(betas[t] - betas[t - 1])
-        log_weights += delta * (state[1] - state[0]).double()
-        z, state, accepted = _hmc_move(path, z, state, float(betas[t]), step_size, leapfrog_steps)
-        rate = accepted.double().mean(0)
-        accepted_total += rate
-        step_size = (step_size * torch.where(rate > TARGET_ACCEPTANCE, 1.02, 0.98)).clamp(*STEP_SIZE_RANGE)
+        chains = step(chains, delta=float(betas[t] - betas[t - 1]), beta=float(betas[t]))
         if progress is not None:
             progress(1)
-    return log_weights, accepted_total / (betas.shape[0] - 1), step_size
+    *_, step_size, log_weights, acceptance = chains
+    return log_weights, acceptance / (betas.shape[0] - 1), step_size
+
+
+class Graphs:
+    """Each batch's step captured in its own CUDA graph (``wrap``, `anneal`'s ``transition``), until one
+    capture fails or disagrees: ``announce`` hears why, once, and ``gave_up`` is then True."""
+
+    def __init__(self, device: torch.device, announce: Callable[[str], None] | None):
+        self.device, self.announce = device, announce
+        self.made: list[GraphedTransition] = []
+
+    def wrap(self, step: Transition) -> Transition:
+        self.made.append(GraphedTransition(step, self.device, self.announce))
+        return self.made[-1]
+
+    @property
+    def gave_up(self) -> bool:
+        return any(t.gave_up is not None for t in self.made)
+
+    @property
+    def captured(self) -> bool:
+        return any(t.captured for t in self.made)
 
 
 def latent_space(
@@ -203,6 +254,8 @@ def ais_log_evidence(
     progress: Callable[[int], None] | None = None,
     densities: LoweredDensities | None = None,
     fallback: Callable[[str], None] | None = None,
+    graph: bool = False,
+    announce: Callable[[str], None] | None = None,
 ) -> AISEstimate:
     """log p(x_i) for each row of ``x`` (condition ``c``) by AIS with ``chains`` chains per image and ``steps``
     intermediate distributions; ``progress`` is called with 1 after each step of each batch. The HMC step
@@ -211,6 +264,9 @@ def ais_log_evidence(
     ``densities``, the model's lowered log-joint, evaluates the chains without tracing once it has given the
     programs' densities and gradients at the first batch's start points; where it does not, ``fallback`` is
     called with what differs and the programs evaluate every batch. Either way the chains draw the same noise.
+    With ``graph`` and the lowered log-joint on a GPU, each batch's step is captured in a CUDA graph
+    (`ppvae.infer.graphed.GraphedTransition`); where a capture fails or disagrees with the eager step,
+    ``announce`` hears why in one line and the rest runs eagerly.
     """
     if chains < 1 or leapfrog_steps < 1 or batch_size < 1:
         raise ValueError(
@@ -219,6 +275,7 @@ def ais_log_evidence(
     started = time.perf_counter()
     betas = sigmoid_schedule(steps)
     results = []
+    graphs = Graphs(x.device, announce)
     for xb, cb in slices(batch_size, x, c):
         path, z, eps = start_chains(model, guide, xb, cb, start, chains, densities)
         if densities is not None and not results:  # once, before the first batch's chains move
@@ -229,7 +286,9 @@ def ais_log_evidence(
                     fallback(disagreement)
         if step_size is not None:
             eps = torch.full((xb.shape[0],), step_size, device=xb.device)
-        results.append(anneal(path, z, betas, eps, leapfrog_steps, progress))
+        transition = graphs.wrap if graph and densities is not None and xb.is_cuda else None
+        results.append(anneal(path, z, betas, eps, leapfrog_steps, progress, transition))
+        graph = graph and not graphs.gave_up
     log_weights = torch.cat([r[0] for r in results], 1).cpu()
     return AISEstimate(
         log_evidence=log_mean_exp(log_weights),
@@ -243,6 +302,7 @@ def ais_log_evidence(
         start=start,
         seconds=time.perf_counter() - started,
         evaluation="pyro" if densities is None else "lowered",
+        graphed=graphs.captured,
     )
 
 
@@ -263,16 +323,18 @@ def bidirectional(
 ) -> AISEstimate:
     """Forward AIS (a stochastic lower bound) and reverse AIS from the exact posterior samples ``z`` (an upper
     bound, in ``upper``) of log p(x) for data ``x`` simulated with them (see `simulate`). ``options`` are
-    `ais_log_evidence`'s; the reverse chains take the forward chains' settings, final step sizes and evaluation."""
+    `ais_log_evidence`'s; the reverse chains take the forward chains' settings, final step sizes and evaluation
+    (in CUDA graphs where the forward chains' steps were)."""
     forward = ais_log_evidence(model, guide, x, c, **options)
     densities = options.get("densities") if forward.evaluation == "lowered" else None
     chains, batch_size = forward.chains, options.get("batch_size", 100)
     betas = sigmoid_schedule(forward.steps).flip(0)
-    reverse = []
+    reverse, graphs = [], Graphs(x.device, options.get("announce"))
     for xb, zb, cb, eps in slices(batch_size, x, z, c, forward.step_size):
         path = TemperedPosterior(latent_space(model, guide, xb, cb, densities), forward.start)
         zb = zb.expand(chains, *zb.shape).clone()  # every chain starts at the image's exact posterior sample
         eps = eps.float().to(xb.device)
-        reverse.append(anneal(path, zb, betas, eps, forward.leapfrog_steps, options.get("progress"))[0])
+        transition = graphs.wrap if forward.graphed and not graphs.gave_up else None
+        reverse.append(anneal(path, zb, betas, eps, forward.leapfrog_steps, options.get("progress"), transition)[0])
     forward.upper = -log_mean_exp(torch.cat(reverse, 1).cpu())  # reverse weights estimate 1 / p(x)
     return forward

@@ -95,6 +95,24 @@ def side_stream(device: torch.device) -> Iterator[None]:
     current.wait_stream(side)
 
 
+def random_state(device: torch.device) -> tuple:
+    """The random state a step draws from: torch's CPU generator and, on a GPU, the device's."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def set_random_state(state: tuple, device: torch.device) -> None:
+    """Put back a state `random_state` took: the next draws, eager or replayed, are the ones it preceded."""
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def failure(error: Exception) -> str:
+    """A capture's failure in a few words: the error's type and the first line of its message."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"capturing it failed ({type(error).__name__}: {first})"
+
+
 class GraphedStep:
     """`EagerStep`'s step, captured in a CUDA graph after ``WARMUP`` eager steps and replayed from then on.
 
@@ -163,17 +181,11 @@ class GraphedStep:
         state += [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
         return state
 
-    def _noise(self) -> tuple:
-        """The random state a step draws from: torch's CPU generator and, on a GPU, the device's."""
-        return torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-
     def _put_back(self, state: list[torch.Tensor], values: list[torch.Tensor], noise: tuple) -> None:
         with torch.no_grad():
             for t, value in zip(state, values):
                 t.copy_(value)  # in place: a graph reads these very tensors
-        torch.set_rng_state(noise[0])
-        if noise[1] is not None:
-            torch.cuda.set_rng_state(noise[1], self.device)
+        set_random_state(noise, self.device)
 
     def _body(self) -> None:
         static, eager = self.static, self.eager
@@ -187,9 +199,9 @@ class GraphedStep:
         """Capture the step on this batch, check one replay against the eager step, keep whichever is sound."""
         arguments = {**self.constants, **floats}
         state = self._state()
-        before, noise = [t.detach().clone() for t in state], self._noise()
+        before, noise = [t.detach().clone() for t in state], random_state(self.device)
         expected_loss = self._eager(x, c, arguments).clone()
-        expected, expected_noise = [t.detach().clone() for t in state], self._noise()
+        expected, expected_noise = [t.detach().clone() for t in state], random_state(self.device)
         self._put_back(state, before, noise)  # the replay starts where the eager step started
         for group in self.eager.optimizer.param_groups:
             group["capturable"] = True
@@ -205,8 +217,7 @@ class GraphedStep:
             graph.replay()
             disagreement = self._disagreement(expected_loss, expected, state)
         except Exception as error:  # a step that cannot be captured (a host sync, an op graphs refuse)
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            disagreement = f"capturing it failed ({type(error).__name__}: {first})"
+            disagreement = failure(error)
         if disagreement is None:
             self.graph = graph
             return self.static["loss"]
@@ -237,3 +248,86 @@ class GraphedStep:
         if self.announce is not None:
             self.announce(f"the step is not captured in a CUDA graph: {why}; it runs eagerly")
         return expected_loss
+
+
+class GraphedTransition:
+    """``function(tensors, **floats) -> tensors`` of the same shapes (a Markov chain's state, one step on),
+    captured in a CUDA graph after ``WARMUP`` eager calls and replayed on fixed buffers from then on: AIS's
+    step (`ppvae.infer.ais.ais_step`), whose leapfrog steps are otherwise thousands of small launches.
+
+    The floats (the step's inverse temperature and its increment) go in as 0-dim float64 device tensors
+    filled before each replay. The capture is checked once, as the training step's is: that call's step is
+    taken eagerly and by a replay from the same tensors and noise, and every tensor must agree to 1e-5 of its
+    size. Where the capture fails or disagrees, the eager result stands, the function runs eagerly from then
+    on, and ``announce`` says why in one line. ``capture`` as for `GraphedStep`.
+    """
+
+    def __init__(
+        self,
+        function: Callable[..., list[torch.Tensor]],
+        device: torch.device,
+        announce: Callable[[str], None] | None = None,
+        capture: Callable[[Callable[[], None], torch.device], Replay] = cuda_capture,
+    ):
+        self.function, self.device, self.announce, self.capture = function, torch.device(device), announce, capture
+        self.graph: Replay | None = None
+        self.gave_up: str | None = None
+        self.warmed = 0
+        self.buffers: list[torch.Tensor] = []
+        self.floats: dict[str, torch.Tensor] = {}
+
+    @property
+    def captured(self) -> bool:
+        return self.graph is not None
+
+    def __call__(self, tensors: list[torch.Tensor], **floats: float) -> list[torch.Tensor]:
+        if self.gave_up is not None or (self.graph is not None and sorted(floats) != sorted(self.floats)):
+            return self.function(tensors, **floats)
+        if self.graph is None:
+            if self.warmed < WARMUP:
+                self.warmed += 1
+                with side_stream(self.device):
+                    return self.function(tensors, **floats)
+            return self._capture(tensors, floats)
+        for buffer, tensor in zip(self.buffers, tensors):
+            if tensor is not buffer:
+                buffer.copy_(tensor)
+        self._fill(floats)
+        self.graph.replay()
+        return list(self.buffers)  # overwritten by the next replay, which reads them
+
+    def _fill(self, floats: dict[str, float]) -> None:
+        for name, value in floats.items():
+            self.floats[name].fill_(value)
+
+    def _body(self) -> None:
+        outputs = self.function(self.buffers, **self.floats)
+        for buffer, output in zip(self.buffers, outputs):
+            buffer.copy_(output)
+
+    def _capture(self, tensors: list[torch.Tensor], floats: dict[str, float]) -> list[torch.Tensor]:
+        noise = random_state(self.device)
+        expected = [t.clone() for t in self.function(tensors, **floats)]
+        expected_noise = random_state(self.device)
+        set_random_state(noise, self.device)  # the replay draws what the eager step drew
+        self.buffers = [t.clone() for t in tensors]
+        self.floats = {k: torch.tensor(v, dtype=torch.float64, device=self.device) for k, v in floats.items()}
+        try:
+            with side_stream(self.device):
+                graph = self.capture(self._body, self.device)
+            self._fill(floats)
+            graph.replay()
+            far = sum(far_apart(b, e) for b, e in zip(self.buffers, expected))
+            disagreement = (
+                f"a replay left {far} of its {len(expected)} tensors unlike the eager step's" if far else None
+            )
+        except Exception as error:  # a step that cannot be captured (a host sync, an op graphs refuse)
+            disagreement = failure(error)
+        if disagreement is None:
+            self.graph = graph
+            return list(self.buffers)
+        set_random_state(expected_noise, self.device)  # as if no capture was tried
+        self.gave_up, self.buffers, self.floats = disagreement, [], {}
+        if self.announce is not None:
+            self.announce(f"the chains' step is not captured in a CUDA graph: {disagreement}; it runs eagerly")
+        return expected

@@ -100,10 +100,18 @@ def _loss_and_gradients(
 
 def far_apart(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether ``a`` differs from ``b`` by more than `TOLERANCE` of ``b``'s size (at least 1): the agreement
-    that a faster form of a step must keep with the form it replaces (integer buffers included)."""
+    that a faster form of a step must keep with the form it replaces (integer buffers included). Infinities
+    and NaNs must stand in the same places (an AIS chain's weight can be -inf); the rest is compared."""
     if a.numel() == 0:
         return False
-    return bool((a.double() - b.double()).abs().max() > TOLERANCE * max(1.0, float(b.abs().max())))
+    a, b = a.double(), b.double()
+    finite = torch.isfinite(a) & torch.isfinite(b)
+    if not bool((finite | (a == b) | (a.isnan() & b.isnan())).all()):
+        return True
+    if not bool(finite.any()):
+        return False
+    a, b = a[finite], b[finite]
+    return bool((a - b).abs().max() > TOLERANCE * max(1.0, float(b.abs().max())))
 
 
 @serialised  # it runs the Pyro programs: never beside another thread's
