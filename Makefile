@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint data docs bench bench-gpu clean
+.PHONY: demo test lint data docs bench bench-gpu bench-richer-gpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,14 @@ bench-gpu: data
 	$(PY) benchmarks/train_speed.py --accelerator cuda --rounds 10
 	$(PY) benchmarks/device_speed.py
 	$(PY) benchmarks/ais_speed.py --accelerator cuda --images 1000 --steps 20 --rounds 4
+
+# The richer-models table at full scale (every test image scored by AIS, 20 epochs a row): a GPU's work. A run
+# keeps the rows RICHER_OUT already holds with the same settings, so a GPU lent in short turns can build it a few
+# rows at a time: make bench-richer-gpu ROWS="default iwae-5".
+RICHER_OUT ?= runs/richer-full
+bench-richer-gpu: data
+	$(PY) benchmarks/richer_models.py --accelerator cuda --epochs 20 --ais-images 10000 --ais-steps 200 \
+		--bdmc-images 100 --out $(RICHER_OUT) $(if $(ROWS),--rows $(ROWS))
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache

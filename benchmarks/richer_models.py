@@ -18,9 +18,12 @@ and IWAE k=5); a VampPrior (Tomczak & Welling, 2018); a flow prior; a flow guide
 flow, Kingma et al., 2016); and two layers with a flow prior and a flow guide. ``--rows`` picks some by name.
 
     python benchmarks/richer_models.py [--epochs 10] [--limit 60000] [--test-limit 10000] [--ais-images 1000]
-        [--rows default iwae-5 ...] [--out runs/richer]
+        [--rows default iwae-5 ...] [--out runs/richer] [--accelerator cuda]
 
 Prints a markdown table and writes table.md, results.json and samples.png (16 samples per row) to ``--out``.
+Rows that ``--out`` already holds, measured with the same settings, are kept and not run again, so a long
+table (the full test set on a GPU whose time comes in short turns) can be built over several runs, a few
+rows each; the default row, which every gain is measured against, comes first.
 """
 
 from __future__ import annotations
@@ -118,6 +121,23 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def settings(args: argparse.Namespace) -> dict:
+    """What a row's numbers depend on: every option but which rows to run and where to write them."""
+    return {k: v for k, v in vars(args).items() if k not in ("rows", "out")}
+
+
+def measured_before(out: Path, args: argparse.Namespace) -> tuple[dict, dict]:
+    """The rows ``out`` holds from an earlier run with the same settings, and their samples; else nothing."""
+    path = out / "results.json"
+    if not path.exists() or not (out / "samples.pt").exists():
+        return {}, {}
+    before = json.loads(path.read_text())
+    if before.get("options") != settings(args):
+        print(f"{path} was measured with other settings: its rows are measured again", flush=True)
+        return {}, {}
+    return before["rows"], torch.load(out / "samples.pt")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=10)
@@ -133,9 +153,11 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/richer")
+    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    kept, kept_samples = measured_before(out, args)
     train = ppvae.data.load("fashion-mnist", split="train", limit=args.limit)
     test = ppvae.data.load("fashion-mnist", split="test", limit=args.test_limit)
     print(
@@ -145,23 +167,29 @@ def main() -> None:
     )
     results, samples, reference = {}, {}, None
     rows = args.rows if "default" in args.rows else ["default", *args.rows]  # the gains are over the default
+    rows = list(kept) + [key for key in rows if key not in kept]
     for key in rows:
         name, model_options, fit_options = ROWS[key]
-        model = ppvae.VAE(x_shape=train.shape, **model_options)
-        model.fit(
-            train,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            binarize="dynamic",
-            seed=args.seed,
-            progress=False,
-            **fit_options,
-        )
-        results[key] = score(model, test, args, reference)
+        if key in kept:
+            results[key], samples[name] = kept[key], kept_samples[name]
+            print(f"{name}: kept from {out / 'results.json'}", flush=True)
+        else:
+            model = ppvae.VAE(x_shape=train.shape, **model_options)
+            model.fit(
+                train,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                binarize="dynamic",
+                seed=args.seed,
+                progress=False,
+                accelerator=args.accelerator,
+                **fit_options,
+            )
+            results[key] = score(model, test, args, reference)
+            samples[name] = model.sample(16, seed=args.seed).cpu()
         if reference is None:
             reference = torch.tensor(results[key]["ais_per_image"], dtype=torch.float64)
-        samples[name] = model.sample(16, seed=args.seed).cpu()
         r = results[key]
         print(
             f"{name}: ELBO {r['elbo']:.2f}, IS {r['is']:.2f}, AIS {r['ais']:.2f}, "
@@ -170,7 +198,8 @@ def main() -> None:
         )
         # written after every row, so that a long run shows what it has measured so far
         (out / "table.md").write_text(table(results) + "\n")
-        (out / "results.json").write_text(json.dumps({"options": vars(args), "rows": results}, indent=1))
+        (out / "results.json").write_text(json.dumps({"options": settings(args), "rows": results}, indent=1))
+        torch.save(samples, out / "samples.pt")
         viz.image_rows(samples, out / "samples.png", title="Samples from each model of the table")
     print("\n" + table(results))
 
