@@ -14,7 +14,11 @@ Each ``--dae`` is one denoising autoencoder's settings as JSON (the constructor'
 several rows), so corruptions, their levels and walkback compare under one budget and one instrument:
 
     python benchmarks/denoising_chain.py [--epochs 10] [--steps 1 10 100 1000] [--out runs/denoising-chain]
-        [--dae '{"corruption": {"name": "salt_pepper", "level": 0.3}, "walkback": 1}' ...]
+        [--dae '{"corruption": {"name": "salt_pepper", "level": 0.3}, "walkback": 1}' ...] [--seeds 0 1 2]
+
+With several ``--seeds`` each DAE trains and runs its chains once per seed (the training's seed, and the chains'),
+and a last table gives each setting's MMD² at the last step over the seeds: how much the chain varies from run
+to run, which one run cannot say.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ def main() -> None:
         "--dae", type=json.loads, action="append", help=f"a DAE's settings as JSON (default: {json.dumps(DEFAULT_DAE)})"
     )
     parser.add_argument("--no-vae", action="store_true", help="leave out the VAE's row (and its training)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="train and run each DAE once per seed")
     parser.add_argument("--out", default="runs/denoising-chain")
     args = parser.parse_args()
     out = Path(args.out)
@@ -76,16 +81,17 @@ def main() -> None:
     reference, pool = test.x[-SAMPLES:], train.x[:10_000]
     last, steps = max(args.steps), sorted(args.steps)
 
-    rows, seconds, figure_rows = [], [], {}
-    for settings in args.dae or [DEFAULT_DAE]:
-        name = describe(settings)
+    rows, seconds, figure_rows, spread = [], [], {}, {}
+    for settings, seed in [(settings, seed) for settings in args.dae or [DEFAULT_DAE] for seed in args.seeds]:
+        name = describe(settings) + (f", seed {seed}" if len(args.seeds) > 1 else "")
         started = time.perf_counter()
-        dae = ppvae.DenoisingAutoencoder(**settings).fit(train, epochs=args.epochs, progress=False)
+        dae = ppvae.DenoisingAutoencoder(**settings).fit(train, epochs=args.epochs, seed=seed, progress=False)
         seconds.append(f"{name}: {time.perf_counter() - started:.0f} s")
-        chain = dae.chain(SAMPLES, steps=last, keep=steps, seed=0)  # the means at those steps, (len, chains, ...)
+        chain = dae.chain(SAMPLES, steps=last, keep=steps, seed=2 * seed)  # the means at those steps
         for step, images in zip(steps, chain):
             rows.append((f"{name}: from noise, step {step}", measures(images, reference, pool, classifier)))
-        from_test = dae.chain(test.subset(SAMPLES), steps=last, keep=[last], seed=1)[0]
+        spread.setdefault(describe(settings), []).append(rows[-1][1]["mmd2"])
+        from_test = dae.chain(test.subset(SAMPLES), steps=last, keep=[last], seed=2 * seed + 1)[0]
         rows.append((f"{name}: from test images, step {last}", measures(from_test, reference, pool, classifier)))
         figure_rows[f"{name}, step {last}"] = chain[-1][:10].cpu()
         print(
@@ -108,6 +114,17 @@ def main() -> None:
         "| --- | --- | --- | --- |",
     ]
     lines += [f"| {name} | {m['mmd2']:.4f} | {m['nearest']:.2f} | {m['confident']:.3f} |" for name, m in rows]
+    if len(args.seeds) > 1:
+        lines += [
+            "",
+            f"| chain from noise, step {last}, seeds {', '.join(map(str, args.seeds))} | MMD² to test images, "
+            "mean ± s.e. | per seed |",
+            "| --- | --- | --- |",
+        ]
+        for name, values in spread.items():
+            v = torch.tensor(values, dtype=torch.float64)
+            per_seed = ", ".join(f"{x:.4f}" for x in values)
+            lines.append(f"| {name} | {v.mean():.4f} ± {v.std() / len(v) ** 0.5:.4f} | {per_seed} |")
     table = "\n".join(lines)
     note = (
         f"{SAMPLES} samples each; every model trained {args.epochs} epochs ({', '.join(seconds)}); the classifier "
