@@ -13,7 +13,8 @@ leaving f_t invariant; the step size is one per image, nudged after every move t
 acceptance rate of 0.65 as Wu et al. (2017) do for decoder-based models. Everything is
 vectorised over images and chains: one model evaluation per leapfrog step per batch, through
 the model's lowered log-joint where it has one (`ppvae.infer.lowered_joint`: the same densities
-without Pyro's tracing, checked against the programs on the first batch). A model
+without Pyro's tracing, checked against the programs on the first batch), and on a GPU
+from a CUDA graph of the whole step (`ais_step`, `ppvae.infer.graphed.GraphedTransition`). A model
 with several latent sites is annealed over all of them at once, z being their values laid end
 to end (`ppvae.infer.traces.LatentSpace`); starting from the guide needs a guide that
 can score any point, log q(z | x) at z it did not draw.

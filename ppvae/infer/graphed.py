@@ -1,4 +1,4 @@
-"""The training step captured once in a CUDA graph and replayed: a small model's step at the GPU's speed.
+"""Steps captured once in a CUDA graph and replayed: a small model's training step, or AIS's, at the GPU's speed.
 
 On a GPU the step of a model this size is bound by the host: Python issues the same hundred-odd kernel
 launches every step while the device waits. A CUDA graph records them once and replays them with one
@@ -20,6 +20,9 @@ and noise, and the loss and every tensor of the state must agree to 1e-5 of thei
 fails or disagrees leaves the eager step's result in place and the eager step for the rest of the fit,
 and ``announce`` says why in one line. A batch of another size (the last, partial one) or with other
 constant arguments runs eagerly.
+
+`GraphedTransition` does the same for a Markov chain's step, a function from tensors to tensors of the same
+shapes: AIS's HMC move with all its leapfrog steps (`ppvae.infer.ais`), replayed once per temperature.
 """
 
 from __future__ import annotations
