@@ -36,7 +36,7 @@ from ppvae.infer.graphed import EagerStep, GraphedStep
 from ppvae.infer.launch import plain_cuda_check
 from ppvae.infer.progress import progress_bar
 from ppvae.infer.random import OwnStream, derive_seed
-from ppvae.infer.threads import PYRO_LOCK, locked_iter, serialised
+from ppvae.infer.threads import PYRO_LOCK, serialised
 
 CHECK_EVERY = 20  # steps between checks of the loss (one device sync each), and progress-bar updates
 
@@ -174,10 +174,14 @@ class TrainingLoop:
             )
             with bar, warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)  # ours says more
-                for step, (x, c) in enumerate(locked_iter(self.batches.batches(epoch), stream)):
+                batches = iter(self.batches.batches(epoch))
+                for step in range(steps):
                     global_step += 1
                     arguments = self.step_arguments(global_step)
-                    with PYRO_LOCK, stream, pyro.validation_enabled(False):  # another thread may run between steps
+                    # one turn in the training's stream, the lock held: the batch is drawn (dynamic binarisation)
+                    # and the step taken with no other thread between them; another may run between steps
+                    with PYRO_LOCK, stream, pyro.validation_enabled(False):
+                        x, c = next(batches)
                         losses[step] = self.training_step(x, c, arguments)
                     if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
                         window = losses[checked : step + 1]

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable
 from typing import TypeVar
 
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable)
 
 PYRO_LOCK = threading.RLock()
@@ -34,17 +32,3 @@ def serialised(function: F) -> F:
             return function(*args, **kwargs)
 
     return locked  # type: ignore[return-value]
-
-
-def locked_iter(iterable: Iterable[T], around: AbstractContextManager | None = None) -> Iterator[T]:
-    """The items of ``iterable``, each produced under the lock (and inside ``around``, a training's random
-    stream): a batch drawn with torch's global random stream (dynamic binarisation) never interleaves with
-    another thread's seeded scoring."""
-    iterator = iter(iterable)
-    while True:
-        with PYRO_LOCK, around or nullcontext():
-            try:
-                item = next(iterator)
-            except StopIteration:
-                return
-        yield item
