@@ -136,10 +136,9 @@ def _hmc_move(path: TemperedPosterior, z, state, beta: float, step_size: torch.T
 
 
 Chains = list[torch.Tensor]
-"""One batch's chains between AIS steps, as `CHAIN_TENSORS` names them: z (chains, N, D), log p0 and log p(x, z)
-(chains, N) and their gradients (chains, N, D), each image's step size (N,), the log weights (chains, N) and the
-sum of the acceptance rates so far (N,), both float64. A list of tensors, so that a step can be captured."""
-CHAIN_TENSORS = ("z", "log_start", "log_joint", "grad_start", "grad_joint", "step_size", "log_weights", "acceptance")
+"""One batch's chains between AIS steps, in this order: z (chains, N, D); log p0 and log p(x, z) (chains, N) and
+their gradients (chains, N, D); each image's step size (N,); the log weights (chains, N) and the sum of the
+acceptance rates so far (N,), both float64. A list of tensors, so that a step can be captured."""
 
 
 class Transition(Protocol):
