@@ -156,7 +156,7 @@ def test_an_out_that_cannot_hold_a_run_is_refused_before_training(tmp_path):
     assert model.history == [] and model.fit_record.options == {}
 
 
-def test_ctrl_c_exits_130_with_one_line_and_the_checkpoint_resumes(tmp_path):
+def test_ctrl_c_exits_130_with_one_line_and_the_checkpoint_resumes(tmp_path, default_sigint):
     np.save(tmp_path / "x.npy", (bars(4000).x.numpy() * 255).astype(np.uint8))
     command = [
         sys.executable,
@@ -208,7 +208,7 @@ def test_a_run_saved_from_python_records_named_data_and_the_cli_says_which_flag_
     assert "does not record its data; pass --dataset or --data" in capsys.readouterr().err
 
 
-def test_a_ctrl_c_while_an_epoch_is_written_waits_until_the_run_folder_is_whole(tmp_path, monkeypatch):
+def test_a_ctrl_c_while_an_epoch_is_written_waits_until_the_run_folder_is_whole(tmp_path, monkeypatch, default_sigint):
     import os
 
     import ppvae.estimator.runs as runs
