@@ -131,7 +131,7 @@ def command_spec(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict, 
     if unknown:
         raise ValueError(f"unknown [fit] keys {unknown}; known: {', '.join(FIT_FLAGS)}")
     model_keys = ("model", "z_dim", "beta", "prior", "likelihood", "guide", "network", "method", "visible")
-    for key in (*model_keys, "corruption", "classifier_weight"):
+    for key in (*model_keys, "corruption", "classifier_weight", "classifier_network"):
         value = getattr(args, key)
         if key == "z_dim" and isinstance(value, list) and len(value) == 1:
             value = value[0]  # one layer
@@ -502,6 +502,11 @@ def add_training_arguments(p: argparse.ArgumentParser, swept: bool = False) -> N
         type=float,
         metavar="ALPHA",
         help="m2: weight of the classifier's log-likelihood on each labelled image (0: none)",
+    )
+    group.add_argument(
+        "--classifier-network",
+        choices=REGISTRIES["network"].names(),
+        help="m2: the network of its classifier q(y | x) (default: --network)",
     )
     group.add_argument(
         "--visible",

@@ -1,6 +1,7 @@
 """M2, the semi-supervised VAE: its label a sample site observed where known and enumerated where not, checked
 against Pyro's own TraceEnum_ELBO and against quadrature; labels hidden as asked; bad input explained."""
 
+import json
 import math
 
 import pyro
@@ -172,6 +173,33 @@ def test_the_enumeration_can_be_turned_off_and_the_classifier_term_left_out():
     pure = tiny(classifier_weight=0, beta=1).fit(data.x, epochs=1, progress=False)  # no label at all: a mixture
     assert "train_elbo" in pure.history[-1]  # with no classifier term (and beta 1) the loss is the ELBO
     assert "train_elbo" not in sampled.history[-1]
+
+
+def test_the_classifier_takes_its_own_network_and_a_run_keeps_it(tmp_path):
+    """q(y | x) on a conv network beside MLP encoder and decoder: it learns, its run folder rebuilds it, the CLI
+    flag and a spec set it; a run of format 3, before the option, rebuilt its classifier from the model's network."""
+    from ppvae.cli import main
+
+    model = tiny(classifier_network="conv").fit(bars(60), labelled=9, epochs=2, out=tmp_path / "run", progress=False)
+    assert any(isinstance(m, torch.nn.Conv2d) for m in model.classifier.modules())
+    assert not any(isinstance(m, torch.nn.Conv2d) for m in model.networks.modules())
+    assert "classifier_network=conv" in repr(model) and "classifier_network" not in repr(tiny())
+    loaded = ppvae.load(tmp_path / "run")
+    assert loaded.classifier_network == {"name": "conv"}
+    assert_same_weights(weights_of(loaded), weights_of(model))
+    old = tiny().fit(bars(60), labelled=9, epochs=1, out=tmp_path / "old", progress=False)
+    spec_file = tmp_path / "old" / "spec.json"
+    spec = json.loads(spec_file.read_text())
+    assert spec["config"].pop("classifier_network") == TINY["network"]
+    spec_file.write_text(json.dumps({**spec, "format": 3}))
+    assert_same_weights(weights_of(ppvae.load(tmp_path / "old")), weights_of(old))
+    assert tiny().classifier_network == TINY["network"]
+    args = ["train", "--model", "m2", "--labels", "20", "--z-dim", "2", "--limit", "200", "--test-limit", "20"]
+    assert (
+        main([*args, "--classifier-network", "linear", "--epochs", "1", "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    )
+    assert ppvae.load(tmp_path / "cli").classifier_network == {"name": "linear"}
+    pyro.clear_param_store()
 
 
 @pytest.mark.parametrize(

@@ -35,10 +35,11 @@ from ppvae.infer import check_device
 
 SPEC, WEIGHTS, CHECKPOINT, METRICS = "spec.json", "weights.pt", "checkpoint.pt", "metrics.jsonl"
 EVALUATION, LOGS = "evaluation.json", "logs"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 # Constructor arguments newer than a format: a spec of an older format omits them, and they take their defaults
-# (format 3 added the hierarchy; a run of format 2 has one latent layer).
-ADDED_IN_FORMAT = {"layer_hidden": 3}
+# (format 3 added the hierarchy, a run of format 2 has one latent layer; format 4 added M2's own classifier
+# network, which in a run of format 3 is the model's network).
+ADDED_IN_FORMAT = {"layer_hidden": 3, "classifier_network": 4}
 
 
 class DamagedCheckpoint(ValueError):

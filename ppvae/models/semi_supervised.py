@@ -36,7 +36,7 @@ from ppvae.data import Data
 from ppvae.estimator import Capabilities
 from ppvae.estimator.contract import MISSING, check_labels
 from ppvae.models.cvae import CVAE
-from ppvae.parts import NETWORKS
+from ppvae.parts import NETWORKS, normalize_spec
 from ppvae.parts.registry import PartSpec
 
 
@@ -55,7 +55,8 @@ class SemiSupervisedVAE(CVAE):
     ``classifier_weight`` is alpha, the weight of the classifier's log-likelihood on each labelled image
     (0 leaves it out: M2 as a pure generative model, whose q(y | x) learns only through the unlabelled bound).
     ``enumerate_labels=False`` draws y from q(y | x) instead of summing over it (a score-function gradient):
-    what enumeration buys. The other arguments are the CVAE's; the classifier is an encoder of ``network``.
+    what enumeration buys. ``classifier_network`` is q(y | x)'s network (a network part: a name or a dict), by
+    default the model's ``network``. The other arguments are the CVAE's.
 
     ``beta`` is 3 by default, not the bound's 1: with beta 1 the decoder learned to ignore y (z carried the
     whole image, class included), so the unlabelled images taught q(y | x) nothing. Dearer information in z,
@@ -85,6 +86,7 @@ class SemiSupervisedVAE(CVAE):
         layer_hidden: Sequence[int] = (256,),
         classifier_weight: float = 50.0,
         enumerate_labels: bool = True,
+        classifier_network: PartSpec | None = None,
     ):
         super().__init__(x_shape, num_classes, z_dim, prior, likelihood, guide, network, beta, classes, layer_hidden)
         weight = classifier_weight
@@ -94,8 +96,11 @@ class SemiSupervisedVAE(CVAE):
             raise ValueError(f"enumerate_labels is True or False, got {enumerate_labels!r}")
         self.classifier_weight = float(weight)
         self.enumerate_labels = enumerate_labels
+        self.classifier_network = normalize_spec(
+            self.specs["network"] if classifier_network is None else classifier_network, "network"
+        )
         self.classifier = NETWORKS.build(
-            network, x_shape=self.x_shape, z_dim=self.z_dim, encoder_out=self.num_classes, decoder_out=0
+            self.classifier_network, x_shape=self.x_shape, z_dim=self.z_dim, encoder_out=self.num_classes, decoder_out=0
         )
         self._pyro_parts["classify"] = self._with_parameters(classifier=self.classifier)
 
@@ -104,6 +109,7 @@ class SemiSupervisedVAE(CVAE):
             **super().config(),
             "classifier_weight": self.classifier_weight,
             "enumerate_labels": self.enumerate_labels,
+            "classifier_network": self.classifier_network,
         }
 
     @property
@@ -224,4 +230,9 @@ class SemiSupervisedVAE(CVAE):
 
     def __repr__(self) -> str:
         alpha = f", classifier_weight={self.classifier_weight:g}"
-        return super().__repr__()[:-1] + alpha + ("" if self.enumerate_labels else ", enumerate_labels=False") + ")"
+        enumerated = "" if self.enumerate_labels else ", enumerate_labels=False"
+        own = self.classifier_network
+        network = (
+            "" if own == self.specs["network"] else f", classifier_network={own['name'] if len(own) == 1 else own}"
+        )
+        return super().__repr__()[:-1] + alpha + enumerated + network + ")"
