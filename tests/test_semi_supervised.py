@@ -176,8 +176,9 @@ def test_the_enumeration_can_be_turned_off_and_the_classifier_term_left_out():
 
 
 def test_the_classifier_takes_its_own_network_and_a_run_keeps_it(tmp_path):
-    """q(y | x) on a conv network beside MLP encoder and decoder: it learns, its run folder rebuilds it, the CLI
-    flag and a spec set it; a run of format 3, before the option, rebuilt its classifier from the model's network."""
+    """q(y | x) on a conv network beside MLP encoder and decoder: it trains, its run folder rebuilds it with the same
+    weights, the CLI flag sets it; a run of format 3, before the option, rebuilds its classifier from the model's
+    network."""
     from ppvae.cli import main
 
     model = tiny(classifier_network="conv").fit(bars(60), labelled=9, epochs=2, out=tmp_path / "run", progress=False)
