@@ -244,6 +244,25 @@ def test_a_compiled_step_trains_the_programs_run():
     _assert_same_run(compiled, _fit(compile=False))
 
 
+@pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile on a CPU needs a C compiler")
+def test_a_compiled_step_is_one_graph_runs_the_partial_batch_eagerly_and_resumes_exactly(tmp_path):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    data = small_data(100)  # three batches of 32 and one of 4
+    options = {"batch_size": 32, "seed": 3, "progress": False, "elbo": "meanfield", "compile": True}
+    straight = ppvae.VAE(**SMALL).fit(data, epochs=3, **options)
+    assert straight.fit_record.options["step"] == "compiled"
+    assert not counters["graph_break"], dict(counters["graph_break"])  # torch's KL lookup resolved before the trace
+    assert counters["stats"]["unique_graphs"] == 1  # the batch of 4 did not compile a second graph
+    resumed = ppvae.VAE(**SMALL).fit(data, epochs=2, out=tmp_path / "run", **options)
+    resumed.fit(data, epochs=3, out=tmp_path / "run", resume=True, **options)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    _assert_same_run(straight, ppvae.VAE(**SMALL).fit(data, epochs=3, **{**options, "compile": False}))
+
+
 def test_compile_takes_auto_true_or_false():
     with pytest.raises(ValueError, match="compile must be 'auto', True or False, got 'yes'"):
         _fit(compile="yes")

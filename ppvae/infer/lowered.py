@@ -15,7 +15,11 @@ so a lowered step is the programs' step, faster. The Pyro programs stay the
 definition: evidence, `Predictive` and poutines use them, and a model whose
 programs were replaced (a subclass's own ``model`` or ``guide``) is not lowered.
 With ``compiled=True`` the function goes through ``torch.compile``, with
-inductor's random ops falling back to torch's so that the noise stays the same.
+inductor's random ops falling back to torch's so that the noise stays the same,
+as one graph with no breaks: it first runs once eagerly (no gradients, the random
+state put back), so that lookups a trace cannot follow (torch's KL registry) are
+resolved and the trace reads their answers; a batch of another size than the
+first (the last, partial one) runs eagerly rather than compiling a second graph.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from ppvae.infer.threads import serialised
 TOLERANCE = 1e-5
 
 
-@torch.compiler.disable  # torch's KL lookup breaks a compiled graph, and a break inside this loop recompiles per call
 def latent_terms(
     posteriors: list[Distribution], priors: list[Distribution], codes: list[torch.Tensor], analytic_kl: bool
 ) -> torch.Tensor:
@@ -63,15 +66,19 @@ class LoweredELBO:
         self.analytic_kl = analytic_kl
         self.compiled = compiled
         self._function: Callable[..., torch.Tensor] | None = None  # compiled on first use, in the process that trains
+        self._batch_size: int | None = None  # the batch size the compiled graph takes
 
     def __getstate__(self) -> dict[str, Any]:  # a compiled function does not travel to a spawned process
-        return {**self.__dict__, "_function": None}
+        return {**self.__dict__, "_function": None, "_batch_size": None}
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if not self.compiled:
+        if not self.compiled or (self._batch_size is not None and args[0].shape[0] != self._batch_size):
             return -self.elbo(*args, analytic_kl=self.analytic_kl, **kwargs)
         if self._function is None:
-            self._function = torch.compile(self.elbo, options={"fallback_random": True})
+            with fork_rng(args[0].device), torch.no_grad():  # resolves the lookups the trace then reads
+                self.elbo(*args, analytic_kl=self.analytic_kl, **kwargs)
+            self._function = torch.compile(self.elbo, dynamic=False, options={"fallback_random": True})
+            self._batch_size = args[0].shape[0]
         if "kl_weight" in kwargs:  # a tensor, so that a warm-up's changing weight is no new graph
             kwargs["kl_weight"] = torch.as_tensor(kwargs["kl_weight"], dtype=torch.float32)
         return -self._function(*args, analytic_kl=self.analytic_kl, **kwargs)
