@@ -33,8 +33,9 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check ppvae tests benchmarks
 	$(PY) -m ruff check ppvae tests benchmarks
 
+# One pytest worker per core (pytest-xdist), each with its share of the threads (tests/conftest.py).
 test: lint data
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist worksteal
 
 # The documentation site, offline, into site/ (strict: a broken link or reference fails).
 docs: $(STAMP)

@@ -1,3 +1,4 @@
+import os
 import signal
 
 import pytest
@@ -49,6 +50,16 @@ def same_weights(a, b):
 
 def assert_same_weights(a, b):
     assert same_weights(a, b), (a.keys() ^ b.keys()) or [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n``), the workers share the cores: each takes its share of threads, and so do the
+    processes it starts (data-parallel runs, notebook kernels), as too many threads on a core slow torch badly."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 @pytest.fixture(autouse=True)
