@@ -175,6 +175,36 @@ def test_bernoulli_log_prob_and_gradient_equal_pyros():
         assert torch.allclose(ours.log_prob(x), theirs_value, atol=1e-4)
 
 
+def test_the_bernoulli_total_log_prob_is_the_summed_log_prob_with_the_same_gradient():
+    logits = (torch.randn(50, 16) * 8).requires_grad_()
+    x = torch.bernoulli(torch.full((50, 1, 4, 4), 0.3))
+    likelihood = ppvae.parts.LIKELIHOODS.build("bernoulli", x_shape=(1, 4, 4))
+    total = likelihood(logits).total_log_prob(x)
+    summed = likelihood(logits).log_prob(x).sum()
+    assert torch.allclose(total, summed, rtol=1e-6)  # one reduction against per-image sums, float32
+    assert torch.equal(*(torch.autograd.grad(v, logits)[0] for v in (total, summed)))  # x - sigmoid(logits)
+    with torch.no_grad():
+        assert torch.allclose(likelihood(logits).total_log_prob(x), summed, rtol=1e-6)
+
+
+def test_the_standard_normal_prior_scores_and_takes_kl_as_torchs_normal_to_the_last_bit():
+    """`UnitNormal` leaves out the prior's zeros and ones: the numbers and gradients must not move."""
+    from ppvae.parts.unit_normal import UnitNormal
+
+    ours = PRIORS.build("normal", z_dim=5)().expand((7,))
+    theirs = pyro.distributions.Normal(torch.zeros(5), torch.ones(5)).to_event(1).expand((7,))
+    assert isinstance(ours.base_dist, UnitNormal)  # Pyro's plates expand it without losing the class
+    h = torch.randn(7, 10, requires_grad=True)
+    q = GUIDES.build("normal", z_dim=5)(h)
+    z = q.rsample()
+    for score in (lambda p: p.log_prob(z), lambda p: kl_divergence(q, p)):
+        value, expected = score(ours), score(theirs)
+        assert value.shape == expected.shape == (7,) and torch.equal(value, expected)
+        assert torch.equal(*(torch.autograd.grad(v.sum(), h, retain_graph=True)[0] for v in (value, expected)))
+    wider = UnitNormal(torch.zeros(3, 7, 5), torch.ones(3, 7, 5))  # more batch dims than q, as torch broadcasts
+    assert kl_divergence(q.base_dist, wider).shape == (3, 7, 5)
+
+
 @pytest.mark.parametrize("name", ["normal", "laplace"])
 def test_a_sigmoid_mean_keeps_location_scale_likelihoods_in_the_unit_interval(name):
     from ppvae.parts import LIKELIHOODS

@@ -42,16 +42,31 @@ def latent_terms(
 ) -> torch.Tensor:
     """KL(q || p) summed over the batch and the latent sites: in closed form where torch has one and
     ``analytic_kl`` (as ``TraceMeanField_ELBO``), else log q(z) - log p(z) at the draw z (as ``Trace_ELBO``)."""
-    total = torch.zeros((), device=codes[0].device)
+    terms = []
     for q, p, z in zip(posteriors, priors, codes):
         if analytic_kl:
             try:
-                total = total + kl_divergence(q, p).sum()
+                terms.append(kl_divergence(q, p).sum())
                 continue
             except NotImplementedError:
                 pass
-        total = total + (q.log_prob(z) - p.log_prob(z)).sum()
+        terms.append((q.log_prob(z) - p.log_prob(z)).sum())
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
     return total
+
+
+def weighted(term: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
+    """``weight * term``, with no operation for the number 1 (the step's common case: no beta, no warm-up)."""
+    return term if isinstance(weight, (int, float)) and weight == 1 else weight * term
+
+
+def total_log_prob(distribution: Distribution, value: torch.Tensor) -> torch.Tensor:
+    """``distribution.log_prob(value)`` summed over the batch, by the distribution's own ``total_log_prob``
+    where it has one (a single reduction that a step summing over the batch can take instead)."""
+    total = getattr(distribution, "total_log_prob", None)
+    return total(value) if total is not None else distribution.log_prob(value).sum()
 
 
 class LoweredELBO:

@@ -12,7 +12,7 @@ import pyro.poutine as poutine
 import torch
 
 from ppvae.estimator import Capabilities, LatentVariableModel
-from ppvae.infer.lowered import latent_terms
+from ppvae.infer.lowered import latent_terms, total_log_prob, weighted
 from ppvae.parts import GUIDES, LIKELIHOODS, NETWORKS, PRIORS, normalize_spec
 from ppvae.parts.layers import LatentLayers
 from ppvae.parts.registry import PartSpec
@@ -237,8 +237,10 @@ class VAE(LatentVariableModel):
         for layer, family in enumerate(self.upper_guides):
             posteriors.append(family(self.layers.up[layer](codes[-1], c)))
             codes.append(posteriors[-1].rsample())
-        log_likelihood = self._observed_given(codes[0], c).log_prob(x).sum()
-        return log_likelihood - kl_weight * latent_terms(posteriors, self._priors_given(codes, c), codes, analytic_kl)
+        log_likelihood = total_log_prob(self._observed_given(codes[0], c), x)
+        return log_likelihood - weighted(
+            latent_terms(posteriors, self._priors_given(codes, c), codes, analytic_kl), kl_weight
+        )
 
     def lowered_log_joint(
         self, x: torch.Tensor, c: torch.Tensor | None, values: dict[str, torch.Tensor]

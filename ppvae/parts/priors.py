@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ppvae.parts.registry import Registry, positive
+from ppvae.parts.unit_normal import UnitNormal
 
 PRIORS = Registry("prior", context=("z_dim", "x_shape", "condition_dim"))
 
@@ -41,10 +42,10 @@ class Prior(nn.Module):
 
 @PRIORS.register("normal")
 class StandardNormal(Prior):
-    """Standard normal N(0, I): the VAE's default prior."""
+    """Standard normal N(0, I): the VAE's default prior (scored by `UnitNormal`'s shorter formulas)."""
 
     def forward(self, c: torch.Tensor | None = None) -> dist.Distribution:
-        return dist.Normal(self._zeros, self._ones).to_event(1)
+        return UnitNormal(self._zeros, self._ones).to_event(1)
 
 
 @PRIORS.register("laplace")

@@ -1,0 +1,40 @@
+"""The standard normal N(0, 1) as a distribution that knows it is standard, and its closed-form KL.
+
+Every VAE step scores z under the default prior (log p(z) in ``Trace_ELBO``, KL(q || p) in
+``TraceMeanField_ELBO``). torch's normal formulas carry the prior's location and scale through each
+of them: subtracting zeros, dividing by ones, the log of ones, a dozen small operations a step forward
+and backward that change no number. With loc = 0 and scale = 1 known,
+
+    log p(z)      = -z^2 / 2 - log sqrt(2 pi)
+    KL(q || p)    = (sigma^2 + mu^2 - 1 - log sigma^2) / 2      for q = N(mu, sigma^2)
+
+are torch's own expressions with those operations left out: the same numbers and gradients to the
+last bit, in fewer operations (a few percent of a small model's step on a CPU).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import torch
+from torch.distributions import Normal, register_kl
+
+LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+
+
+class UnitNormal(dist.Normal):
+    """``Normal(zeros, ones)``: built like any normal, scored without its location and scale."""
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        return -(value**2) / 2 - LOG_SQRT_2PI
+
+
+@register_kl(Normal, UnitNormal)
+def _kl_normal_unit_normal(p: Normal, q: UnitNormal) -> torch.Tensor:
+    var_ratio = p.scale.pow(2)
+    kl = 0.5 * (var_ratio + p.loc.pow(2) - 1 - var_ratio.log())
+    shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)  # as torch's, where q has more batch dims
+    return kl if kl.shape == shape else kl.expand(shape)
