@@ -44,6 +44,7 @@ docs: $(STAMP)
 
 bench: data
 	$(PY) benchmarks/train_speed.py --devices 2
+	$(PY) benchmarks/step_overhead.py
 	$(PY) benchmarks/evidence_speed.py
 	$(PY) benchmarks/ais_speed.py
 	$(PY) benchmarks/fa_fit.py

@@ -1,0 +1,116 @@
+"""What ppvae's loss costs beyond a hand-written one: one batch's loss and backward, timed step by step.
+
+`train_speed.py` times whole epochs, and a shared machine drifts between them by
+more than the few percent this is about. Here each round takes one loss and
+backward of every row, in a shuffled order, on the same batch of 128 binarised
+Fashion-MNIST images, so that drift falls on all rows alike; each row's figure is
+its median over rounds, and its ratio to the hand-written loss comes with a
+bootstrap 95% interval (rounds resampled). The optimizer is left out: ppvae and the
+hand-written loop take the same fused Adam step. One thread by default, where a
+step's small operations weigh most and the timing is steadiest. The last column
+counts the operations torch's profiler records in one loss and backward (views and
+dtype conversions included): the part of the overhead that does not drift.
+
+Rows: the hand-written VAE loss of `train_speed.py` (analytic Gaussian KL, one
+fused cross-entropy over the batch); the same formulas on ppvae's own networks (what
+the networks cost); ppvae's default VAE through its lowered ELBO
+(`ppvae.infer.lowered`), the step ``fit`` takes, with elbo="meanfield" and "trace";
+and through its Pyro programs (``compile=False``).
+
+    python benchmarks/step_overhead.py [--rounds 1500] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from collections.abc import Callable
+
+import pyro
+import torch
+import torch.nn.functional as F
+from train_speed import TorchVAE
+
+import ppvae
+from ppvae.infer import make_elbo
+
+
+def ratio_interval(times: list[float], base: list[float], draws: int = 1000) -> tuple[float, float, float]:
+    """median(times) / median(base), and a bootstrap 95% interval over rounds resampled in pairs."""
+    rng = random.Random(0)
+    rounds = range(len(times))
+    ratios = []
+    for _ in range(draws):
+        picked = rng.choices(rounds, k=len(times))
+        ratios.append(statistics.median(times[i] for i in picked) / statistics.median(base[i] for i in picked))
+    ratios.sort()
+    return statistics.median(times) / statistics.median(base), ratios[int(0.025 * draws)], ratios[-int(0.025 * draws)]
+
+
+def formulas_on(model: ppvae.VAE, x: torch.Tensor) -> torch.Tensor:
+    """The hand-written loss's formulas on ``model``'s encoder and decoder."""
+    z_dim = model.z_dim
+    loc, log_var = model.networks.encoder(x, None).split(z_dim, dim=-1)
+    z = loc + torch.exp(0.5 * log_var) * torch.randn_like(loc)
+    logits = model.networks.decoder(z, None).reshape(x.shape)
+    reconstruction = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+    return reconstruction - 0.5 * torch.sum(1 + log_var - loc.pow(2) - log_var.exp())
+
+
+def operations(step: Callable[[], torch.Tensor]) -> int:
+    """How many operations torch's profiler records in one loss and backward."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        step().backward()
+    return sum(event.count for event in profiler.key_averages())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=1500)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    pyro.enable_validation(False)  # as the training loop runs
+
+    images = ppvae.data.load("fashion-mnist", split="test", limit=128).x
+    x = torch.bernoulli(images)
+    hand = TorchVAE()
+    model = ppvae.VAE(z_dim=20)
+    programs = {name: make_elbo(name) for name in ("meanfield", "trace")}
+
+    rows: dict[str, Callable[[], torch.Tensor]] = {
+        "hand-written loss": lambda: hand.loss(x.reshape(128, -1)),
+        "the same formulas on ppvae's networks": lambda: formulas_on(model, x),
+        'ppvae lowered, elbo="meanfield"': lambda: -model.lowered_elbo(x, analytic_kl=True),
+        'ppvae lowered, elbo="trace"': lambda: -model.lowered_elbo(x, analytic_kl=False),
+        'ppvae programs, elbo="meanfield"': lambda: programs["meanfield"].differentiable_loss(
+            model.model, model.guide, x
+        ),
+        'ppvae programs, elbo="trace"': lambda: programs["trace"].differentiable_loss(model.model, model.guide, x),
+    }
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    names = list(rows)
+    rng = random.Random(0)
+    for round_ in range(args.rounds + 30):  # the first 30: warm-up
+        rng.shuffle(names)
+        for name in names:
+            started = time.perf_counter()
+            rows[name]().backward()
+            if round_ >= 30:
+                times[name].append(time.perf_counter() - started)
+
+    base = times["hand-written loss"]
+    print(f"{args.rounds} rounds, batch 128, {args.threads} thread(s), torch {torch.__version__}\n")
+    print("| loss and backward of one batch | ms (median) | ratio to the hand-written loss | operations |")
+    print("| --- | --- | --- | --- |")
+    for name, measured in times.items():
+        ratio, low, high = ratio_interval(measured, base)
+        cell = "1.000" if measured is base else f"{ratio:.3f} [{low:.3f}, {high:.3f}]"
+        print(f"| {name} | {statistics.median(measured) * 1e3:.2f} | {cell} | {operations(rows[name])} |")
+
+
+if __name__ == "__main__":
+    main()
