@@ -4,12 +4,13 @@
 more than the few percent this is about. Here each round takes one loss and
 backward of every row, in a shuffled order, on the same batch of 128 binarised
 Fashion-MNIST images, so that drift falls on all rows alike; each row's figure is
-its median over rounds, and its ratio to the hand-written loss comes with a
-bootstrap 95% interval (rounds resampled). The optimizer is left out: ppvae and the
-hand-written loop take the same fused Adam step. One thread by default, where a
-step's small operations weigh most and the timing is steadiest. The last column
-counts the operations torch's profiler records in one loss and backward (views and
-dtype conversions included): the part of the overhead that does not drift.
+its median over rounds, and its ratio to the hand-written loss is the median of
+each round's ratio, with a bootstrap 95% interval (`train_speed.paired_ratio`).
+The optimizer is left out: ppvae and the hand-written loop take the same fused Adam
+step. One thread by default, where a step's small operations weigh most and the
+timing is steadiest. The last column counts the operations torch's profiler
+records in one loss and backward (views and dtype conversions included): the part
+of the overhead that does not drift.
 
 Rows: the hand-written VAE loss of `train_speed.py` (analytic Gaussian KL, one
 fused cross-entropy over the batch); the same formulas on ppvae's own networks (what
@@ -31,22 +32,10 @@ from collections.abc import Callable
 import pyro
 import torch
 import torch.nn.functional as F
-from train_speed import TorchVAE
+from train_speed import TorchVAE, paired_ratio
 
 import ppvae
 from ppvae.infer import make_elbo
-
-
-def ratio_interval(times: list[float], base: list[float], draws: int = 1000) -> tuple[float, float, float]:
-    """median(times) / median(base), and a bootstrap 95% interval over rounds resampled in pairs."""
-    rng = random.Random(0)
-    rounds = range(len(times))
-    ratios = []
-    for _ in range(draws):
-        picked = rng.choices(rounds, k=len(times))
-        ratios.append(statistics.median(times[i] for i in picked) / statistics.median(base[i] for i in picked))
-    ratios.sort()
-    return statistics.median(times) / statistics.median(base), ratios[int(0.025 * draws)], ratios[-int(0.025 * draws)]
 
 
 def formulas_on(model: ppvae.VAE, x: torch.Tensor) -> torch.Tensor:
@@ -107,7 +96,7 @@ def main() -> None:
     print("| loss and backward of one batch | ms (median) | ratio to the hand-written loss | operations |")
     print("| --- | --- | --- | --- |")
     for name, measured in times.items():
-        ratio, low, high = ratio_interval(measured, base)
+        ratio, low, high = paired_ratio(measured, base)
         cell = "1.000" if measured is base else f"{ratio:.3f} [{low:.3f}, {high:.3f}]"
         print(f"| {name} | {statistics.median(measured) * 1e3:.2f} | {cell} | {operations(rows[name])} |")
 

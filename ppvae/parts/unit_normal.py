@@ -9,8 +9,8 @@ that change no number. With loc = 0 and scale = 1 known,
     KL(q || p)    = (sigma^2 + mu^2 - 1 - log sigma^2) / 2      for q = N(mu, sigma^2)
 
 are torch's own expressions with those operations left out: the same numbers and gradients to the
-last bit, in fewer operations (about 1.5% of the default VAE's loss and backward with elbo="trace" on a
-CPU; nothing measurable with "meanfield": `benchmarks/step_overhead.py`).
+last bit, in fewer operations (with the likelihood's one-reduction sum, about 1% of the default VAE's
+loss and backward on a CPU: `benchmarks/step_overhead.py`).
 """
 
 from __future__ import annotations
