@@ -15,7 +15,10 @@ of the overhead that does not drift.
 Rows: the hand-written VAE loss of `train_speed.py` (analytic Gaussian KL, one
 fused cross-entropy over the batch); the same formulas on ppvae's own networks (what
 the networks cost); ppvae's default VAE through its lowered ELBO
-(`ppvae.infer.lowered`), the step ``fit`` takes, with elbo="meanfield" and "trace";
+(`ppvae.infer.lowered`), the step ``fit`` takes, with elbo="meanfield" and "trace",
+written on tensors by the parts' formulas; the same ELBO written through distribution
+objects (q, the prior, the KL through torch's registry, the likelihood: what the lowered
+step was before the default parts gave their formulas, and what other parts still take);
 and through its Pyro programs (``compile=False``).
 
     python benchmarks/step_overhead.py [--rounds 1500] [--threads 1]
@@ -48,6 +51,13 @@ def formulas_on(model: ppvae.VAE, x: torch.Tensor) -> torch.Tensor:
     return reconstruction - 0.5 * torch.sum(1 + log_var - loc.pow(2) - log_var.exp())
 
 
+class ThroughObjects(ppvae.VAE):
+    """The default VAE whose lowered ELBO builds its distributions, as a VAE of other parts does."""
+
+    def _has_closed_forms(self) -> bool:
+        return False
+
+
 def operations(step: Callable[[], torch.Tensor]) -> int:
     """How many operations torch's profiler records in one loss and backward."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
@@ -68,6 +78,8 @@ def main() -> None:
     x = torch.bernoulli(images)
     hand = TorchVAE()
     model = ppvae.VAE(z_dim=20)
+    objects = ThroughObjects(z_dim=20)
+    objects.load_state_dict(model.state_dict())
     programs = {name: make_elbo(name) for name in ("meanfield", "trace")}
 
     rows: dict[str, Callable[[], torch.Tensor]] = {
@@ -75,6 +87,10 @@ def main() -> None:
         "the same formulas on ppvae's networks": lambda: formulas_on(model, x),
         'ppvae lowered, elbo="meanfield"': lambda: -model.lowered_elbo(x, analytic_kl=True),
         'ppvae lowered, elbo="trace"': lambda: -model.lowered_elbo(x, analytic_kl=False),
+        'ppvae lowered through distribution objects, elbo="meanfield"': lambda: (
+            -objects.lowered_elbo(x, analytic_kl=True)
+        ),
+        'ppvae lowered through distribution objects, elbo="trace"': lambda: -objects.lowered_elbo(x, analytic_kl=False),
         'ppvae programs, elbo="meanfield"': lambda: programs["meanfield"].differentiable_loss(
             model.model, model.guide, x
         ),

@@ -97,6 +97,40 @@ def test_every_network_conditional_models_and_hierarchies_give_pyros_loss_and_gr
         _assert_same_as_pyro(model, x, c)
 
 
+@pytest.mark.parametrize("analytic_kl", [False, True], ids=["trace", "meanfield"])
+def test_the_default_parts_lower_to_closed_forms_with_the_distributions_gradients_to_the_last_bit(
+    analytic_kl, monkeypatch
+):
+    """A normal q, the standard normal prior and a Bernoulli likelihood: the lowered ELBO is written on
+    tensors, with no distribution built; it must draw the same z and give the same gradients bit for bit."""
+    y = torch.arange(6) % 3
+    closed = [ppvae.VAE((1, 8, 8), 3, beta=2.0), ppvae.CVAE((1, 8, 8), 3, 2, prior="normal")]
+    for model in closed:
+        c = model.condition(_data(model), y) if model.capabilities.condition == "labels" else None
+        x = _data(model)
+        runs = []
+        for has_closed_forms in (True, False):
+            monkeypatch.setattr(type(model), "_has_closed_forms", lambda self, value=has_closed_forms: value)
+            torch.manual_seed(0)
+            elbo = model.lowered_elbo(x, c, kl_weight=0.7, analytic_kl=analytic_kl)
+            runs.append((elbo, torch.autograd.grad(elbo, list(model.parameters()), allow_unused=True)))
+            monkeypatch.undo()
+        (elbo, grads), (expected, expected_grads) = runs
+        torch.testing.assert_close(elbo, expected, rtol=1e-6, atol=1e-4)
+        for g, e in zip(grads, expected_grads):
+            assert (g is None and e is None) or torch.equal(g, e)
+    assert all(model._has_closed_forms() for model in closed)
+    for other in (
+        ppvae.VAE((1, 8, 8), [3, 2]),
+        ppvae.VAE((1, 8, 8), 3, prior="laplace"),
+        ppvae.VAE((1, 8, 8), 3, guide="laplace"),
+        ppvae.VAE((1, 8, 8), 3, likelihood="continuous_bernoulli"),
+        ppvae.CVAE((1, 8, 8), 3, 2),  # its conditional prior
+        ppvae.CompletionVAE((1, 8, 8), 3),  # scores only the hidden pixels
+    ):
+        assert not other._has_closed_forms(), other
+
+
 def test_vectorised_particles_give_pyros_loss_and_gradients():
     vae = ppvae.VAE((1, 4, 4), 2, network={"name": "mlp", "hidden": [8]})
     x = _data(vae)

@@ -105,6 +105,11 @@ class Bernoulli(Likelihood):
     def forward(self, h: torch.Tensor) -> dist.Distribution:
         return IndependentBernoulli(dist.Bernoulli(logits=self._images(h)), len(self.x_shape))
 
+    def total_log_prob(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x | h) summed over the batch without building the distribution, for the lowered step: the
+        fused cross-entropy that `IndependentBernoulli.total_log_prob` takes under gradients."""
+        return -F.binary_cross_entropy_with_logits(self._images(h), x, reduction="sum")
+
     def check(self, x: torch.Tensor) -> None:
         if not bool(((x == 0) | (x == 1)).all()):
             grey = x[(x != 0) & (x != 1)][0].item()
