@@ -159,3 +159,15 @@ def test_real_fashion_mnist(fashion):
     assert 0 <= float(train.x.min()) and float(train.x.max()) == 1.0
     assert train.y.bincount().tolist() == [6000] * 10
     assert gzip  # the Debian package ships .gz files; read_idx opens them
+
+
+def test_the_finite_check_passes_finite_values_whose_sum_overflows_and_catches_one_bad_pixel():
+    from ppvae.data import check_finite
+
+    huge = torch.full((4, 1, 2, 2), 3e38)  # every pixel finite; their sum is not
+    check_finite(huge)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.rand(6, 1, 3, 3)
+        x[4, 0, 1, 2] = bad
+        with pytest.raises(ValueError, match=r"^1 of 6 images hold NaN or infinite pixels \(the first at index 4\)"):
+            check_finite(x)

@@ -19,8 +19,14 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
 
 
 def check_finite(x: torch.Tensor, source: str | None = None) -> None:
-    """Refuse NaN and infinite pixels, which no likelihood can score (and binarisation would hide)."""
-    if x.is_floating_point() and not torch.isfinite(x).all():
+    """Refuse NaN and infinite pixels, which no likelihood can score (and binarisation would hide).
+
+    A finite sum proves every pixel finite (NaN and infinities carry into it), in one pass that reads the
+    data without writing a mask as large as it; only a sum that is not finite (bad pixels, or finite ones that
+    overflow it) takes the pixel-by-pixel check."""
+    if not x.is_floating_point() or bool(torch.isfinite(x.sum())):
+        return
+    if not torch.isfinite(x).all():
         bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1) if x.dim() > 1 else ~torch.isfinite(x)
         raise ValueError(
             f"{source + ': ' if source else ''}{int(bad.sum())} of {len(bad)} images hold NaN or infinite "
