@@ -106,8 +106,8 @@ def test_the_default_parts_lower_to_closed_forms_with_the_distributions_gradient
     y = torch.arange(6) % 3
     closed = [ppvae.VAE((1, 8, 8), 3, beta=2.0), ppvae.CVAE((1, 8, 8), 3, 2, prior="normal")]
     for model in closed:
-        c = model.condition(_data(model), y) if model.capabilities.condition == "labels" else None
         x = _data(model)
+        c = model.condition(x, y) if model.capabilities.condition == "labels" else None
         runs = []
         for has_closed_forms in (True, False):
             monkeypatch.setattr(type(model), "_has_closed_forms", lambda self, value=has_closed_forms: value)

@@ -4,10 +4,11 @@ Pyro runs every step through its messengers: a trace of the guide, a replayed
 trace of the model, a dict per site, log-probs gathered from the traces. A model
 built from registered parts can give the same ELBO as one torch function of the
 batch, ``model.lowered_elbo(x, c, kl_weight=..., analytic_kl=...)``, drawing its
-noise in the order the guide draws it (with parts that give their densities as tensor formulas, the
-default VAE's, without building a distribution: `ppvae.models.VAE.lowered_elbo`). `LoweredELBO` makes that function an
-objective the training loop takes unchanged (DDP, precision and clipping
-included), and `check_lowered` holds it to the Pyro objective on the first batch:
+noise in the order the guide draws it (where the parts give their densities as
+tensor formulas, as the default VAE's do, without building a distribution).
+`LoweredELBO` makes that function an objective the training loop takes unchanged
+(DDP, precision and clipping included), and `check_lowered` holds it to the Pyro
+objective on the first batch:
 
     same noise (the random state restored between the two), the loss and every
     gradient equal to 1e-5 of their size

@@ -6,13 +6,12 @@ log-variance per latent dimension, so ``encode`` can report both.
 
 from __future__ import annotations
 
-import math
-
 import pyro.distributions as dist
 import torch
 from torch import nn
 
 from ppvae.parts.registry import Registry, positive
+from ppvae.parts.unit_normal import LOG_SQRT_2PI
 
 GUIDES = Registry("guide", context=("z_dim",))
 
@@ -60,7 +59,7 @@ class NormalGuide(LocationScaleGuide):
     @staticmethod
     def log_density(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """log N(z; loc, scale^2) per dimension, torch's formula term by term (the same numbers as q's)."""
-        return -((z - loc) ** 2) / (2 * scale**2) - scale.log() - math.log(math.sqrt(2 * math.pi))
+        return -((z - loc) ** 2) / (2 * scale**2) - scale.log() - LOG_SQRT_2PI
 
 
 @GUIDES.register("laplace")
