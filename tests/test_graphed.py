@@ -12,6 +12,7 @@ from ppvae.estimator.step import choose_graph
 from ppvae.infer import ObjectiveModule, make_adam
 from ppvae.infer.ais import anneal, sigmoid_schedule, start_chains
 from ppvae.infer.graphed import WARMUP, EagerStep, GraphedStep, GraphedTransition, graph_refusal
+from ppvae.infer.launch import unwrapped
 from ppvae.infer.lowered import LoweredELBO
 from ppvae.infer.lowered_joint import LoweredDensities
 
@@ -83,6 +84,37 @@ def test_replays_train_as_the_eager_steps_do_with_warm_up_partial_batches_and_a_
     assert capture.replays == 1 + 7 and WARMUP == 3
     assert torch.equal(losses, eager_losses)
     assert all(torch.equal(v, expected[k]) for k, v in weights(model).items())
+
+
+def test_one_device_at_full_precision_steps_through_what_fabric_wrapped_to_the_same_weights():
+    model, eager = setup()
+    assert unwrapped(eager.fabric, eager.loss, eager.optimizer) == (eager.loss.module, eager.optimizer.optimizer)
+    direct_losses, expected = train(eager), weights(model)
+
+    model, eager = setup()
+    loss, optimizer, fabric = eager.loss, eager.optimizer, eager.fabric
+
+    def through_fabric(x, c, arguments):  # the step as Fabric's documentation writes it
+        value = loss(x, c, **arguments)
+        optimizer.zero_grad(set_to_none=True)
+        fabric.backward(value)
+        optimizer.step()
+        return value.detach()
+
+    assert torch.equal(train(through_fabric), direct_losses)
+    assert all(torch.equal(v, expected[k]) for k, v in weights(model).items())
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "64-true"])
+def test_wrappers_that_do_work_stay_in_the_step(precision):
+    model = ppvae.VAE(**SMALL)
+    fabric = Fabric(accelerator="cpu", devices=1, precision=precision)
+    loss, optimizer = fabric.setup(
+        ObjectiveModule(model, model.model, model.guide, LoweredELBO(model.lowered_elbo)),
+        make_adam(list(model.parameters()), 1e-2),
+    )
+    assert unwrapped(fabric, loss, optimizer) is None
+    assert unwrapped(Fabric(accelerator="cpu", devices=1), model, optimizer.optimizer) is None  # not set up
 
 
 def test_other_constant_arguments_run_eagerly():

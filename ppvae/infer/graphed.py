@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ppvae.infer.launch import unwrapped
 from ppvae.infer.lowered import far_apart
 
 WARMUP = 3  # eager steps before the capture
@@ -55,22 +56,33 @@ def graph_refusal(device: torch.device, world_size: int, clip_norm: float | None
 
 class EagerStep:
     """One training step as the loop takes it: the loss, backward (scaled by the number of processes: DDP
-    averages and the ELBO is a sum), optional clipping, one optimizer step. Returns the detached loss."""
+    averages and the ELBO is a sum), optional clipping, one optimizer step. Returns the detached loss.
+
+    ``loss`` and ``optimizer`` are as ``fabric.setup`` returned them; where Fabric's wrappers add nothing
+    (one device, full precision: `ppvae.infer.launch.unwrapped`) the step calls what they wrap.
+    """
 
     captured = False  # no CUDA graph takes its steps
 
     def __init__(self, fabric: Any, loss: nn.Module, optimizer: torch.optim.Optimizer, clip_norm: float | None):
         self.fabric, self.loss, self.optimizer, self.clip_norm = fabric, loss, optimizer, clip_norm
+        direct = unwrapped(fabric, loss, optimizer)
+        self._forward, self._optimizer = direct or (loss, optimizer)
+        self._backward = torch.Tensor.backward if direct else fabric.backward
 
-    def __call__(self, x: torch.Tensor, c: torch.Tensor | None, arguments: dict[str, Any]) -> torch.Tensor:
+    def take(self, x: torch.Tensor, c: torch.Tensor | None, arguments: dict[str, Any]) -> torch.Tensor:
+        """The step; returns the loss, still in the graph (a CUDA graph's capture keeps it as its output)."""
         world = self.fabric.world_size
-        loss = self.loss(x, c, **arguments)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.fabric.backward(loss * world if world > 1 else loss)
+        loss = self._forward(x, c, **arguments)
+        self._optimizer.zero_grad(set_to_none=True)
+        self._backward(loss * world if world > 1 else loss)
         if self.clip_norm is not None:
             self.fabric.clip_gradients(self.loss, self.optimizer, max_norm=self.clip_norm, error_if_nonfinite=False)
-        self.optimizer.step()
-        return loss.detach()
+        self._optimizer.step()
+        return loss
+
+    def __call__(self, x: torch.Tensor, c: torch.Tensor | None, arguments: dict[str, Any]) -> torch.Tensor:
+        return self.take(x, c, arguments).detach()
 
 
 class Replay(Protocol):
@@ -191,12 +203,8 @@ class GraphedStep:
         set_random_state(noise, self.device)
 
     def _body(self) -> None:
-        static, eager = self.static, self.eager
-        eager.optimizer.zero_grad(set_to_none=True)  # backward then writes fresh gradients: in a graph, its own
-        loss = eager.loss(static["x"], static["c"], **self.constants, **static["floats"])
-        eager.fabric.backward(loss)
-        eager.optimizer.step()
-        static["loss"] = loss.detach()
+        static = self.static  # zero_grad before backward: in a graph, backward writes gradients of its own
+        static["loss"] = self.eager.take(static["x"], static["c"], {**self.constants, **static["floats"]}).detach()
 
     def _capture(self, x: torch.Tensor, c: torch.Tensor | None, floats: dict[str, float]) -> torch.Tensor:
         """Capture the step on this batch, check one replay against the eager step, keep whichever is sound."""

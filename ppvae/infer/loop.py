@@ -13,7 +13,9 @@ Fabric brings devices, processes, precision and clipping; the loop brings
 what SVI needs: noise drawn from per-(seed, epoch, rank) streams, a
 collective stop on a non-finite loss or parameter that puts back the last
 finite weights, and one hook per epoch where the caller evaluates, logs,
-checkpoints and may ask to stop. Each step holds `PYRO_LOCK`, so another
+checkpoints and may ask to stop. Pyro's validation is off during an epoch's
+steps (another thread's program that runs between them sees it off too; ppvae's
+own scoring turns it off anyway). Each step holds `PYRO_LOCK`, so another
 thread may score a model between steps without disturbing either.
 """
 
@@ -172,7 +174,9 @@ class TrainingLoop:
             bar = progress_bar(
                 per_rank * world, f"epoch {epoch}/{last_epoch}", "img", show, lines=0, dynamic_ncols=True
             )
-            with bar, warnings.catch_warnings():
+            # Pyro's validation off for the epoch's steps (the programs were validated once, before training),
+            # not step by step: entering the context costs about 1% of a small model's step on a CPU
+            with bar, warnings.catch_warnings(), pyro.validation_enabled(False):
                 warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)  # ours says more
                 batches = iter(self.batches.batches(epoch))
                 for step in range(steps):
@@ -180,7 +184,7 @@ class TrainingLoop:
                     arguments = self.step_arguments(global_step)
                     # one turn in the training's stream, the lock held: the batch is drawn (dynamic binarisation)
                     # and the step taken with no other thread between them; another may run between steps
-                    with PYRO_LOCK, stream, pyro.validation_enabled(False):
+                    with PYRO_LOCK, stream:
                         x, c = next(batches)
                         losses[step] = self.training_step(x, c, arguments)
                     if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
