@@ -12,6 +12,13 @@ timing is steadiest. The last column counts the operations torch's profiler
 records in one loss and backward (views and dtype conversions included): the part
 of the overhead that does not drift.
 
+A second table times whole training steps in the same rounds: loss, backward and
+one fused Adam step, the hand-written step of `train_speed.py` against ppvae's
+training step as its loop takes it (`EagerStep` on the loss and optimizer Fabric set
+up, one device: it calls what Fabric wrapped) and the same step through Fabric's
+wrappers, as Fabric's documentation writes a step. The engine's step should cost
+what its loss costs, no more.
+
 Rows: the hand-written VAE loss of `train_speed.py` (analytic Gaussian KL, one
 fused cross-entropy over the batch); the same formulas on ppvae's own networks (what
 the networks cost); ppvae's default VAE through its lowered ELBO
@@ -35,10 +42,12 @@ from collections.abc import Callable
 import pyro
 import torch
 import torch.nn.functional as F
-from train_speed import TorchVAE, paired_ratio
+from train_speed import TorchStep, TorchVAE, paired_ratio
 
 import ppvae
-from ppvae.infer import make_elbo
+from ppvae.infer import ObjectiveModule, make_adam, make_elbo, make_fabric
+from ppvae.infer.graphed import EagerStep
+from ppvae.infer.lowered import LoweredELBO
 
 
 def formulas_on(model: ppvae.VAE, x: torch.Tensor) -> torch.Tensor:
@@ -56,6 +65,29 @@ class ThroughObjects(ppvae.VAE):
 
     def _has_closed_forms(self) -> bool:
         return False
+
+
+def engine_step(model: ppvae.VAE, through_wrappers: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """ppvae's training step on ``model``'s lowered meanfield ELBO, on one CPU: `EagerStep` as the loop takes
+    it, or (``through_wrappers``) the step written with Fabric's wrapped module, ``fabric.backward`` and the
+    wrapped optimizer."""
+    fabric = make_fabric("cpu")
+    objective = LoweredELBO(model.lowered_elbo, analytic_kl=True)
+    loss, optimizer = fabric.setup(
+        ObjectiveModule(model, model.model, model.guide, objective), make_adam(list(model.parameters()), 1e-3)
+    )
+    if not through_wrappers:
+        step = EagerStep(fabric, loss, optimizer, clip_norm=None)
+        return lambda x: step(x, None, {})
+
+    def wrapped(x: torch.Tensor) -> torch.Tensor:
+        value = loss(x, None)
+        optimizer.zero_grad(set_to_none=True)
+        fabric.backward(value)
+        optimizer.step()
+        return value.detach()
+
+    return wrapped
 
 
 def operations(step: Callable[[], torch.Tensor]) -> int:
@@ -82,6 +114,13 @@ def main() -> None:
     objects.load_state_dict(model.state_dict())
     programs = {name: make_elbo(name) for name in ("meanfield", "trace")}
 
+    hand_step = TorchVAE()
+    steps: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "hand-written step, fused Adam": TorchStep(hand_step, torch.optim.Adam(hand_step.parameters(), fused=True)),
+        "ppvae's training step (EagerStep, as the loop takes it)": engine_step(ppvae.VAE(z_dim=20)),
+        "the same step through Fabric's wrappers": engine_step(ppvae.VAE(z_dim=20), through_wrappers=True),
+    }
+    flat = x.reshape(128, -1)
     rows: dict[str, Callable[[], torch.Tensor]] = {
         "hand-written loss": lambda: hand.loss(x.reshape(128, -1)),
         "the same formulas on ppvae's networks": lambda: formulas_on(model, x),
@@ -96,14 +135,17 @@ def main() -> None:
         ),
         'ppvae programs, elbo="trace"': lambda: programs["trace"].differentiable_loss(model.model, model.guide, x),
     }
-    times: dict[str, list[float]] = {name: [] for name in rows}
-    names = list(rows)
+    work = {name: (lambda row=row: row().backward()) for name, row in rows.items()}
+    batches = {name: flat if name.startswith("hand") else x for name in steps}  # the hand-written VAE takes rows
+    work |= {name: (lambda step=step, batch=batches[name]: step(batch)) for name, step in steps.items()}
+    times: dict[str, list[float]] = {name: [] for name in work}
+    names = list(work)
     rng = random.Random(0)
     for round_ in range(args.rounds + 30):  # the first 30: warm-up
         rng.shuffle(names)
         for name in names:
             started = time.perf_counter()
-            rows[name]().backward()
+            work[name]()
             if round_ >= 30:
                 times[name].append(time.perf_counter() - started)
 
@@ -111,10 +153,20 @@ def main() -> None:
     print(f"{args.rounds} rounds, batch 128, {args.threads} thread(s), torch {torch.__version__}\n")
     print("| loss and backward of one batch | ms (median) | ratio to the hand-written loss | operations |")
     print("| --- | --- | --- | --- |")
-    for name, measured in times.items():
-        ratio, low, high = paired_ratio(measured, base)
-        cell = "1.000" if measured is base else f"{ratio:.3f} [{low:.3f}, {high:.3f}]"
-        print(f"| {name} | {statistics.median(measured) * 1e3:.2f} | {cell} | {operations(rows[name])} |")
+    for name in rows:
+        print(f"| {name} | {ratio_cells(times[name], base)} | {operations(rows[name])} |")
+    base = times["hand-written step, fused Adam"]
+    print("\n| one training step: loss, backward, fused Adam | ms (median) | ratio to the hand-written step |")
+    print("| --- | --- | --- |")
+    for name in steps:
+        print(f"| {name} | {ratio_cells(times[name], base)} |")
+
+
+def ratio_cells(measured: list[float], base: list[float]) -> str:
+    """The median in ms and the paired ratio to ``base`` with its interval, as two table cells."""
+    ratio, low, high = paired_ratio(measured, base)
+    cell = "1.000" if measured is base else f"{ratio:.3f} [{low:.3f}, {high:.3f}]"
+    return f"{statistics.median(measured) * 1e3:.2f} | {cell}"
 
 
 if __name__ == "__main__":
