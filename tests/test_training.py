@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyro
+import pyro.distributions as pyro_dist
 import pytest
 import torch
 from conftest import SMALL, assert_same_weights, small_data, weights_of
@@ -16,7 +18,16 @@ from conftest import SMALL, assert_same_weights, small_data, weights_of
 import ppvae
 from ppvae.cli import main
 from ppvae.estimator.files import write_text_atomic
-from ppvae.infer import shard_order
+from ppvae.infer import (
+    KLWeight,
+    ObjectiveModule,
+    TensorBatches,
+    TrainingLoop,
+    make_adam,
+    make_elbo,
+    make_fabric,
+    shard_order,
+)
 from ppvae.infer.batches import local_batch_size
 from ppvae.infer.launch import plain_cuda_check
 
@@ -445,3 +456,42 @@ def test_a_point_mass_guide_trains_an_autoencoder_and_refuses_evidence():
     assert torch.equal(scale, torch.zeros_like(loc))
     with pytest.raises(ValueError, match="point mass"):
         ppvae.log_evidence(model, small_data(4), num_samples=3, progress=False)
+
+
+class FlagsSeen:
+    """An objective that notes Pyro's validation flags (inference, poutine, distributions) at each step."""
+
+    def __init__(self):
+        self.objective, self.seen = make_elbo("trace"), []
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        self.seen.append(validation_flags())
+        return self.objective.differentiable_loss(model, guide, *args, **kwargs)
+
+
+def validation_flags() -> tuple[bool, bool, bool]:
+    return pyro.infer.is_validation_enabled(), pyro.poutine.is_validation_enabled(), pyro_dist.is_validation_enabled()
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_the_loop_runs_its_steps_with_pyros_validation_off_and_leaves_it_as_it_found_it(before):
+    vae, objective = ppvae.VAE(**SMALL), FlagsSeen()
+    fabric = make_fabric("cpu")
+    loss, optimizer = fabric.setup(
+        ObjectiveModule(vae, vae.model, vae.guide, objective), make_adam(list(vae.parameters()), 1e-2)
+    )
+    epochs_seen = []
+    loop = TrainingLoop(
+        fabric,
+        loss,
+        optimizer,
+        TensorBatches(small_data(64), batch_size=32),
+        KLWeight(),
+        progress=False,
+        on_epoch_end=lambda record, state: epochs_seen.append(validation_flags()),
+    )
+    with pyro.validation_enabled(before):
+        loop.run(1, 2)
+        assert validation_flags() == (before,) * 3
+    assert objective.seen == [(False,) * 3] * 4  # two epochs of two batches
+    assert epochs_seen == [(before,) * 3] * 2  # the caller's hook runs as the caller set it
