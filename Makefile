@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint data docs bench bench-gpu bench-richer-gpu clean
+.PHONY: demo test lint data docs bench bench-gpu bench-richer-gpu device-pack clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,19 @@ bench-gpu: data
 	$(PY) benchmarks/train_speed.py --accelerator cuda --rounds 10
 	$(PY) benchmarks/device_speed.py
 	$(PY) benchmarks/ais_speed.py --accelerator cuda --images 1000 --steps 20 --rounds 4
+
+# For a GPU machine without internet whose python3 holds PyTorch: .device/ (ignored) gets the wheels of ppvae's
+# pure-Python dependencies that such a machine lacks, at the versions installed here, and Fashion-MNIST's files.
+# Carry .device there and run `bash benchmarks/gpu_checks.sh`.
+DEVICE_WHEELS := pyro-ppl pyro-api lightning-fabric
+device-pack: data
+	rm -rf .device && mkdir -p .device/wheels .device/data/fashion-mnist
+	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: -d .device/wheels \
+		$$($(PY) -c "from importlib.metadata import version; print(*(f'{n}=={version(n)}' for n in '$(DEVICE_WHEELS)'.split()))")
+	$(PY) -c "from ppvae.data.sources import find_files, resolve_name; \
+		print(*(f for split in ('train', 'test') for f in find_files(resolve_name('fashion-mnist'), split, None)))" \
+		| xargs cp -t .device/data/fashion-mnist
+	du -sh .device
 
 # The richer-models table at full scale (every test image scored by AIS, 20 epochs a row): a GPU's work. A run
 # keeps the rows RICHER_OUT already holds with the same settings, so a GPU lent in short turns can build it a few
