@@ -5,10 +5,14 @@
 # installed there, and Fashion-MNIST). In order, each under its own time limit so that one slow step leaves the
 # others their time: the tests marked gpu, the training benchmark against the hand-written loop in and out of a
 # CUDA graph (issue 26's targets), and AIS through the programs, the lowered log-joint and a CUDA graph. Each
-# step's output goes to a log in $OUT (default runs/gpu-checks); device_speed.py (the GPU against 16 CPU
-# threads) runs only with GPU_CHECKS_DEVICE_SPEED=1, as the four steps together fill about nine minutes.
+# step's output goes to a log in $OUT (default runs/gpu-checks). Those steps together fill about nine minutes.
+# GPU_CHECKS names the steps to run instead (of "tests train ais device richer"): "device" is device_speed.py
+# (the GPU against 16 CPU threads); "richer" adds RICHER_ROWS to issue 24's full-scale table in runs/richer-full
+# (`make bench-richer-gpu`'s settings; carry that folder there and back to build the table over several turns),
+# under RICHER_SECONDS (default 540), and copies its table, results and samples to $OUT.
 #
 #     bash benchmarks/gpu_checks.sh
+#     GPU_CHECKS=richer RICHER_ROWS="default iwae-5" bash benchmarks/gpu_checks.sh
 set -uo pipefail
 out=${OUT:-runs/gpu-checks}
 mkdir -p "$out"
@@ -32,12 +36,18 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND under a time limit, its ou
     echo "== $name: exit $status after $((SECONDS - started)) s"
 }
 
+checks=" ${GPU_CHECKS:-tests train ais} "
 step machine 60 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nproc; \
     $python -c 'import torch, pyro, lightning_fabric; print(torch.__version__, pyro.__version__, lightning_fabric.__version__)'"
-step gpu_tests 150 $python -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py
+[[ $checks == *" tests "* ]] && step gpu_tests 150 $python -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py
 cd benchmarks
-step train_speed 270 $python train_speed.py --accelerator cuda --rounds 10
-step ais_speed 90 $python ais_speed.py --accelerator cuda --images 1000 --steps 20 --rounds 4
-if [ "${GPU_CHECKS_DEVICE_SPEED:-0}" = 1 ]; then
-    step device_speed 240 $python device_speed.py
+[[ $checks == *" train "* ]] && step train_speed 270 $python train_speed.py --accelerator cuda --rounds 10
+[[ $checks == *" ais "* ]] && step ais_speed 90 $python ais_speed.py --accelerator cuda --images 1000 --steps 20 --rounds 4
+[[ $checks == *" device "* ]] && step device_speed 240 $python device_speed.py
+if [[ $checks == *" richer "* ]]; then
+    # shellcheck disable=SC2086  # RICHER_ROWS is a list of row names
+    step richer_models "${RICHER_SECONDS:-540}" $python richer_models.py --accelerator cuda --epochs 20 \
+        --ais-images 10000 --ais-steps 200 --bdmc-images 100 --out ../runs/richer-full --rows ${RICHER_ROWS:?set RICHER_ROWS to the rows to add, as in RICHER_ROWS=\"default iwae-5\"}
+    cp ../runs/richer-full/{table.md,results.json,samples.png} "$out/" 2>/dev/null
 fi
+exit 0
