@@ -117,6 +117,20 @@ def test_wrappers_that_do_work_stay_in_the_step(precision):
     assert unwrapped(Fabric(accelerator="cpu", devices=1), model, optimizer.optimizer) is None  # not set up
 
 
+def test_a_callback_after_each_optimizer_step_keeps_the_wrappers():
+    class AfterEachStep:
+        def on_after_optimizer_step(self, strategy, optimizer):
+            pass
+
+    model = ppvae.VAE(**SMALL)
+    fabric = Fabric(accelerator="cpu", devices=1, callbacks=[AfterEachStep()])
+    loss, optimizer = fabric.setup(
+        ObjectiveModule(model, model.model, model.guide, LoweredELBO(model.lowered_elbo)),
+        make_adam(list(model.parameters()), 1e-2),
+    )
+    assert unwrapped(fabric, loss, optimizer) is None
+
+
 def test_other_constant_arguments_run_eagerly():
     model, eager = setup()
     capture = Rerun()
