@@ -114,15 +114,15 @@ def main() -> None:
     objects.load_state_dict(model.state_dict())
     programs = {name: make_elbo(name) for name in ("meanfield", "trace")}
 
+    flat = x.reshape(128, -1)  # the hand-written VAE takes rows
     hand_step = TorchVAE()
     steps: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
         "hand-written step, fused Adam": TorchStep(hand_step, torch.optim.Adam(hand_step.parameters(), fused=True)),
         "ppvae's training step (EagerStep, as the loop takes it)": engine_step(ppvae.VAE(z_dim=20)),
         "the same step through Fabric's wrappers": engine_step(ppvae.VAE(z_dim=20), through_wrappers=True),
     }
-    flat = x.reshape(128, -1)
     rows: dict[str, Callable[[], torch.Tensor]] = {
-        "hand-written loss": lambda: hand.loss(x.reshape(128, -1)),
+        "hand-written loss": lambda: hand.loss(flat),
         "the same formulas on ppvae's networks": lambda: formulas_on(model, x),
         'ppvae lowered, elbo="meanfield"': lambda: -model.lowered_elbo(x, analytic_kl=True),
         'ppvae lowered, elbo="trace"': lambda: -model.lowered_elbo(x, analytic_kl=False),
@@ -136,7 +136,7 @@ def main() -> None:
         'ppvae programs, elbo="trace"': lambda: programs["trace"].differentiable_loss(model.model, model.guide, x),
     }
     work = {name: (lambda row=row: row().backward()) for name, row in rows.items()}
-    batches = {name: flat if name.startswith("hand") else x for name in steps}  # the hand-written VAE takes rows
+    batches = {name: flat if name.startswith("hand") else x for name in steps}
     work |= {name: (lambda step=step, batch=batches[name]: step(batch)) for name, step in steps.items()}
     times: dict[str, list[float]] = {name: [] for name in work}
     names = list(work)
