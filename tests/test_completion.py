@@ -117,6 +117,8 @@ def test_completion_models_say_what_they_need():
         ppvae.CompletionNetwork(x_shape=(1, 8, 8)).encode(two_kinds(2))
     with pytest.raises(ValueError, match="network='mlp'"):
         ppvae.CompletionNetwork(x_shape=(1, 8, 8), network="conv")
+    with pytest.raises(ValueError, match="hidden widths must be positive, got \\[0\\]"):
+        ppvae.CompletionNetwork(x_shape=(1, 8, 8), network={"name": "mlp", "hidden": 0})
 
 
 def test_completions_keep_the_visible_pixels_and_the_run_draws_them(tmp_path):

@@ -146,6 +146,7 @@ def test_auto_binarization_is_dynamic_for_grey_data():
         ({"prior": "gaussian-mixture-of-dreams"}, "unknown prior .* available: normal"),
         ({"likelihood": {"name": "bernoulli", "temperature": 2}}, "has no option 'temperature'"),
         ({"network": {"hidden": [10]}}, "needs a 'name' key"),
+        ({"network": {"name": "mlp", "hidden": [64, 0]}}, "hidden widths must be positive, got \\[64, 0\\]"),
         ({"x_shape": (28, 28)}, "x_shape must be"),
     ],
 )

@@ -32,8 +32,9 @@ from ppvae.estimator import Capabilities, FitRecord, LatentVariableModel
 from ppvae.estimator.evidence import KHAT_UNRELIABLE
 from ppvae.estimator.figures import save_figure_atomic
 from ppvae.infer import seeded
+from ppvae.models.declared import DeclaredParts
 from ppvae.models.vae import VAE
-from ppvae.parts import LIKELIHOODS, MLP, normalize_spec, observed_where
+from ppvae.parts import LIKELIHOODS, MLP, observed_where
 from ppvae.parts.registry import PartSpec
 
 QUADRANTS = (1, 2, 3)
@@ -241,7 +242,7 @@ class CompletionVAE(Completion, VAE):
         return self.likelihood_mean(self.descend(z, self.sites[-1], c, sample=True), c)
 
 
-class CompletionNetwork(Completion, LatentVariableModel):
+class CompletionNetwork(Completion, DeclaredParts, LatentVariableModel):
     """The deterministic baseline: a network from the visible part to the hidden pixels' distribution.
 
     A Pyro program with no latent variable (its guide is empty), trained by the same loop: the
@@ -259,20 +260,14 @@ class CompletionNetwork(Completion, LatentVariableModel):
     ):
         super().__init__(tuple(x_shape), z_dim=0)
         self.visible = self._check_visible(visible)
-        self.specs = {
-            "likelihood": normalize_spec(likelihood, "likelihood"),
-            "network": normalize_spec(network, "network"),
-        }
+        self.declare(likelihood=likelihood, network=network)
         options = {k: v for k, v in self.specs["network"].items() if k != "name"}
         if self.specs["network"]["name"] != "mlp" or set(options) - {"hidden"}:
             raise ValueError(f"CompletionNetwork takes network='mlp' with an optional 'hidden' list, got {network!r}")
-        hidden = options.get("hidden", (400,))
-        hidden = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]  # one width, or a list
-        if any(h < 1 for h in hidden):
-            raise ValueError(f"hidden widths must be positive, got {hidden}")
         self.likelihood = LIKELIHOODS.build(likelihood, x_shape=self.x_shape)
         self.capabilities = dataclasses.replace(type(self).capabilities, binary=self.likelihood.binary)
-        self.net = MLP(self.condition_dim, self.likelihood.width, hidden)
+        self.net = MLP(self.condition_dim, self.likelihood.width, options.get("hidden", (400,)))
+        self._pyro_parts = {"model": self._with_parameters(net=self.net, likelihood=self.likelihood)}
 
     def config(self) -> dict[str, Any]:
         return {"x_shape": list(self.x_shape), **self.specs, "visible": list(self.visible)}
@@ -285,9 +280,7 @@ class CompletionNetwork(Completion, LatentVariableModel):
         size: int | None = None,
     ):
         """p(x_hidden | v): the network's distribution over the hidden pixels, observed where ``x`` is given."""
-        pyro.module(f"{self.pyro_name}.net", self.net)
-        if any(True for _ in self.likelihood.parameters()):
-            pyro.module(f"{self.pyro_name}.likelihood", self.likelihood)
+        self._register("model")
         c = self.required(c)
         if x is not None:
             x = x.reshape((c.shape[0],) + self.x_shape)
@@ -309,15 +302,8 @@ class CompletionNetwork(Completion, LatentVariableModel):
     def completion_means(self, c: torch.Tensor, samples: int) -> torch.Tensor:
         return self.likelihood_mean(None, c).expand((samples,) + (c.shape[0],) + self.x_shape)
 
-    def check_data(self, x: torch.Tensor) -> None:
-        self.likelihood.check(x)
-
-    def initialize(self, x: torch.Tensor) -> None:
-        self.likelihood.initialize(x)
-
     def __repr__(self) -> str:
-        parts = ", ".join(f"{k}={v['name'] if len(v) == 1 else v}" for k, v in self.specs.items())
-        return f"CompletionNetwork(x_shape={self.x_shape}, {parts})"
+        return f"CompletionNetwork(x_shape={self.x_shape}, {self.described_parts()})"
 
 
 # -- the tutorial's table --------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ import torch
 from ppvae.data import Data
 from ppvae.estimator import Capabilities, LatentVariableModel
 from ppvae.infer import seeded, serialised
-from ppvae.parts import LIKELIHOODS, NETWORKS, normalize_spec
+from ppvae.models.declared import DeclaredParts
+from ppvae.parts import LIKELIHOODS, NETWORKS
 from ppvae.parts.corruptions import CORRUPTIONS
 from ppvae.parts.registry import PartSpec
 
@@ -40,7 +41,7 @@ CHAIN_STEPS = 100  # the chain's default length, from noise, for ``sample``
 DEFAULT_CORRUPTION = {"name": "salt_pepper", "level": 0.5}
 
 
-class DenoisingAutoencoder(LatentVariableModel):
+class DenoisingAutoencoder(DeclaredParts, LatentVariableModel):
     """x~ ~ ``corruption``(x), x ~ ``likelihood``(network(x~)); ``sample(n)`` runs the denoising chain from noise.
 
     ``network`` is an encoder x~ -> ``code_dim`` numbers and a decoder to the likelihood's parameters (the
@@ -75,11 +76,7 @@ class DenoisingAutoencoder(LatentVariableModel):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
         self.code_dim, self.walkback = code_dim, walkback
-        self.specs = {
-            "corruption": normalize_spec(corruption, "corruption"),
-            "likelihood": normalize_spec(likelihood, "likelihood"),
-            "network": normalize_spec(network, "network"),
-        }
+        self.declare(corruption=corruption, likelihood=likelihood, network=network)
         self.corruption = CORRUPTIONS.build(corruption)
         self.likelihood = LIKELIHOODS.build(likelihood, x_shape=self.x_shape)
         self.networks = NETWORKS.build(
@@ -91,6 +88,7 @@ class DenoisingAutoencoder(LatentVariableModel):
             condition_dim=0,
         )
         self.capabilities = dataclasses.replace(type(self).capabilities, binary=self.likelihood.binary)
+        self._pyro_parts = {"model": self._with_parameters(networks=self.networks, likelihood=self.likelihood)}
 
     def config(self) -> dict[str, Any]:
         return {"x_shape": list(self.x_shape), **self.specs, "code_dim": self.code_dim, "walkback": self.walkback}
@@ -117,9 +115,7 @@ class DenoisingAutoencoder(LatentVariableModel):
         steps of the chain from each image, each step's p(x | x~_j) observing the original image."""
         if x is None:
             raise ValueError(f"{type(self).__name__} generates by its chain: model.chain(...) or model.sample(n)")
-        pyro.module(f"{self.pyro_name}.networks", self.networks)
-        if any(True for _ in self.likelihood.parameters()):
-            pyro.module(f"{self.pyro_name}.likelihood", self.likelihood)
+        self._register("model")
         x = x.reshape((x.shape[0],) + self.x_shape)
         with pyro.plate("data", x.shape[0]):
             current = x
@@ -207,13 +203,7 @@ class DenoisingAutoencoder(LatentVariableModel):
     def likelihood_mean(self, z: torch.Tensor | None, c: torch.Tensor | None = None) -> torch.Tensor:
         raise ValueError(f"{type(self).__name__} has no latent code to decode; see chain and reconstruct")
 
-    def check_data(self, x: torch.Tensor) -> None:
-        self.likelihood.check(x)
-
-    def initialize(self, x: torch.Tensor) -> None:
-        self.likelihood.initialize(x)
-
     def __repr__(self) -> str:
-        parts = ", ".join(f"{k}={v['name'] if len(v) == 1 else v}" for k, v in self.specs.items())
         walkback = f", walkback={self.walkback}" if self.walkback else ""
+        parts = self.described_parts()
         return f"DenoisingAutoencoder(x_shape={self.x_shape}, {parts}, code_dim={self.code_dim}{walkback})"

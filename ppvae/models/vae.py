@@ -13,14 +13,15 @@ import torch
 
 from ppvae.estimator import Capabilities, LatentVariableModel
 from ppvae.infer.lowered import latent_terms, total_log_prob, weighted
-from ppvae.parts import GUIDES, LIKELIHOODS, NETWORKS, PRIORS, normalize_spec
+from ppvae.models.declared import DeclaredParts
+from ppvae.parts import GUIDES, LIKELIHOODS, NETWORKS, PRIORS
 from ppvae.parts.guides import NormalGuide
 from ppvae.parts.layers import LatentLayers
 from ppvae.parts.priors import StandardNormal
 from ppvae.parts.registry import PartSpec
 
 
-class VAE(LatentVariableModel):
+class VAE(DeclaredParts, LatentVariableModel):
     """Variational autoencoder (Kingma & Welling, 2014): z ~ prior, x ~ likelihood(decoder(z)).
 
     The guide is the encoder's q(z | x). Every part is chosen by name or small
@@ -66,12 +67,7 @@ class VAE(LatentVariableModel):
         """Build every part from its spec; ``condition_dim`` is the width of the condition c (0: none)."""
         sizes = self.layer_sizes
         self.sites = ("z",) if len(sizes) == 1 else tuple(f"z{i + 1}" for i in range(len(sizes)))
-        self.specs = {
-            "prior": normalize_spec(prior, "prior"),
-            "likelihood": normalize_spec(likelihood, "likelihood"),
-            "guide": normalize_spec(guide, "guide"),
-            "network": normalize_spec(network, "network"),
-        }
+        self.declare(prior=prior, likelihood=likelihood, guide=guide, network=network)
         self.prior = PRIORS.build(prior, z_dim=sizes[-1], x_shape=self.x_shape, condition_dim=condition_dim)
         self.likelihood = LIKELIHOODS.build(likelihood, x_shape=self.x_shape)
         self.guide_family = GUIDES.build(guide, z_dim=sizes[0])
@@ -112,8 +108,7 @@ class VAE(LatentVariableModel):
             condition_dim=condition_dim,
         )
 
-        # Each program registers only the parts it uses, as Pyro's VAE tutorial does:
-        # half the parameter messages per step of registering the whole model twice.
+        # each program registers only the parts it uses (see ppvae.models.declared)
         model_parts = dict(prior=self.prior, likelihood=self.likelihood, decoder=self.networks.decoder_net)
         guide_parts = dict(guide=self.guide_family, encoder=self.networks.encoder_net)
         if self.prior.uses_encoder:  # the VampPrior: p(z) is built from q(z | pseudo-inputs)
@@ -132,13 +127,6 @@ class VAE(LatentVariableModel):
         """q(z | u, c) for pseudo-images u: what the VampPrior averages (a method, so the model pickles)."""
         h = self.networks.encoder(u, c)
         return self.guide_family(h if batch_shape is None else h.reshape(*batch_shape, h.shape[-1]))
-
-    def _with_parameters(self, **modules: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-        return [(f"{self.pyro_name}.{name}", m) for name, m in modules.items() if any(True for _ in m.parameters())]
-
-    def _register(self, program: str) -> None:
-        for name, module in self._pyro_parts[program]:
-            pyro.module(name, module)
 
     def config(self) -> dict[str, Any]:
         z_dim = self.z_dim if len(self.layer_sizes) == 1 else list(self.layer_sizes)
@@ -329,15 +317,11 @@ class VAE(LatentVariableModel):
             z = below.sample() if sample else below.mean
         return z
 
-    def check_data(self, x: torch.Tensor) -> None:
-        self.likelihood.check(x)
-
     def initialize(self, x: torch.Tensor) -> None:
-        self.likelihood.initialize(x)
+        super().initialize(x)
         self.prior.initialize(x)
 
     def __repr__(self) -> str:
-        parts = ", ".join(f"{k}={v['name'] if len(v) == 1 else v}" for k, v in self.specs.items())
         beta = f", beta={self.beta:g}" if self.beta != 1 else ""
         z_dim = self.z_dim if len(self.layer_sizes) == 1 else list(self.layer_sizes)
-        return f"{type(self).__name__}(x_shape={self.x_shape}, z_dim={z_dim}, {parts}{beta})"
+        return f"{type(self).__name__}(x_shape={self.x_shape}, z_dim={z_dim}, {self.described_parts()}{beta})"

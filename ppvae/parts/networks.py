@@ -14,9 +14,10 @@ NETWORKS = Registry("network", context=("x_shape", "z_dim", "encoder_out", "deco
 
 
 class MLP(nn.Sequential):
-    """Fully connected layers with ReLU between them; the last layer is linear."""
+    """Fully connected layers with ReLU between them; the last layer is linear. ``hidden``: one width or a list."""
 
-    def __init__(self, in_features: int, out_features: int, hidden: Sequence[int]):
+    def __init__(self, in_features: int, out_features: int, hidden: int | Sequence[int]):
+        hidden = hidden_widths(hidden)
         sizes = [in_features, *hidden, out_features]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -24,6 +25,14 @@ class MLP(nn.Sequential):
             if i < len(sizes) - 2:
                 layers.append(nn.ReLU())
         super().__init__(*layers)
+
+
+def hidden_widths(hidden: int | Sequence[int]) -> list[int]:
+    """Hidden layer widths from one width or a list, each checked positive."""
+    widths = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]
+    if any(h < 1 for h in widths):
+        raise ValueError(f"hidden widths must be positive, got {widths}")
+    return widths
 
 
 def with_condition(h: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
@@ -59,9 +68,7 @@ class MLPNetworks(Networks):
         hidden: Sequence[int] = (400,),
     ):
         super().__init__()
-        hidden = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]  # one width, or a list
-        if any(h < 1 for h in hidden):
-            raise ValueError(f"hidden widths must be positive, got {hidden}")
+        hidden = hidden_widths(hidden)
         self.x_dim = math.prod(x_shape)
         self.encoder_net = MLP(self.x_dim + condition_dim, encoder_out, hidden)
         self.decoder_net = MLP(z_dim + condition_dim, decoder_out, hidden[::-1]) if decoder_out else None
