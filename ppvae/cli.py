@@ -20,7 +20,7 @@ from ppvae.demo import run_demo
 from ppvae.estimator import METHODS, model_names
 from ppvae.estimator.evidence import PROPOSALS, point_mass
 from ppvae.estimator.figures import run_figures
-from ppvae.estimator.fitting import CHANGEABLE_ON_RESUME
+from ppvae.estimator.options import CHANGEABLE_ON_RESUME
 from ppvae.estimator.runs import CHECKPOINT, data_source_of, read_spec
 from ppvae.estimator.runs import build as build_run_model
 from ppvae.infer import ACCELERATORS, OBJECTIVES, PRECISIONS, STRATEGIES

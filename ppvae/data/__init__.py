@@ -34,6 +34,7 @@ __all__ = [
     "ImageDataset",
     "as_image_tensor",
     "as_images",
+    "in_memory",
     "binarize",
     "check_binarize",
     "default_root",
@@ -109,6 +110,11 @@ def refuse_tuples(data: Any) -> None:
         raise ValueError(
             f"got a tuple of {len(data)} for the images: pass the images alone and their labels as y (fit(x, y=labels))"
         )
+
+
+def in_memory(data: Data) -> bool:
+    """Whether ``data`` is all in memory (a ppvae dataset or a tensor), not a dataset read image by image."""
+    return isinstance(data, (ImageDataset, torch.Tensor))
 
 
 def as_images(data: Data, shape: tuple[int, ...] | None = None) -> torch.Tensor:

@@ -5,7 +5,8 @@ model's side, once, before the first step: seeds a fresh model's parameters,
 prepares and checks the data, runs data-dependent initialisation on the first
 images, validates the programs with Pyro, and records the options. After every
 epoch (on rank 0) it evaluates held-out data, keeps the best weights when a
-validation set chooses them, and writes the run folder atomically.
+validation set chooses them, and writes the run folder atomically. Its options are checked in
+`ppvae.estimator.options`; what a resumed fit continues, and checks, is in `ppvae.estimator.resume`.
 
 A `FitJob` holds everything a training process needs and pickles, so
 the same job runs in place on one device or in each process of a
@@ -18,9 +19,6 @@ import contextlib
 import copy
 import dataclasses
 import functools
-import hashlib
-import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,24 +28,17 @@ import torch
 from tqdm import tqdm
 
 from ppvae.atomic import note_written, remove_temporaries
-from ppvae.data import (
-    ImageDataset,
-    as_images,
-    check_binarize,
-    fixed_binarization,
-    refuse_tuples,
-    to_float_images,
-)
+from ppvae.data import ImageDataset, fixed_binarization, in_memory, refuse_tuples, to_float_images
 from ppvae.data import binarize as binarize_images
 from ppvae.estimator import runs
 from ppvae.estimator.contract import FitRecord, Model, labels_for
 from ppvae.estimator.figures import run_figures
 from ppvae.estimator.files import RunLock, inside
 from ppvae.estimator.labels import describe_labelled, keep_labels, labelled_share, repeat_labelled
-from ppvae.estimator.memory import check_particles
-from ppvae.estimator.step import check_compile, choose_graph, choose_step
+from ppvae.estimator.options import RECORDED, check_options
+from ppvae.estimator.resume import best_so_far, check_same_data, data_fingerprint, restore
+from ppvae.estimator.step import choose_graph, choose_step
 from ppvae.infer import (
-    OBJECTIVES,
     PYRO_LOCK,
     KLWeight,
     LoaderBatches,
@@ -115,127 +106,7 @@ def claimed(record: FitRecord, out: str | Path | None, resume: bool, overwrite: 
         raise
 
 
-# -- options -----------------------------------------------------------------------------------------
-
-
-def _positive(name: str, value: Any, integer: bool = False) -> None:
-    kind = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not 0 < value < math.inf:
-        raise ValueError(
-            f"{name} must be a {'positive integer' if integer else 'positive finite number'}, got {value!r}"
-        )
-
-
-MAX_SEED = 2**63 - 1
-
-
-def check_seed(seed: Any) -> int:
-    """A seed is a whole number from 0 to 2**63 - 1 (what every random stream here takes), or an error naming it."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
-    return seed
-
-
-def check_options(options: dict[str, Any], model: Model) -> None:
-    """Every option of ``fit`` checked up front, with a message that names it."""
-    _positive("epochs", options["epochs"], integer=True)
-    _positive("batch_size", options["batch_size"], integer=True)
-    _positive("lr", options["lr"])
-    check_seed(options["seed"])
-    _positive("num_particles", options["num_particles"], integer=True)
-    check_particles(options["batch_size"], options["num_particles"], model.x_dim)
-    if options["elbo"] not in OBJECTIVES:
-        raise ValueError(f"unknown elbo {options['elbo']!r}; choose one of {', '.join(OBJECTIVES)}")
-    if options["binarize"] != "auto":
-        check_binarize(options["binarize"])
-    warmup = options["kl_warmup"]
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"kl_warmup must be a number of epochs >= 0, got {warmup!r}")
-    iwae = options["elbo"] == "iwae" and not model.capabilities.latent_labels  # M2 is refused for its label, below
-    if iwae and (model.beta != 1.0 or warmup):
-        raise ValueError(
-            "elbo='iwae' trains the importance-weighted bound, which has no beta; use beta=1 and no kl_warmup"
-        )
-    if options["elbo"] == "meanfield" and len(model.latent_sizes) > 1:
-        raise ValueError(
-            "elbo='meanfield' takes each latent site's KL in closed form, which is biased where a site's prior "
-            f"depends on another site's draw (the layers {', '.join(model.latent_sizes)}): use elbo='trace' or 'iwae'"
-        )
-    if options["labelled"] is not None and not model.capabilities.latent_labels:
-        reads = "reads every label" if model.capabilities.condition == "labels" else "takes none"
-        raise ValueError(
-            f"labelled= chooses the labels a model whose label is latent (M2, --model m2) may read; "
-            f"{type(model).__name__} {reads}"
-        )
-    share = options["labelled_share"]
-    if share != "auto" and share is not None:
-        if not model.capabilities.latent_labels:
-            raise ValueError(
-                f"labelled_share= repeats the labelled images of a model whose label is latent (M2, --model m2); "
-                f"{type(model).__name__} has none"
-            )
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
-            raise ValueError(
-                "labelled_share is the share of each epoch's images that are labelled, in [0, 1) (0: each image "
-                f"once), or 'auto' (0.5 for M2), got {share!r}"
-            )
-    check_compile(options["compile"])
-    if options["clip_norm"] is not None:
-        _positive("clip_norm", options["clip_norm"])
-    if options["early_stopping"] is not None:
-        _positive("early_stopping", options["early_stopping"], integer=True)
-        if options["validation"] is None:
-            raise ValueError(
-                "early_stopping needs held-out data to watch: pass validation=0.1 (a fraction) or a dataset"
-            )
-    if isinstance(options["validation"], float) and not 0 < options["validation"] < 1:
-        raise ValueError(f"validation as a fraction must be in (0, 1), got {options['validation']}")
-    if options["resume"] and options["out"] is None and model.fit_record.training_state is None:
-        raise ValueError("resume=True needs a run folder (out=...) or a model that has been fitted in this session")
-    if (
-        isinstance(options["num_workers"], bool)
-        or not isinstance(options["num_workers"], int)
-        or options["num_workers"] < 0
-    ):
-        raise ValueError(f"num_workers must be an integer >= 0, got {options['num_workers']!r}")
-    snapshots = options["snapshot_epochs"]
-    if snapshots is not None:
-        if isinstance(snapshots, (int, str)) or any(
-            isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in snapshots
-        ):
-            raise ValueError(f"snapshot_epochs must be a list of epoch numbers >= 1, got {snapshots!r}")
-        if not model.capabilities.latent:
-            raise ValueError(f"{type(model).__name__} has no latent space to take snapshots of")
-
-
-RECORDED = (
-    "epochs",
-    "batch_size",
-    "lr",
-    "elbo",
-    "num_particles",
-    "kl_warmup",
-    "clip_norm",
-    "seed",
-    "precision",
-    "validation",
-    "early_stopping",
-    "labelled",
-    "labelled_share",
-    "compile",
-)
-"""The options a run folder records, and that a resumed run takes from it (``epochs`` from the call)."""
-
-CHANGEABLE_ON_RESUME = ("lr", "clip_norm", "compile")
-"""What a resumed run may change when asked (what a divergence's advice asks for, and how the step runs, which
-changes nothing but float rounding); the run records the new value."""
-
-
 # -- data ----------------------------------------------------------------------------------------------
-
-
-def in_memory(data: Any) -> bool:
-    return isinstance(data, (ImageDataset, torch.Tensor))
 
 
 def split_validation(data: Any, fraction: float, seed: int) -> tuple[Any, Any]:
@@ -251,37 +122,6 @@ def split_validation(data: Any, fraction: float, seed: int) -> tuple[Any, Any]:
     if isinstance(data, torch.Tensor):
         return data[keep], data[hold]
     return torch.utils.data.Subset(data, keep.tolist()), torch.utils.data.Subset(data, hold.tolist())
-
-
-def data_fingerprint(model: Model, data: Any, y: Any = None) -> dict[str, Any]:
-    """How many images a fit trains on and, for data in memory, a checksum of them and their labels: what a
-    resumed fit checks it is handed the same data by (data read from disk is counted, not read twice)."""
-    fingerprint: dict[str, Any] = {"images": len(data)}
-    if in_memory(data):
-        digest = hashlib.blake2b(digest_size=8)
-        digest.update(as_images(data, model.x_shape).detach().cpu().contiguous().numpy().tobytes())  # not moved
-        labels = y if y is not None else getattr(data, "y", None)
-        try:
-            digest.update(torch.as_tensor(labels).cpu().contiguous().numpy().tobytes())
-        except (TypeError, ValueError, RuntimeError):  # no labels, or not numbers: the labels' own check says so
-            pass
-        fingerprint["checksum"] = digest.hexdigest()
-    return fingerprint
-
-
-def check_same_data(recorded: dict[str, Any] | None, given: dict[str, Any], out: Path | None) -> None:
-    """Refuse to resume on other data than the run trained on (a checkpoint from before the record passes)."""
-    if recorded is None:
-        return
-    checksums = [f.get("checksum") for f in (recorded, given)]
-    if recorded.get("images") == given["images"] and (None in checksums or checksums[0] == checksums[1]):
-        return
-    where = f"the run in {out}" if out is not None else "this model's last fit"
-    raise ValueError(
-        f"resume=True continues {where}, which trained on {recorded['images']:,} images (checksum "
-        f"{recorded.get('checksum', 'not taken')}), and this call hands it {given['images']:,} (checksum "
-        f"{given.get('checksum', 'not taken')}): pass the same data (spec.json names it), or start a new run"
-    )
 
 
 def data_source_of(data: Any) -> dict[str, Any] | None:
@@ -477,14 +317,6 @@ def _loggers(out: Path | None, history: list[dict[str, Any]]) -> list:
     return loggers
 
 
-def _resume_state(model: Model, out: Path | None) -> dict[str, Any]:
-    state = runs.read_checkpoint(out) if out is not None else model.fit_record.training_state
-    if state is None:
-        where = f"{out} holds no {runs.CHECKPOINT}" if out is not None else "the model has no training state"
-        raise ValueError(f"resume=True but {where}; train without resume first")
-    return state
-
-
 def _device(accelerator: str, devices: int) -> torch.device:
     """Where the data is prepared: one process prepares on its device; several each move the prepared data to
     their own."""
@@ -512,42 +344,6 @@ def _checked_batch(prepare: Any, model: Model, dynamic: bool, images: torch.Tens
     return x
 
 
-def _resume(
-    model: Model, record: FitRecord, out: Path | None, options: dict[str, Any], validation: Any
-) -> tuple[dict[str, Any], Any]:
-    """The training state to continue (its weights loaded, its history and snapshots in ``record``) and the
-    validation data; a run folder's recorded options replace the call's, all but ``epochs``."""
-    state = _resume_state(model, out)
-    if out is not None:
-        recorded = runs.read_spec(out).get("fit", {})
-        options.update(resumed_options(model, options, recorded, out))
-        if validation is None and isinstance(recorded.get("validation"), float):
-            validation = recorded["validation"]  # the same seeded split as before
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        where = f"the checkpoint in {out}" if out is not None else "the model's training state"
-        differs = _built_otherwise(model, runs.read_spec(out)) if out is not None else None
-        raise ValueError(
-            f"{where} is of another model than {model!r} ({differs or str(error).splitlines()[0]}): resume the "
-            "model the run describes, ppvae.load(run).fit(data, out=run, resume=True), or the training command "
-            "with --resume"
-        ) from None
-    record.history = copy.deepcopy(state["history"])
-    record.snapshots = dict(state.get("snapshots") or {})
-    return state, validation
-
-
-def _built_otherwise(model: Model, spec: dict[str, Any]) -> str | None:
-    """How the run's recorded model differs from ``model``, in words ("the run's z_dim=20, this model's 5"),
-    or None where the record says nothing that tells them apart."""
-    if spec.get("model") != type(model).__name__:
-        return f"the run holds a {spec.get('model')}"
-    recorded, own = spec.get("config", {}), model.config()
-    fields = [k for k in own if k in recorded and json.loads(json.dumps(own[k])) != recorded[k]]
-    return "; ".join(f"the run's {k}={recorded[k]!r}, this model's {own[k]!r}" for k in fields) or None
-
-
 @contextlib.contextmanager
 def buffers_kept(module: torch.nn.Module):
     """Whatever runs inside leaves ``module``'s buffers (BatchNorm's running statistics and counts) as they were,
@@ -559,30 +355,6 @@ def buffers_kept(module: torch.nn.Module):
         with torch.no_grad():
             for name, buffer in module.named_buffers():
                 buffer.copy_(kept[name])
-
-
-def resumed_options(model: Model, options: dict[str, Any], recorded: dict[str, Any], out: Path) -> dict[str, Any]:
-    """The options a resumed fit runs with: the run's own, but for ``epochs`` and a changed ``lr`` or
-    ``clip_norm``. An option left at fit's default takes the run's value; one given with another value is
-    refused, naming both, unless it may change (`CHANGEABLE_ON_RESUME`)."""
-    defaults = type(model).fit_defaults()
-    resumed = {}
-    for key in (*RECORDED, "binarize"):
-        if key == "epochs" or key not in recorded:
-            continue
-        given, kept = options[key], recorded[key]
-        if key == "labelled":  # chosen images are recorded, and so compared, by their number
-            given = describe_labelled(given)
-        unasked = given == defaults.get(key) or (key == "binarize" and given == "auto")
-        if given == kept or unasked or key in CHANGEABLE_ON_RESUME:
-            resumed[key] = kept if unasked else given
-            continue
-        raise ValueError(
-            f"resume=True continues the run in {out} as it was fitted with {key}={kept!r}, and this call "
-            f"asks for {key}={given!r}: leave {key} out, or start a new run (overwrite=True); only "
-            f"{' and '.join(CHANGEABLE_ON_RESUME)} may change on resume"
-        )
-    return resumed
 
 
 def _training_batches(
@@ -650,14 +422,6 @@ def _keep_previews(record: FitRecord, model: Model, test: Any, x_test: torch.Ten
     record.preview_y = preview_y[:PREVIEW].cpu().clone() if preview_y is not None else None
 
 
-def _best_so_far(state: dict[str, Any] | None, out: Path | None) -> dict[str, Any]:
-    """A resumed run's best epoch under validation, with its weights from the run folder."""
-    if state is None or state.get("best_epoch") is None or out is None:
-        return {}
-    weights = torch.load(out / runs.WEIGHTS, map_location="cpu", weights_only=True)["state_dict"]
-    return {"epoch": state["best_epoch"], "score": state["best_score"], "weights": weights}
-
-
 def fit(
     model: Model, data: Any, test: Any, y: torch.Tensor | None, validation: Any, options: dict[str, Any]
 ) -> FitRecord:
@@ -670,7 +434,7 @@ def fit(
     with argument("data"):
         fingerprint = data_fingerprint(model, data, y)
     if options["resume"]:
-        state, validation = _resume(model, record, out, options, validation)
+        state, validation = restore(model, record, out, options, validation)
         check_same_data(state.get("data"), fingerprint, out)
         if state["epoch"] >= options["epochs"]:
             return record
@@ -726,7 +490,7 @@ def fit(
     record.options = {**{k: options[k] for k in RECORDED}, "binarize": method, "step": step}
     record.options["labelled"] = describe_labelled(options["labelled"])
     record.data_source = record.data_source or data_source_of(data)
-    best = _best_so_far(state, out)
+    best = best_so_far(state, out)
     job = FitJob(model, record, batches, objective, options, schedule, x_test, c_test, x_val, c_val, out, state, best)
     job.data, job.graph = fingerprint, graph
     if out is not None and writes_run_folder():  # the data and options passed: what the old weights made goes
