@@ -67,9 +67,17 @@ def mean_se(values: torch.Tensor) -> tuple[float, float]:
     return values.mean().item(), (values.std() / math.sqrt(len(values))).item() if len(values) > 1 else 0.0
 
 
+def said(what: str, since: float) -> float:
+    """One line of progress (a row takes half an hour on a CPU); returns the time to count the next from."""
+    now = time.perf_counter()
+    print(f"  {what} ({now - since:.0f} s)", flush=True)
+    return now
+
+
 def score(model, test, args, reference_ais: torch.Tensor | None) -> dict:
-    started = time.perf_counter()
+    started = step = time.perf_counter()
     result = model.evaluate(test, num_samples=args.num_samples, progress=False)
+    step = said(f"ELBO and IS, K={args.num_samples}, on {len(test):,} test images", step)
     ais = ppvae.log_evidence(
         model,
         test.subset(args.ais_images),
@@ -79,6 +87,7 @@ def score(model, test, args, reference_ais: torch.Tensor | None) -> dict:
         diagnostics=True,
         progress=False,
     )
+    step = said(f"AIS, {args.chains} chains x {args.ais_steps} steps, on {len(ais.log_evidence):,} images", step)
     row = {
         "elbo": result["elbo"],
         "elbo_se": result["elbo_se"],
@@ -99,6 +108,7 @@ def score(model, test, args, reference_ais: torch.Tensor | None) -> dict:
     if args.bdmc_images:
         _, both = ppvae.bdmc(model, args.bdmc_images, chains=args.chains, steps=args.ais_steps, progress=False)
         row["bdmc_gap"] = (both.upper - both.log_evidence).mean().item()
+        said(f"the BDMC gap on {args.bdmc_images} simulated images", step)
     row["scoring_seconds"] = time.perf_counter() - started
     return row
 
@@ -174,6 +184,8 @@ def main() -> None:
             results[key], samples[name] = kept[key], kept_samples[name]
             print(f"{name}: kept from {out / 'results.json'}", flush=True)
         else:
+            print(f"{name}:", flush=True)
+            started = time.perf_counter()
             model = ppvae.VAE(x_shape=train.shape, **model_options)
             model.fit(
                 train,
@@ -186,6 +198,7 @@ def main() -> None:
                 accelerator=args.accelerator,
                 **fit_options,
             )
+            said(f"trained {args.epochs} epochs", started)
             results[key] = score(model, test, args, reference)
             samples[name] = model.sample(16, seed=args.seed).cpu()
         if reference is None:
