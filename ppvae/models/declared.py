@@ -20,6 +20,11 @@ from ppvae.parts import normalize_spec
 from ppvae.parts.registry import PartSpec
 
 
+def described(spec: dict[str, Any]) -> str:
+    """A part's spec as a repr shows it: its name alone, or the whole dict where it has options."""
+    return spec["name"] if len(spec) == 1 else str(spec)
+
+
 class DeclaredParts:
     """A mixin for a `LatentVariableModel` built from parts: ``declare`` them, ``likelihood`` set by the model."""
 
@@ -33,7 +38,7 @@ class DeclaredParts:
 
     def described_parts(self) -> str:
         """The parts as the repr shows them: ``prior=normal, likelihood={'name': 'normal', 'scale': ...}``."""
-        return ", ".join(f"{kind}={spec['name'] if len(spec) == 1 else spec}" for kind, spec in self.specs.items())
+        return ", ".join(f"{kind}={described(spec)}" for kind, spec in self.specs.items())
 
     def _with_parameters(self, **modules: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
         """The modules that have parameters, each with its name for ``pyro.module`` (the rest register nothing)."""

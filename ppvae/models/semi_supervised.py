@@ -36,6 +36,7 @@ from ppvae.data import Data
 from ppvae.estimator import Capabilities
 from ppvae.estimator.contract import MISSING, check_labels
 from ppvae.models.cvae import CVAE
+from ppvae.models.declared import described
 from ppvae.parts import NETWORKS, normalize_spec
 from ppvae.parts.registry import PartSpec
 
@@ -232,7 +233,5 @@ class SemiSupervisedVAE(CVAE):
         alpha = f", classifier_weight={self.classifier_weight:g}"
         enumerated = "" if self.enumerate_labels else ", enumerate_labels=False"
         own = self.classifier_network
-        network = (
-            "" if own == self.specs["network"] else f", classifier_network={own['name'] if len(own) == 1 else own}"
-        )
+        network = "" if own == self.specs["network"] else f", classifier_network={described(own)}"
         return super().__repr__()[:-1] + alpha + enumerated + network + ")"
