@@ -31,6 +31,7 @@ class DeclaredParts:
     specs: dict[str, dict[str, Any]]
     likelihood: torch.nn.Module
     pyro_name: str
+    _pyro_parts: dict[str, list[tuple[str, torch.nn.Module]]]  # each program's parts, set where the model builds them
 
     def declare(self, **specs: PartSpec) -> None:
         """Keep each part's spec, normalised (``"x"`` -> ``{"name": "x"}``), under its kind, in this order."""
