@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint data docs bench bench-gpu bench-richer bench-richer-gpu device-pack clean
+.PHONY: demo test lint data docs bench bench-gpu bench-richer bench-richer-speed bench-richer-gpu device-pack clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -81,9 +81,14 @@ bench-richer-gpu: data
 	$(PY) benchmarks/richer_models.py --accelerator cuda --epochs 20 --ais-images 10000 --ais-steps 200 \
 		--bdmc-images 100 --out $(RICHER_OUT) $(if $(ROWS),--rows $(ROWS))
 RICHER_CPU_ROWS ?= default vamp iwae-5 two-layers-iwae-5 combined two-layers flow-prior flow-guide iwae-50
+RICHER_CPU := benchmarks/richer_models.py --epochs 20 --chains 4 --ais-steps 200 --ais-images 10000 \
+	--bdmc-images 100 --out benchmarks/results/richer-cpu
 bench-richer: data
-	$(PY) benchmarks/richer_models.py --epochs 20 --chains 4 --ais-steps 200 --ais-images 10000 \
-		--bdmc-images 100 --out benchmarks/results/richer-cpu --rows $(if $(ROWS),$(ROWS),$(RICHER_CPU_ROWS))
+	$(PY) $(RICHER_CPU) --rows $(if $(ROWS),$(ROWS),$(RICHER_CPU_ROWS))
+
+# The same table's time-per-epoch column: every row's epoch time side by side, on one machine, in one run.
+bench-richer-speed: data
+	$(PY) $(RICHER_CPU) --speed
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache

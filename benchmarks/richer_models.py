@@ -11,7 +11,12 @@ uses for held-out grey images):
   the default row on the same images (paired: the mean per-image difference and its standard error);
 - BDMC gap: upper minus lower AIS bound on ``--bdmc-images`` images simulated from the model (small: AIS is
   accurate on this model's own data with these settings);
-- active units per layer (Burda et al., 2016), parameters and seconds per training epoch.
+- active units per layer (Burda et al., 2016), parameters and the time of a training epoch.
+
+A table built over several sessions is built on several machines, so the rows' own training seconds do not
+compare. ``--speed`` measures instead the epoch time of every row side by side in one run (``--speed-rounds``
+rounds through the rows on the first ``--speed-images`` training images, the median of each row's second
+epochs); the table then gives each row's time per epoch as a multiple of the default's.
 
 The rows: the default VAE; IWAE-trained at k=5 and k=50 (Burda et al., 2016); two stochastic layers (ELBO
 and IWAE k=5); a VampPrior (Tomczak & Welling, 2018); a flow prior; a flow guide (an inverse autoregressive
@@ -19,6 +24,7 @@ flow, Kingma et al., 2016); and two layers with a flow prior and a flow guide. `
 
     python benchmarks/richer_models.py [--epochs 10] [--limit 60000] [--test-limit 10000] [--ais-images 1000]
         [--rows default iwae-5 ...] [--out runs/richer] [--accelerator cuda]
+    python benchmarks/richer_models.py --speed [--speed-images 6000] [--speed-rounds 3] [--out runs/richer]
 
 Prints a markdown table and writes table.md, results.json, samples.pt and samples.png (16 samples per row) to
 ``--out``. Rows that ``--out`` already holds, measured with the same settings, are kept and not run again, so a
@@ -33,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -120,11 +127,16 @@ def gain(row: dict, default: dict | None) -> tuple[float, float] | None:
     return mean_se(torch.tensor(row["ais_per_image"]) - torch.tensor(default["ais_per_image"]))
 
 
-def table(results: dict[str, dict]) -> str:
-    """The rows in the order of ROWS, whatever the order they were measured in."""
+def table(results: dict[str, dict], speed: dict | None = None) -> str:
+    """The rows in the order of ROWS, whatever the order they were measured in.
+
+    The last column is each row's own training seconds per epoch, or, given ``speed`` (side by side, one
+    machine), its time per epoch as a multiple of the default's.
+    """
+    relative = speed is not None and "default" in speed["seconds"]
     lines = [
         "| model | test ELBO | IS log p(x) (k-hat > 0.7) | AIS log p(x) | gain over default (AIS) | BDMC gap "
-        "| active units | parameters | s / epoch |",
+        f"| active units | parameters | {'time / epoch' if relative else 's / epoch'} |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key in (key for key in ROWS if key in results):
@@ -132,29 +144,77 @@ def table(results: dict[str, dict]) -> str:
         gain_text = f"{paired[0]:+.2f} ± {paired[1]:.2f}" if paired else "-"
         gap = f"{r['bdmc_gap']:.2f}" if "bdmc_gap" in r else "-"
         units = " / ".join(f"{n}" for n in r["active_units"].values())
+        if relative:
+            seconds = speed["seconds"].get(key)
+            time_text = f"{seconds / speed['seconds']['default']:.1f}x" if seconds else "-"
+        else:
+            time_text = f"{r['seconds_per_epoch']:.1f}"
         lines.append(
             f"| {ROWS[key][0]} | {r['elbo']:.2f} ± {r['elbo_se']:.2f} | {r['is']:.2f} ({r['khat_unreliable']:.0%}) "
             f"| {r['ais']:.2f} ± {r['ais_se']:.2f} | {gain_text} | {gap} | {units} | {r['parameters']:,} "
-            f"| {r['seconds_per_epoch']:.1f} |"
+            f"| {time_text} |"
         )
     return "\n".join(lines)
 
 
+def epoch_seconds(train, args) -> dict:
+    """Every row's seconds per training epoch, side by side: rounds through the rows, the median of each.
+
+    Each round builds each row's model afresh and trains it two epochs on ``train``; the second epoch is
+    timed, so one-off costs (the first batch's checks) stay out. Interleaving the rows spreads whatever else
+    the machine does over all of them.
+    """
+    times: dict[str, list[float]] = {key: [] for key in ROWS}
+    for turn in range(args.speed_rounds):
+        for key, (name, model_options, fit_options) in ROWS.items():
+            model = ppvae.VAE(x_shape=train.shape, **model_options)
+            model.fit(
+                train,
+                epochs=2,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                binarize="dynamic",
+                seed=args.seed,
+                progress=False,
+                accelerator=args.accelerator,
+                **fit_options,
+            )
+            times[key].append(model.history[-1]["seconds"])
+            print(f"  round {turn + 1}: {name}: {times[key][-1]:.2f} s", flush=True)
+    return {
+        "images": len(train),
+        "rounds": args.speed_rounds,
+        "threads": torch.get_num_threads(),
+        "seconds": {key: statistics.median(values) for key, values in times.items()},
+    }
+
+
 def settings(args: argparse.Namespace) -> dict:
     """What a row's numbers depend on: every option but which rows to run and where to write them."""
-    return {k: v for k, v in vars(args).items() if k not in ("rows", "out")}
+    return {k: v for k, v in vars(args).items() if k not in ("rows", "out") and not k.startswith("speed")}
 
 
-def measured_before(out: Path, args: argparse.Namespace) -> tuple[dict, dict]:
-    """The rows ``out`` holds from an earlier run with the same settings, and their samples; else nothing."""
+def measured_before(out: Path, args: argparse.Namespace) -> tuple[dict, dict, dict | None]:
+    """The rows ``out`` holds from an earlier run with the same settings, their samples and the speed record."""
     path = out / "results.json"
     if not path.exists() or not (out / "samples.pt").exists():
-        return {}, {}
+        return {}, {}, None
     before = json.loads(path.read_text())
     if before.get("options") != settings(args):
         print(f"{path} was measured with other settings: its rows are measured again", flush=True)
-        return {}, {}
-    return before["rows"], torch.load(out / "samples.pt")
+        return {}, {}, None
+    return before["rows"], torch.load(out / "samples.pt"), before.get("speed")
+
+
+def write(out: Path, args: argparse.Namespace, results: dict, samples: dict, speed: dict | None) -> None:
+    """The table, the rows with their settings, the samples and their figure, in ``out``."""
+    (out / "table.md").write_text(table(results, speed) + "\n")
+    record = {"options": settings(args), "rows": results, **({"speed": speed} if speed else {})}
+    (out / "results.json").write_text(json.dumps(record, indent=1))
+    torch.save(samples, out / "samples.pt")
+    in_order = {ROWS[key][0]: samples[ROWS[key][0]].float() / 255 for key in ROWS if key in results}
+    if in_order:
+        viz.image_rows(in_order, out / "samples.png", title="Samples from each model of the table")
 
 
 def main() -> None:
@@ -173,10 +233,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/richer")
     parser.add_argument("--accelerator", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--speed", action="store_true", help="measure every row's epoch time side by side, only")
+    parser.add_argument("--speed-images", type=int, default=6000, help="training images a --speed epoch takes")
+    parser.add_argument("--speed-rounds", type=int, default=3)
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    kept, kept_samples = measured_before(out, args)
+    kept, kept_samples, speed = measured_before(out, args)
+    if args.speed:
+        train = ppvae.data.load("fashion-mnist", split="train", limit=args.speed_images)
+        print(f"Epoch times on {len(train):,} training images, {args.speed_rounds} rounds:", flush=True)
+        speed = epoch_seconds(train, args)
+        write(out, args, kept, kept_samples, speed)
+        default = speed["seconds"]["default"]
+        for key, seconds in speed["seconds"].items():
+            print(f"{ROWS[key][0]}: {seconds:.2f} s an epoch, {seconds / default:.1f}x the default", flush=True)
+        return
     train = ppvae.data.load("fashion-mnist", split="train", limit=args.limit)
     test = ppvae.data.load("fashion-mnist", split="test", limit=args.test_limit)
     print(
@@ -215,13 +287,8 @@ def main() -> None:
             f"{r['seconds_per_epoch']:.1f} s/epoch, scored in {r['scoring_seconds']:.0f} s",
             flush=True,
         )
-        # written after every row, so that a long run shows what it has measured so far
-        (out / "table.md").write_text(table(results) + "\n")
-        (out / "results.json").write_text(json.dumps({"options": settings(args), "rows": results}, indent=1))
-        torch.save(samples, out / "samples.pt")
-        in_order = {ROWS[key][0]: samples[ROWS[key][0]].float() / 255 for key in ROWS if key in results}
-        viz.image_rows(in_order, out / "samples.png", title="Samples from each model of the table")
-    print("\n" + table(results))
+        write(out, args, results, samples, speed)  # after every row: a long run shows what it has so far
+    print("\n" + table(results, speed))
 
 
 if __name__ == "__main__":
