@@ -157,6 +157,23 @@ def table(results: dict[str, dict], speed: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def trained(key: str, train, args: argparse.Namespace, epochs: int) -> ppvae.VAE:
+    """Row ``key``'s model, trained with the table's one budget: dynamic binarisation, Adam, one seed."""
+    _, model_options, fit_options = ROWS[key]
+    model = ppvae.VAE(x_shape=train.shape, **model_options)
+    return model.fit(
+        train,
+        epochs=epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        binarize="dynamic",
+        seed=args.seed,
+        progress=False,
+        accelerator=args.accelerator,
+        **fit_options,
+    )
+
+
 def epoch_seconds(train, args) -> dict:
     """Every row's seconds per training epoch, side by side: rounds through the rows, the median of each.
 
@@ -166,19 +183,8 @@ def epoch_seconds(train, args) -> dict:
     """
     times: dict[str, list[float]] = {key: [] for key in ROWS}
     for turn in range(args.speed_rounds):
-        for key, (name, model_options, fit_options) in ROWS.items():
-            model = ppvae.VAE(x_shape=train.shape, **model_options)
-            model.fit(
-                train,
-                epochs=2,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                binarize="dynamic",
-                seed=args.seed,
-                progress=False,
-                accelerator=args.accelerator,
-                **fit_options,
-            )
+        for key, (name, _, _) in ROWS.items():
+            model = trained(key, train, args, epochs=2)
             times[key].append(model.history[-1]["seconds"])
             print(f"  round {turn + 1}: {name}: {times[key][-1]:.2f} s", flush=True)
     return {
@@ -259,25 +265,14 @@ def main() -> None:
     results, samples = {}, {}
     rows = list(kept) + [key for key in args.rows if key not in kept]
     for key in rows:
-        name, model_options, fit_options = ROWS[key]
+        name = ROWS[key][0]
         if key in kept:
             results[key], samples[name] = kept[key], kept_samples[name]
             print(f"{name}: kept from {out / 'results.json'}", flush=True)
         else:
             print(f"{name}:", flush=True)
             started = time.perf_counter()
-            model = ppvae.VAE(x_shape=train.shape, **model_options)
-            model.fit(
-                train,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                binarize="dynamic",
-                seed=args.seed,
-                progress=False,
-                accelerator=args.accelerator,
-                **fit_options,
-            )
+            model = trained(key, train, args, epochs=args.epochs)
             said(f"trained {args.epochs} epochs", started)
             results[key] = score(model, test, args)
             samples[name] = (model.sample(16, seed=args.seed).cpu() * 255).round().to(torch.uint8)
