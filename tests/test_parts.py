@@ -205,6 +205,45 @@ def test_the_standard_normal_prior_scores_and_takes_kl_as_torchs_normal_to_the_l
     assert kl_divergence(q.base_dist, wider).shape == (3, 7, 5)
 
 
+def test_the_normal_mixture_scores_as_a_float64_mixture_same_family_with_the_same_gradients():
+    """`NormalMixture` expands the square into matrix products: the numbers must be the mixture's, also for
+    points far from a narrow component, where the expansion subtracts large terms."""
+    from ppvae.parts.normal_mixture import NormalMixture
+
+    dist = pyro.distributions
+    torch.manual_seed(0)
+    for batch in ((), (4,)):  # one set of components (mixture, VampPrior), or one per example (conditioned)
+        logits = torch.randn(*batch, 3, requires_grad=True)
+        loc = (torch.randn(*batch, 3, 5) + torch.tensor([0.0, 0.0, 30.0])[:, None]).requires_grad_()
+        scale = (torch.rand(*batch, 3, 5) * 2 + 0.01).requires_grad_()  # as narrow as 0.01
+        near = loc.detach()[..., 2, :] + 0.01 * torch.randn(4, 5)  # by a component far from 0: cancellation
+        z = torch.stack([torch.randn(4, 5), 30 * torch.randn(4, 5), near.expand(4, 5)]).requires_grad_()
+        ours = NormalMixture(logits, loc, scale).expand((4,))
+        assert isinstance(ours, NormalMixture) and ours.batch_shape == (4,) and ours.event_shape == (5,)
+        truth = dist.MixtureSameFamily(
+            dist.Categorical(logits=logits.double()), dist.Normal(loc.double(), scale.double()).to_event(1)
+        ).expand((4,))
+        value, expected = ours.log_prob(z), truth.log_prob(z.double())
+        assert value.dtype == torch.float32 and value.shape == expected.shape == (3, 4)
+        assert torch.allclose(value.double(), expected, rtol=1e-6)
+        for mine, true in zip(
+            torch.autograd.grad(value.sum(), (logits, loc, scale, z)),
+            torch.autograd.grad(expected.sum(), (logits, loc, scale, z)),
+        ):
+            assert torch.allclose(mine, true, rtol=1e-4, atol=1e-4)  # both float32: the leaves are
+        assert ours.sample((2,)).shape == (2, 4, 5)
+        assert torch.allclose(ours.mean, truth.mean.float(), atol=1e-6)
+    laplace = dist.Laplace(torch.zeros(3, 5), torch.ones(3, 5)).to_event(1)
+    assert type(NormalMixture.of(torch.zeros(3), laplace)) is dist.MixtureSameFamily  # other families: as before
+
+
+@pytest.mark.parametrize("guide, kind", [("normal", "NormalMixture"), ("laplace", "MixtureSameFamily")])
+def test_mixture_priors_score_diagonal_normal_components_by_the_normal_mixture(guide, kind):
+    vamp = ppvae.VAE(x_shape=(1, 4, 4), z_dim=2, prior={"name": "vamp", "components": 3}, guide=guide)
+    assert type(vamp.prior()).__name__ == kind
+    assert type(PRIORS.build({"name": "mixture", "components": 3}, z_dim=2)()).__name__ == "NormalMixture"
+
+
 @pytest.mark.parametrize("name", ["normal", "laplace"])
 def test_a_sigmoid_mean_keeps_location_scale_likelihoods_in_the_unit_interval(name):
     from ppvae.parts import LIKELIHOODS

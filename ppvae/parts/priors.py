@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ppvae.parts import unit_normal
+from ppvae.parts.normal_mixture import NormalMixture
 from ppvae.parts.registry import Registry, positive
 from ppvae.parts.unit_normal import UnitNormal
 
@@ -89,8 +90,7 @@ class MixturePrior(Prior):
         self.log_scales = nn.Parameter(torch.zeros(self.components, z_dim))
 
     def forward(self, c: torch.Tensor | None = None) -> dist.Distribution:
-        parts = dist.Normal(self.locs, self.log_scales.exp()).to_event(1)
-        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), parts)
+        return NormalMixture(self.logits, self.locs, self.log_scales.exp())
 
 
 @PRIORS.register("vamp")
@@ -126,13 +126,13 @@ class VampPrior(Prior):
             raise RuntimeError("the vamp prior needs the model's encoder: the model calls attach() when it is built")
         k = self.components
         if c is None:
-            weights = dist.Categorical(logits=torch.zeros(k, device=self.pseudo_inputs.device))
-            return dist.MixtureSameFamily(weights, self._posterior(self.pseudo_inputs, None))
+            return NormalMixture.of(
+                torch.zeros(k, device=self.pseudo_inputs.device), self._posterior(self.pseudo_inputs)
+            )
         n = c.shape[0]
         inputs = self.pseudo_inputs.unsqueeze(0).expand(n, *self.pseudo_inputs.shape).flatten(0, 1)
         components = self._posterior(inputs, c.repeat_interleave(k, dim=0), (n, k))  # every u_k with every c_i
-        weights = dist.Categorical(logits=torch.zeros(n, k, device=self.pseudo_inputs.device))
-        return dist.MixtureSameFamily(weights, components)
+        return NormalMixture.of(torch.zeros(n, k, device=self.pseudo_inputs.device), components)
 
 
 @PRIORS.register("conditional")
