@@ -48,6 +48,6 @@ if [[ $checks == *" richer "* ]]; then
     # shellcheck disable=SC2086  # RICHER_ROWS is a list of row names
     step richer_models "${RICHER_SECONDS:-540}" $python richer_models.py --accelerator cuda --epochs 20 \
         --ais-images 10000 --ais-steps 200 --bdmc-images 100 --out ../runs/richer-full --rows ${RICHER_ROWS:?set RICHER_ROWS to the rows to add, as in RICHER_ROWS=\"default iwae-5\"}
-    cp ../runs/richer-full/{table.md,results.json,samples.png} "$out/" 2>/dev/null
+    cp ../runs/richer-full/{table.md,results.json,samples.pt,samples.png} "$out/" 2>/dev/null  # samples.pt: kept rows need it
 fi
 exit 0
