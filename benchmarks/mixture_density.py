@@ -16,7 +16,6 @@ import random
 import statistics
 import time
 
-import pyro.distributions as dist
 import torch
 
 import ppvae
@@ -27,12 +26,6 @@ def timed(score, z: torch.Tensor) -> float:
     started = time.perf_counter()
     torch.autograd.grad(score().sum(), z)
     return time.perf_counter() - started
-
-
-def broadcast(prior: dist.Distribution) -> dist.Distribution:
-    """The same mixture as MixtureSameFamily scores it."""
-    components = dist.Normal(prior.loc, prior.scale).to_event(1)
-    return dist.MixtureSameFamily(dist.Categorical(logits=prior.logits), components)
 
 
 def main() -> None:
@@ -50,7 +43,7 @@ def main() -> None:
     model = ppvae.VAE(x_shape=(1, 28, 28), prior={"name": "vamp", "components": args.components})
     z = torch.randn(args.chains, args.images, model.z_dim, requires_grad=True)
     rows = {  # the prior built at each score, as the model's programs build it (its pseudo-images encoded)
-        "log p(z), MixtureSameFamily": lambda: broadcast(model.prior()).log_prob(z),
+        "log p(z), MixtureSameFamily": lambda: model.prior().as_mixture_same_family().log_prob(z),
         "log p(z), NormalMixture": lambda: model.prior().log_prob(z),
         "log p(x | z), the likelihood": lambda: model.likelihood(model.networks.decoder(z)).log_prob(x),
     }

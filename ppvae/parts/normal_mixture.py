@@ -67,10 +67,14 @@ class NormalMixture(dist.TorchDistribution):
         log_p = torch.logsumexp(log_normals + torch.log_softmax(self.logits.double(), -1), -1).to(value.dtype)
         return log_p.expand(torch.broadcast_shapes(log_p.shape, self.batch_shape))
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+    def as_mixture_same_family(self) -> dist.MixtureSameFamily:
+        """The same mixture as ``MixtureSameFamily``, which draws samples (and scores by broadcasting)."""
         components = dist.Normal(self.loc, self.scale).to_event(1)
         mixture = dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
-        return mixture.expand(self.batch_shape).sample(sample_shape)
+        return mixture.expand(self.batch_shape)
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+        return self.as_mixture_same_family().sample(sample_shape)
 
     @property
     def mean(self) -> torch.Tensor:
