@@ -56,7 +56,9 @@ def notebook_lines(path: Path) -> list[str]:
 
 
 def test_every_table_quoted_from_a_tutorial_holds_the_notebook_s_stored_figures():
-    quoted = [(page, source, rows) for page in PAGES for source, rows in tables(page) if source]
+    quoted = [
+        (page, source, rows) for page in PAGES for source, rows in tables(page) if source and source.endswith(".ipynb")
+    ]
     assert len(quoted) >= 2
     for page, source, rows in quoted:
         shown = notebook_lines(ROOT / source)
@@ -65,6 +67,21 @@ def test_every_table_quoted_from_a_tutorial_holds_the_notebook_s_stored_figures(
             candidates = [numbers(line.replace(label, "", 1)) for line in shown if label in line]
             held = [c for c in candidates if _in_order(figures, c)]
             assert held, f"{page.name}: the row {label!r} ({figures}) is not in {source}'s stored output"
+
+
+def test_a_table_quoted_from_a_benchmark_s_table_is_that_table():
+    """A benchmark that writes its table (``table.md`` beside its results) is quoted whole: no row typed in."""
+    quoted = [
+        (page, source, rows)
+        for page in [*PAGES, ROOT / "docs" / "results.md"]
+        for source, rows in tables(page)
+        if source and source.endswith(".md")
+    ]
+    assert quoted  # the richer models' table at full scale
+    for page, source, rows in quoted:
+        written = tables(ROOT / source)
+        assert len(written) == 1, f"{source} should hold one table"
+        assert rows == written[0][1], f"{page.name}: the table quoted from {source} differs from it: copy it again"
 
 
 def _in_order(wanted: list[str], among: list[str]) -> bool:
