@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint data docs bench bench-gpu bench-richer bench-richer-speed bench-richer-gpu device-pack clean
+.PHONY: demo test lint data docs bench bench-gpu bench-richer bench-richer-speed bench-richer-gpu quote-tables device-pack clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +89,10 @@ bench-richer: data
 # The same table's time-per-epoch column: every row's epoch time side by side, on one machine, in one run.
 bench-richer-speed: data
 	$(PY) $(RICHER_CPU) --speed
+
+# After a benchmark rewrote its table.md: the same table into every page that quotes it (tests/test_docs.py checks).
+quote-tables: $(STAMP)
+	$(PY) benchmarks/quote_tables.py
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache

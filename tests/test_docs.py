@@ -81,7 +81,25 @@ def test_a_table_quoted_from_a_benchmark_s_table_is_that_table():
     for page, source, rows in quoted:
         written = tables(ROOT / source)
         assert len(written) == 1, f"{source} should hold one table"
-        assert rows == written[0][1], f"{page.name}: the table quoted from {source} differs from it: copy it again"
+        assert rows == written[0][1], (
+            f"{page.name}: the table quoted from {source} differs from it: run `make quote-tables`"
+        )
+
+
+def test_quote_tables_copies_a_benchmark_s_new_table_into_the_page_that_quotes_it(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quote_tables", ROOT / "benchmarks" / "quote_tables.py")
+    quote_tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quote_tables)
+    (tmp_path / "table.md").write_text("| model | gain |\n| --- | --- |\n| a | +1.0 |\n| b | +2.0 |\n")
+    marker = "<!-- quoted from table.md -->"
+    page = f"Rows:\n\n{marker}\n| model | gain |\n| --- | --- |\n| a | +1.0 |\n\nAfter.\n"
+    new = quote_tables.requoted(page, tmp_path)
+    assert new == f"Rows:\n\n{marker}\n| model | gain |\n| --- | --- |\n| a | +1.0 |\n| b | +2.0 |\n\nAfter.\n"
+    assert quote_tables.requoted(new, tmp_path) == new
+    with pytest.raises(SystemExit, match="not directly above a table"):
+        quote_tables.requoted(f"{marker}\n\n| model | gain |\n", tmp_path, "page.md")
 
 
 def _in_order(wanted: list[str], among: list[str]) -> bool:
