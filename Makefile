@@ -73,7 +73,7 @@ device-pack: data
 # The richer-models table at full scale (every test image scored by AIS, 20 epochs a row). A run keeps the rows
 # its folder already holds with the same settings, so the table can be built a few rows at a time:
 # make bench-richer-gpu ROWS="default iwae-5". On a GPU, 16 AIS chains an image; on this project's 2-core CPU,
-# 4 chains (45 to 65 min a row, by the machine and the row), VampPrior and the IWAE rows first, IWAE k=50 last.
+# 4 chains (45 to 95 min a row, by the machine and the row), VampPrior and the IWAE rows first, IWAE k=50 last.
 # The CPU table's folder is committed (benchmarks/results/richer-cpu, 150 kB a row): machines here keep nothing
 # between sessions, so each session measures a few rows more and commits them.
 RICHER_OUT ?= runs/richer-full
