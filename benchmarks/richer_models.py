@@ -32,13 +32,20 @@ long table (the full test set on a 2-core CPU, or on a GPU whose time comes in s
 several runs, a few rows each, in any order: the gains are computed from the stored per-image AIS values
 whenever the default row is among them. The files are small (per-image values to 1e-3 nats, samples as 8-bit
 images), so a folder can be committed where machines do not keep what a run leaves behind.
+
+A row itself keeps what it has reached in ``--out``/partial/<row> (not committed): the trained model, then the
+ELBO and IS, then AIS a chunk of 1,000 images at a time, so a row stopped midway (a session's end, Ctrl-C)
+resumes at its last finished stage when run again with the same settings, and the folder goes when the row is
+done. Each chunk's AIS draws from its own seed (the row's seed plus the chunk's number).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -49,6 +56,7 @@ import ppvae
 from ppvae import viz
 
 LAYERS = [20, 10]
+AIS_CHUNK = 1000  # test images an AIS stage scores: the most a stopped row loses
 IAF = {"name": "flow", "transform": "affine_autoregressive", "layers": 2}
 ROWS = {
     "default": ("the default VAE (z=20)", {}, {}),
@@ -83,29 +91,71 @@ def said(what: str, since: float) -> float:
     return now
 
 
-def score(model, test, args) -> dict:
-    started = step = time.perf_counter()
-    result = model.evaluate(test, num_samples=args.num_samples, progress=False)
-    step = said(f"ELBO and IS, K={args.num_samples}, on {len(test):,} test images", step)
-    ais = ppvae.log_evidence(
+class Stages:
+    """What a row has measured so far, in ``partial``/stages.json: each stage's result and the seconds spent."""
+
+    def __init__(self, partial: Path):
+        self.path = partial / "stages.json"
+        self.done = json.loads(self.path.read_text()) if self.path.exists() else {"seconds": 0.0}
+
+    def run(self, name: str, measure, what: str):
+        """``measure()``'s result, measured now and kept, or kept from an earlier run."""
+        if name not in self.done:
+            started = time.perf_counter()
+            value = measure()
+            seconds = time.perf_counter() - started
+            self.done[name] = value
+            self.done["seconds"] += seconds
+            self.path.write_text(json.dumps(self.done))
+            print(f"  {what} ({seconds:.0f} s)", flush=True)
+        return self.done[name]
+
+
+def ais(model, images, args, seed: int) -> list[float]:
+    """AIS log p(x) of each of ``images`` with the table's chains and steps."""
+    estimate = ppvae.log_evidence(
         model,
-        test.subset(args.ais_images),
+        images,
         method="ais",
         chains=args.chains,
         steps=args.ais_steps,
+        seed=seed,
         diagnostics=True,
         progress=False,
     )
-    step = said(f"AIS, {args.chains} chains x {args.ais_steps} steps, on {len(ais.log_evidence):,} images", step)
+    return estimate.log_evidence.tolist()
+
+
+def ais_in_chunks(model, test, args, stages: Stages) -> torch.Tensor:
+    """AIS log p(x) on the first ``--ais-images`` test images, AIS_CHUNK images a stage."""
+    images = min(args.ais_images, len(test))
+    chunks = []
+    for number, start in enumerate(range(0, images, AIS_CHUNK)):
+        indices = torch.arange(start, min(start + AIS_CHUNK, images))
+        measure = functools.partial(ais, model, test.subset(indices), args, args.seed + number)
+        what = f"AIS, {args.chains} chains x {args.ais_steps} steps, on images {start:,} to {int(indices[-1]):,}"
+        chunks.append(torch.tensor(stages.run(f"ais {start}", measure, what), dtype=torch.float64))
+    return torch.cat(chunks)
+
+
+def score(model, test, args, partial: Path) -> dict:
+    """The row's measures of ``model``, each stage kept in ``partial`` as it ends."""
+    stages = Stages(partial)
+    result = stages.run(
+        "evaluate",
+        lambda: model.evaluate(test, num_samples=args.num_samples, progress=False),
+        f"ELBO and IS, K={args.num_samples}, on {len(test):,} test images",
+    )
+    ais_values = ais_in_chunks(model, test, args, stages)
     row = {
         "elbo": result["elbo"],
         "elbo_se": result["elbo_se"],
         "is": result["log_px"],
         "is_se": result["log_px_se"],
         "khat_unreliable": result.get("khat_unreliable", math.nan),  # NaN: K too small for a tail fit
-        "ais": mean_se(ais.log_evidence)[0],
-        "ais_se": mean_se(ais.log_evidence)[1],
-        "ais_per_image": [round(v, 3) for v in ais.log_evidence.tolist()],  # 1e-3 nats: far below any error bar
+        "ais": mean_se(ais_values)[0],
+        "ais_se": mean_se(ais_values)[1],
+        "ais_per_image": [round(v, 3) for v in ais_values.tolist()],  # 1e-3 nats: far below any error bar
         "active_units": {
             site: ppvae.latent.active_units(model, test.subset(2000), site=site).count for site in model.latent_sizes
         },
@@ -113,10 +163,13 @@ def score(model, test, args) -> dict:
         "seconds_per_epoch": sum(r["seconds"] for r in model.history) / len(model.history),
     }
     if args.bdmc_images:
-        _, both = ppvae.bdmc(model, args.bdmc_images, chains=args.chains, steps=args.ais_steps, progress=False)
-        row["bdmc_gap"] = (both.upper - both.log_evidence).mean().item()
-        said(f"the BDMC gap on {args.bdmc_images} simulated images", step)
-    row["scoring_seconds"] = time.perf_counter() - started
+
+        def gap():
+            _, both = ppvae.bdmc(model, args.bdmc_images, chains=args.chains, steps=args.ais_steps, progress=False)
+            return (both.upper - both.log_evidence).mean().item()
+
+        row["bdmc_gap"] = stages.run("bdmc", gap, f"the BDMC gap on {args.bdmc_images} simulated images")
+    row["scoring_seconds"] = stages.done["seconds"]
     return row
 
 
@@ -155,6 +208,22 @@ def table(results: dict[str, dict], speed: dict | None = None) -> str:
             f"| {time_text} |"
         )
     return "\n".join(lines)
+
+
+def trained_or_kept(key: str, train, args: argparse.Namespace, partial: Path) -> ppvae.VAE:
+    """Row ``key``'s model: trained and saved to ``partial``/model, or loaded from there where an earlier run
+    of the row trained it."""
+    folder = partial / "model"
+    if (folder / "spec.json").exists():
+        model = ppvae.load(folder)
+        if len(model.history) == args.epochs:
+            print(f"  trained {args.epochs} epochs: kept from {folder}", flush=True)
+            return model
+    started = time.perf_counter()
+    model = trained(key, train, args, epochs=args.epochs)
+    model.save(folder, figures=False, overwrite=True)
+    said(f"trained {args.epochs} epochs", started)
+    return model
 
 
 def trained(key: str, train, args: argparse.Namespace, epochs: int) -> ppvae.VAE:
@@ -210,6 +279,18 @@ def measured_before(out: Path, args: argparse.Namespace) -> tuple[dict, dict, di
         print(f"{path} was measured with other settings: its rows are measured again", flush=True)
         return {}, {}, None
     return before["rows"], torch.load(out / "samples.pt"), before.get("speed")
+
+
+def partial_folder(folder: Path, args: argparse.Namespace) -> Path:
+    """``folder``, where a row keeps its finished stages: emptied first if it holds stages measured with other
+    settings."""
+    record = folder / "settings.json"
+    if record.exists() and json.loads(record.read_text()) != settings(args):
+        print(f"  {folder} was measured with other settings: the row starts again", flush=True)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(settings(args)))
+    return folder
 
 
 def write(out: Path, args: argparse.Namespace, results: dict, samples: dict, speed: dict | None) -> None:
@@ -271,10 +352,9 @@ def main() -> None:
             print(f"{name}: kept from {out / 'results.json'}", flush=True)
         else:
             print(f"{name}:", flush=True)
-            started = time.perf_counter()
-            model = trained(key, train, args, epochs=args.epochs)
-            said(f"trained {args.epochs} epochs", started)
-            results[key] = score(model, test, args)
+            partial = partial_folder(out / "partial" / key, args)
+            model = trained_or_kept(key, train, args, partial)
+            results[key] = score(model, test, args, partial)
             samples[name] = (model.sample(16, seed=args.seed).cpu() * 255).round().to(torch.uint8)
         r = results[key]
         print(
@@ -283,6 +363,7 @@ def main() -> None:
             flush=True,
         )
         write(out, args, results, samples, speed)  # after every row: a long run shows what it has so far
+        shutil.rmtree(out / "partial" / key, ignore_errors=True)
     print("\n" + table(results, speed))
 
 
