@@ -76,7 +76,8 @@ device-pack: data
 # 4 chains (45 to 95 min a row, by the machine and the row), VampPrior and the IWAE rows first, IWAE k=50 last.
 # The CPU table's folder is committed (benchmarks/results/richer-cpu, 150 kB a row): machines here keep nothing
 # between sessions, so each session measures a few rows more and commits them. A row stopped midway resumes at
-# its last finished stage (trained model, IS, each 1,000 images of AIS), kept in the folder's partial/ (ignored).
+# its last finished stage (trained model, IS, each 1,000 images of AIS), kept in the folder's partial/: ignored by
+# git, so it helps only where the working tree outlives the run.
 RICHER_OUT ?= runs/richer-full
 bench-richer-gpu: data
 	$(PY) benchmarks/richer_models.py --accelerator cuda --epochs 20 --ais-images 10000 --ais-steps 200 \
