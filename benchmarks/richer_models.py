@@ -60,6 +60,7 @@ from ppvae import viz
 LAYERS = [20, 10]
 AIS_CHUNK = 1000  # test images an AIS stage scores: the most a stopped row loses
 IAF = {"name": "flow", "transform": "affine_autoregressive", "layers": 2}
+VAMP = {"name": "vamp", "components": 500}
 ROWS = {
     "default": ("the default VAE (z=20)", {}, {}),
     "iwae-5": ("IWAE-trained, k=5", {}, {"elbo": "iwae", "num_particles": 5}),
@@ -70,7 +71,7 @@ ROWS = {
         {"z_dim": LAYERS},
         {"elbo": "iwae", "num_particles": 5},
     ),
-    "vamp": ("VampPrior (500 pseudo-inputs)", {"prior": {"name": "vamp", "components": 500}}, {}),
+    "vamp": ("VampPrior (500 pseudo-inputs)", {"prior": VAMP}, {}),
     "flow-prior": ("flow prior (4 affine couplings)", {"prior": "flow"}, {}),
     "flow-guide": ("flow guide (2-layer IAF)", {"guide": IAF}, {}),
     "combined": (
@@ -80,7 +81,7 @@ ROWS = {
     ),
     "vamp-iwae-5": (
         "VampPrior, IWAE k=5",
-        {"prior": {"name": "vamp", "components": 500}},
+        {"prior": VAMP},
         {"elbo": "iwae", "num_particles": 5},
     ),
 }
