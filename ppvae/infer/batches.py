@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ppvae.infer.host_memory import HeapTrimmer
 from ppvae.infer.random import derive_seed, generator
 
 Batch = tuple[torch.Tensor, torch.Tensor | None]
@@ -51,10 +52,13 @@ def shard_order(
 
 def slices(size: int, *tensors: torch.Tensor | None) -> Iterator[tuple[torch.Tensor | None, ...]]:
     """Consecutive slices of ``size`` rows of every tensor at once (a None stays None): the batch loop of every
-    estimator, which scores a whole set a batch at a time."""
+    estimator, which scores a whole set a batch at a time. Between batches, host memory the last one freed is
+    handed back to the system where it piles up (`ppvae.infer.host_memory`)."""
     n = next(t.shape[0] for t in tensors if t is not None)
+    trim = HeapTrimmer()
     for start in range(0, n, size):
         yield tuple(None if t is None else t[start : start + size] for t in tensors)
+        trim()
 
 
 def local_batch_size(batch_size: int, world_size: int) -> int:
