@@ -38,7 +38,9 @@ images), so a folder can be committed where machines do not keep what a run leav
 A row itself keeps what it has reached in ``--out``/partial/<row> (not committed): the trained model, then the
 ELBO and IS, then AIS a chunk of 1,000 images at a time, so a row stopped midway (a session's end, Ctrl-C)
 resumes at its last finished stage when run again with the same settings, and the folder goes when the row is
-done. Each chunk's AIS draws from its own seed (the row's seed plus the chunk's number).
+done. Every chunk is a slice of the one binarisation of the test set that ELBO and IS score (the row's seed),
+so an image is the same binary image in every row and the gains can be paired image by image; each chunk's
+chains draw from their own seed (the row's seed plus the chunk's number).
 """
 
 from __future__ import annotations
@@ -119,12 +121,13 @@ class Stages:
         return self.done[name]
 
 
-def ais(model, images, args, seed: int) -> list[float]:
-    """AIS log p(x) of each of ``images`` with the table's chains and steps."""
+def ais(model, images: torch.Tensor, args, seed: int) -> list[float]:
+    """AIS log p(x) of each of ``images`` (binarised already) with the table's chains and steps."""
     estimate = ppvae.log_evidence(
         model,
         images,
         method="ais",
+        binarize=None,
         chains=args.chains,
         steps=args.ais_steps,
         seed=seed,
@@ -135,12 +138,14 @@ def ais(model, images, args, seed: int) -> list[float]:
 
 
 def ais_in_chunks(model, test, args, stages: Stages) -> torch.Tensor:
-    """AIS log p(x) on the first ``--ais-images`` test images, AIS_CHUNK images a stage."""
+    """AIS log p(x) on the first ``--ais-images`` test images, AIS_CHUNK images a stage, each chunk a slice of the
+    binarisation that ELBO and IS score."""
     images = min(args.ais_images, len(test))
+    binary = model.prepare(test, seed=args.seed)
     chunks = []
     for number, start in enumerate(range(0, images, AIS_CHUNK)):
         indices = torch.arange(start, min(start + AIS_CHUNK, images))
-        measure = functools.partial(ais, model, test.subset(indices), args, args.seed + number)
+        measure = functools.partial(ais, model, binary[indices], args, args.seed + number)
         what = f"AIS, {args.chains} chains x {args.ais_steps} steps, on images {start:,} to {int(indices[-1]):,}"
         chunks.append(torch.tensor(stages.run(f"ais {start}", measure, what), dtype=torch.float64))
     return torch.cat(chunks)
@@ -151,7 +156,7 @@ def score(model, test, args, partial: Path) -> dict:
     stages = Stages(partial)
     result = stages.run(
         "evaluate",
-        lambda: model.evaluate(test, num_samples=args.num_samples, progress=False),
+        lambda: model.evaluate(test, num_samples=args.num_samples, seed=args.seed, progress=False),
         f"ELBO and IS, K={args.num_samples}, on {len(test):,} test images",
     )
     ais_values = ais_in_chunks(model, test, args, stages)

@@ -101,3 +101,22 @@ def test_every_row_of_the_table_trains_is_scored_and_gains_a_figure_over_the_def
     assert [cells[0].lstrip("| ") for cells in table] == [name for name, _, _ in richer.ROWS.values()]
     gains = [cells[4] for cells in table]
     assert gains[0] == "-" and all(re.fullmatch(r"[+-]\d+\.\d\d ± \d+\.\d\d", g) for g in gains[1:]), gains
+
+
+def test_ais_scores_every_row_on_the_binary_images_elbo_and_is_score(richer, monkeypatch, tmp_path):
+    """AIS runs a chunk of images at a time, but each chunk is a slice of the test set's one binarisation (the
+    row's seed), not a binarisation of its own: an image is the same binary image in every row, so the gains
+    pair image by image."""
+    scored = []
+    measure = richer.ais
+
+    def kept(model, images, args, seed):
+        scored.append((model, images))
+        return measure(model, images, args, seed)
+
+    monkeypatch.setattr(richer, "ais", kept)
+    run(richer, monkeypatch, tmp_path)
+    model = scored[0][0]
+    test = ppvae.data.load("fashion-mnist", split="test")
+    assert [len(images) for _, images in scored] == [20, 20, 10]
+    assert torch.cat([images for _, images in scored]).equal(model.prepare(test, seed=0))
