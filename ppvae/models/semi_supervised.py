@@ -54,7 +54,9 @@ class SemiSupervisedVAE(CVAE):
     them, so its ELBO and log p(x) compare with any VAE's; ``evaluate`` adds the accuracy where labels are known.
 
     ``classifier_weight`` is alpha, the weight of the classifier's log-likelihood on each labelled image
-    (0 leaves it out: M2 as a pure generative model, whose q(y | x) learns only through the unlabelled bound).
+    (0 leaves it out: M2 as a pure generative model, whose q(y | x) learns only through the unlabelled bound;
+    on Fashion-MNIST with 100 to 3,000 labels that cost 0.014 to 0.055 of test accuracy on average over three
+    seeds, and some accuracy on every seed, so it is on by default).
     ``enumerate_labels=False`` draws y from q(y | x) instead of summing over it (a score-function gradient):
     what enumeration buys. ``classifier_network`` is q(y | x)'s network (a network part: a name or a dict), by
     default the model's ``network``. The other arguments are the CVAE's.
