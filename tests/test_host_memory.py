@@ -1,5 +1,7 @@
 """Host memory freed between batches goes back to the system (ppvae.infer.host_memory)."""
 
+import gc
+
 import pytest
 import torch
 
@@ -16,15 +18,26 @@ def strand(megabytes: int) -> torch.Tensor:
     """Leave ``megabytes`` of freed memory inside glibc's heap, below a live tensor that keeps the heap's top
     from being returned: 64 kB tensors, under any mmap threshold, then one small tensor, then the large ones freed.
     Returns the small one, which must stay alive."""
-    many = [torch.ones(16_384) for _ in range(megabytes * 16)]
-    pin = torch.ones(16)
-    del many
+    gc.disable()  # a collection here would free earlier tests' garbage and shrink the process while it grows
+    try:
+        many = [torch.ones(16_384) for _ in range(megabytes * 16)]
+        pin = torch.ones(16)
+        del many
+    finally:
+        gc.enable()
     return pin
+
+
+def settle() -> None:
+    """Free what earlier tests left in reference cycles, then return every free page: the resident size is then
+    what this test's own allocations make it."""
+    gc.collect()
+    malloc_trim()(0)
 
 
 @glibc
 def test_the_trimmer_returns_stranded_memory_once_the_process_has_grown_by_its_slack():
-    malloc_trim()(0)  # what earlier tests freed is returned first, so the stranded memory is resident anew
+    settle()  # what earlier tests freed is returned first, so the stranded memory is resident anew
     trim = HeapTrimmer(slack_mb=100)
     before = resident_mb()
     pin = strand(400)
@@ -40,7 +53,7 @@ def test_the_trimmer_returns_stranded_memory_once_the_process_has_grown_by_its_s
 
 @glibc
 def test_the_trimmer_leaves_growth_within_its_slack_alone():
-    malloc_trim()(0)
+    settle()
     trim = HeapTrimmer(slack_mb=10_000)
     pin = strand(200)
     trim()
