@@ -16,12 +16,18 @@ glibc = pytest.mark.skipif(
 
 def strand(megabytes: int) -> torch.Tensor:
     """Leave ``megabytes`` of freed memory inside glibc's heap, below a live tensor that keeps the heap's top
-    from being returned: 64 kB tensors, under any mmap threshold, then one small tensor, then the large ones freed.
-    Returns the small one, which must stay alive."""
+    from being returned: 64 kB tensors, under any mmap threshold, then one more, then all but the last freed.
+    Returns the last, which must stay alive.
+
+    The pin is as large as the others so that it lands above them: glibc fills every free chunk of 64 kB or more
+    before it extends the heap, so once the others reach the top nothing lower can take the pin. A small pin may
+    fit a small hole that earlier tests left low in the heap; the tensors freed above it then join the top, and
+    glibc returns the top on ``free`` by itself, before the trimmer is asked (CI, stop 49: 280 of 400 MB stranded).
+    """
     gc.disable()  # a collection here would free earlier tests' garbage and shrink the process while it grows
     try:
         many = [torch.ones(16_384) for _ in range(megabytes * 16)]
-        pin = torch.ones(16)
+        pin = torch.ones(16_384)
         del many
     finally:
         gc.enable()
