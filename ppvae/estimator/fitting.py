@@ -214,9 +214,9 @@ class EpochEnd:
         if options["progress"]:
             shown = (
                 ", ".join(
-                    f"{k} {v:.2f}"
+                    f"{k} {v:.3f}" if k.endswith("accuracy") else f"{k} {v:.2f}"  # accuracies move by thousandths
                     for k, v in record.items()
-                    if k.endswith(("elbo", "kl", "reconstruction")) or k.endswith("accuracy")
+                    if k.endswith(("elbo", "kl", "reconstruction", "accuracy"))
                 )
                 or f"train_loss {record['train_loss']:.2f}"
             )  # an objective that is no ELBO (walkback, alpha)
