@@ -22,15 +22,11 @@ def strand(megabytes: int) -> torch.Tensor:
     The pin is as large as the others so that it lands above them: glibc fills every free chunk of 64 kB or more
     before it extends the heap, so once the others reach the top nothing lower can take the pin. A small pin may
     fit a small hole that earlier tests left low in the heap; the tensors freed above it then join the top, and
-    glibc returns the top on ``free`` by itself, before the trimmer is asked (CI, stop 49: 280 of 400 MB stranded).
+    glibc returns the top on ``free`` by itself, before the trimmer is asked.
     """
-    gc.disable()  # a collection here would free earlier tests' garbage and shrink the process while it grows
-    try:
-        many = [torch.ones(16_384) for _ in range(megabytes * 16)]
-        pin = torch.ones(16_384)
-        del many
-    finally:
-        gc.enable()
+    many = [torch.ones(16_384) for _ in range(megabytes * 16)]
+    pin = torch.ones(16_384)
+    del many
     return pin
 
 
