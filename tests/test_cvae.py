@@ -92,6 +92,38 @@ def test_bad_labels_are_explained():
         ppvae.VAE(x_shape=(1, 8, 8), z_dim=2).sample(2, y=1)
 
 
+@pytest.mark.parametrize("kind", [ppvae.CVAE, ppvae.SemiSupervisedVAE])
+def test_labels_take_one_rule_wherever_they_are_given(kind):
+    """A class name, or one label for every image, works in fit, sample, encode, reconstruct and decode alike;
+    a count that is neither one nor one per image is refused."""
+    model = kind(**SMALL, classes=["top", "bottom", "left"])
+    data = labelled(12)
+    model.fit(data.x, y="left", epochs=1, batch_size=6, progress=False)
+    x, z = data.x[:4], torch.zeros(4, 2)
+    as_indices = torch.full((4,), 2)
+    for label in ("left", "Left", 2, torch.tensor(2), ["left"] * 4, as_indices):
+        assert torch.equal(model.decode(z, y=label), model.decode(z, y=as_indices)), label
+        assert torch.equal(model.encode(x, y=label), model.encode(x, y=as_indices)), label
+        assert torch.equal(model.reconstruct(x, y=label), model.reconstruct(x, y=as_indices)), label
+        assert torch.equal(model.sample(4, y=label, seed=0), model.sample(4, y=as_indices, seed=0)), label
+    assert torch.equal(model.decode(z, y=["top", 1, "left", 0]), model.decode(z, y=torch.tensor([0, 1, 2, 0])))
+    for call in (
+        lambda: model.encode(x, y=[0, 1, 2]),
+        lambda: model.decode(z, y=[0, 1]),
+        lambda: model.sample(4, y=[1, 2]),
+    ):
+        with pytest.raises(ValueError, match=r"4 images but \d labels: give one label per image, or one for them all"):
+            call()
+    with pytest.raises(ValueError, match="12 images but 5 labels"):
+        kind(**SMALL).fit(data.x, y=[0, 1, 2, 0, 1], epochs=1, progress=False)
+    with pytest.raises(ValueError, match="label -1 is outside 0..2"):
+        model.sample(2, y=-1)  # unknown is a label M2 scores with, not one it draws images of
+    with pytest.raises(ValueError, match=f"{kind.__name__} decodes with a condition: pass labels y"):
+        model.decode(z)
+    with pytest.raises(ValueError, match=r"z of shape \(4, 3\) does not fit: .* codes of shape \(N, 2\)"):
+        model.decode(torch.zeros(4, 3), y=0)
+
+
 def test_cli_trains_a_cvae_on_labelled_folders_and_samples_a_class(tmp_path, capsys):
     from torchvision.io import write_png
 

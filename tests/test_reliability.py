@@ -440,7 +440,8 @@ def test_labels_that_are_not_class_indices_are_refused_in_one_line():
     x = bars(30).x
     for labels, message in [
         (torch.full((30,), float("nan")), "labels hold NaN"),
-        (["a"] * 30, "not numbers"),
+        (["a"] * 30, "unknown label 'a'; known: 0 to 2 \\(no class names\\)"),
+        ([{"a": 1}] * 30, "class indices \\(whole numbers\\) or class names, one per image; got list that is neither"),
         (torch.ones(30, dtype=torch.bool), "got torch.bool"),
         (torch.full((30,), 2.5), "whole numbers"),
     ]:

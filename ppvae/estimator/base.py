@@ -31,7 +31,7 @@ from torch import nn
 from ppvae.data import Data, as_images, check_binarize, fixed_binarization
 from ppvae.data import binarize as binarize_images
 from ppvae.estimator import evidence, fitting, runs
-from ppvae.estimator.contract import Capabilities, FitRecord, labels_for
+from ppvae.estimator.contract import Capabilities, FitRecord, check_labels, labels_for
 from ppvae.estimator.registry import register_model
 from ppvae.infer import PYRO_LOCK, elbo_terms, seeded, serialised
 from ppvae.infer.batches import slices
@@ -148,13 +148,19 @@ class LatentVariableModel(nn.Module):
         return as_images(data, self.x_shape).to(self.device)
 
     def condition_for(
-        self, data: Data | None, x: torch.Tensor | None, y: Any = None, c: torch.Tensor | None = None
+        self,
+        data: Data | None,
+        x: torch.Tensor | None,
+        y: Any = None,
+        c: torch.Tensor | None = None,
+        count: int | None = None,
     ) -> torch.Tensor | None:
-        """The condition for ``data`` (prepared as ``x``): ``c`` as given, else the hook's, from labels ``y``
-        (or the dataset's, but for a model whose label is latent: see `labels_for`)."""
+        """The condition for ``data`` (prepared as ``x``), or for ``count`` codes: ``c`` as given, else the hook's,
+        from labels ``y`` (or the dataset's, but for a model whose label is latent: see `labels_for`)."""
         if c is not None:
             return torch.as_tensor(c).to(self.device)
-        labels = labels_for(self, data if data is not None else x, y, scoring=True)
+        count = len(x) if x is not None else count
+        labels = labels_for(self, data if data is not None else x, y, scoring=True, count=count)
         return self.condition(x, None if labels is None else labels.to(self.device))
 
     def resolve_binarize(self, binarize: str | None, x: torch.Tensor) -> str | None:
@@ -358,8 +364,17 @@ class LatentVariableModel(nn.Module):
         ``site`` names the latent layer z belongs to (default: the one next to x); codes of a higher
         layer of a hierarchy reach x through the locations of the layers below (see ``descend``)."""
         self.eval()
-        c = self.condition_for(None, None, y, c) if (y is not None or c is not None) else None
         z = torch.as_tensor(z, dtype=torch.float32).to(self.device)
+        width = self.latent_sizes.get(self.latent_site(site)) if self.latent_sizes else None
+        if width is not None and (z.dim() != 2 or z.shape[-1] != width):
+            raise ValueError(
+                f"z of shape {tuple(z.shape)} does not fit: {type(self).__name__} decodes codes of shape (N, {width})"
+                + (f" at site {site!r}" if site else "")
+            )
+        if y is None and c is None and self.capabilities.condition != "none":
+            given = "labels y" if self.capabilities.condition == "labels" else "the condition c"
+            raise ValueError(f"{type(self).__name__} decodes with a condition: pass {given}")
+        c = self.condition_for(None, None, y, c, count=len(z)) if (y is not None or c is not None) else None
         return self.likelihood_mean(self.descend(z, site, c), c)
 
     def descend(
@@ -410,8 +425,11 @@ class LatentVariableModel(nn.Module):
             return self.likelihood_mean(self.prior_sample(n, c), c)
 
     def sample_labels(self, n: int, y: Any = None) -> torch.Tensor:
-        """The ``n`` labels a conditional model samples with; by default the classes in turn."""
-        return torch.arange(n) % self.num_classes if y is None else torch.as_tensor(y).expand(n)
+        """The ``n`` labels a conditional model samples with: ``y`` (one label for all, or ``n`` of them, indices or
+        class names), by default the classes in turn."""
+        if y is None:
+            return torch.arange(n) % self.num_classes
+        return check_labels(y, self.num_classes, classes=getattr(self, "classes", None), count=n)
 
     # -- evaluation -----------------------------------------------------------------------------
 

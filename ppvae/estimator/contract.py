@@ -15,6 +15,7 @@ is its programs, its capabilities line, and the contract test (``tests/test_cont
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -135,9 +136,13 @@ class Model(Protocol):
     # estimator API (evaluate, encode, reconstruct, sample) that scores held-out data and draws figures.
 
 
-def labels_for(model: Model, data: Any, y: Any = None, scoring: bool = False) -> torch.Tensor | None:
+def labels_for(
+    model: Model, data: Any, y: Any = None, scoring: bool = False, count: int | None = None
+) -> torch.Tensor | None:
     """The labels the machinery hands the condition hook for ``data``: ``y``, else the dataset's, for a model
-    conditioned on labels (checked once here: class indices in 0..num_classes-1); None for any other model.
+    conditioned on labels (checked once here: class indices in 0..num_classes-1, or names from the model's
+    ``classes`` where it has them; one label, given for ``count`` images, stands for each); None for any other
+    model.
 
     A model whose label is latent takes -1 for an unknown label, and, ``scoring`` (encode, the ELBO, log p(x)),
     reads labels only from ``y``: a labelled test set is scored as images, p(x) with the label summed out,
@@ -150,22 +155,58 @@ def labels_for(model: Model, data: Any, y: Any = None, scoring: bool = False) ->
         return torch.full((len(data),), MISSING, dtype=torch.long)  # no label known: every one summed out
     if y is None:
         raise ValueError(f"{type(model).__name__} is conditional: pass labels y (or a dataset that has them)")
-    return check_labels(y, model.num_classes, missing=model.capabilities.latent_labels)
+    classes = getattr(model, "classes", None)
+    return check_labels(y, model.num_classes, missing=model.capabilities.latent_labels, classes=classes, count=count)
 
 
 MISSING = -1
 """The label of an image whose class is unknown, for a model whose label is latent (scikit-learn's mark too)."""
 
 
-def check_labels(y: Any, num_classes: int, missing: bool = False) -> torch.Tensor:
+def class_index(label: Any, num_classes: int, classes: Sequence[str] | None = None) -> int:
+    """One label as a class index: a whole number in 0..num_classes-1, or one of ``classes`` (case and spaces
+    ignored)."""
+    if isinstance(label, str) and not label.lstrip("-").isdigit():
+        names = [name.lower().replace(" ", "") for name in classes or []]
+        key = label.lower().replace(" ", "")
+        if key not in names:
+            known = ", ".join(classes) if classes else f"0 to {num_classes - 1} (no class names)"
+            raise ValueError(f"unknown label {label!r}; known: {known}")
+        return names.index(key)
+    if isinstance(label, torch.Tensor) and label.numel() == 1:
+        label = label.item()
+    if isinstance(label, bool) or not (isinstance(label, (int, str)) or float(label).is_integer()):
+        raise ValueError(f"a label is a class index (a whole number) or a class name, got {label!r}")
+    index = int(label)
+    if not 0 <= index < num_classes:
+        raise ValueError(f"label {index} is outside 0..{num_classes - 1}")
+    return index
+
+
+def check_labels(
+    y: Any,
+    num_classes: int,
+    missing: bool = False,
+    classes: Sequence[str] | None = None,
+    count: int | None = None,
+) -> torch.Tensor:
     """``y`` as a tensor of class indices (and, with ``missing``, -1 for an unknown one), or an error that says
-    what is wrong with it."""
+    what is wrong with it. Class names (one, or a list) are read through ``classes``; with ``count``, the labels
+    are one per image: a single label is repeated ``count`` times, and any other number is refused."""
+
+    def index(label: Any) -> int:
+        return MISSING if missing and label == MISSING else class_index(label, num_classes, classes)
+
+    if isinstance(y, (str, int, float)):  # one label, said as a number or a name
+        y = torch.tensor(index(y))
+    elif isinstance(y, (list, tuple)) and any(isinstance(label, str) for label in y):
+        y = torch.tensor([index(label) for label in y])
     try:
         y = torch.as_tensor(y)
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(
-            f"labels are class indices (whole numbers), one per image; got {type(y).__name__} that is not numbers "
-            "(a conditional model also takes class names: y='Sneaker' where it samples)"
+            f"labels are class indices (whole numbers) or class names, one per image; got {type(y).__name__} "
+            "that is neither"
         ) from None
     if y.dtype == torch.bool or y.is_complex():
         raise ValueError(f"labels are class indices (whole numbers), got {y.dtype} values")
@@ -180,4 +221,8 @@ def check_labels(y: Any, num_classes: int, missing: bool = False) -> torch.Tenso
     if y.numel() and (y.min() < low or y.max() >= num_classes):
         allowed = f"0..{num_classes - 1}" + (" or -1 (unknown)" if missing else "")
         raise ValueError(f"labels must lie in {allowed}, got values in [{int(y.min())}, {int(y.max())}]")
+    if count is not None and y.dim() == 0:
+        return y.repeat(count)
+    if count is not None and len(y) != count:
+        raise ValueError(f"{count} images but {len(y)} labels: give one label per image, or one for them all")
     return y

@@ -449,9 +449,12 @@ def fit(
 
     if y is not None and in_memory(data):  # labels travel with their images from here on
         with argument("y"):
-            labels = labels_for(model, None, y) if model.capabilities.condition == "labels" else torch.as_tensor(y)
-            if len(labels) != len(data):
-                raise ValueError(f"{len(data)} images but {len(labels)} labels")
+            if model.capabilities.condition == "labels":
+                labels = labels_for(model, None, y, count=len(data))
+            else:
+                labels = torch.as_tensor(y)
+            if labels.dim() != 1 or len(labels) != len(data):
+                raise ValueError(f"{len(data)} images but {labels.numel()} labels")
         if isinstance(data, ImageDataset):
             data, y = dataclasses.replace(data, y=labels), None
         else:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ppvae import viz
 from ppvae.estimator import Capabilities, FitRecord, LatentVariableModel
+from ppvae.estimator.contract import class_index
 from ppvae.estimator.figures import save_figure_atomic
 from ppvae.infer import seeded
 from ppvae.models.vae import VAE
@@ -76,26 +77,7 @@ class CVAE(VAE):
 
     def label_index(self, label: int | str) -> int:
         """A label as a class index: an index, or one of ``classes`` (case and spaces ignored)."""
-        if isinstance(label, str) and not label.lstrip("-").isdigit():
-            names = [c.lower().replace(" ", "") for c in self.classes or []]
-            key = label.lower().replace(" ", "")
-            if key not in names:
-                known = ", ".join(self.classes) if self.classes else f"0 to {self.num_classes - 1} (no class names)"
-                raise ValueError(f"unknown label {label!r}; known: {known}")
-            return names.index(key)
-        if isinstance(label, bool) or not (isinstance(label, (int, str)) or float(label).is_integer()):
-            raise ValueError(f"a label is a class index (a whole number) or a class name, got {label!r}")
-        index = int(label)
-        if not 0 <= index < self.num_classes:
-            raise ValueError(f"label {index} is outside 0..{self.num_classes - 1}")
-        return index
-
-    def sample_labels(self, n: int, y: Any = None) -> torch.Tensor:
-        if y is None or isinstance(y, torch.Tensor):
-            return super().sample_labels(n, y)
-        one = isinstance(y, (int, float, str)) or not hasattr(y, "__iter__")
-        labels = torch.tensor([self.label_index(label) for label in ([y] if one else list(y))])
-        return labels.expand(n) if labels.numel() == 1 else labels
+        return class_index(label, self.num_classes, self.classes)
 
     def condition(self, x: torch.Tensor | None, y: torch.Tensor | None, train: bool = False) -> torch.Tensor:
         """Labels (class indices, checked at the door) as one-hot vectors, the condition every part takes."""
