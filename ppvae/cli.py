@@ -348,6 +348,8 @@ def evidence_options(args: argparse.Namespace) -> dict:
     _check_count("--num-samples", args.num_samples or None)  # 0: no log p(x)
     for flag in ("chains", "steps"):
         _check_count(f"--{flag}", getattr(args, flag))
+    if args.num_samples == 0 and args.method == "is":
+        raise ValueError("--num-samples 0 asks for no log p(x), --method is for one: give K >= 1, or leave one out")
     if args.num_samples is not None and args.method not in (None, "is"):
         raise ValueError(f"--num-samples is importance sampling's; --method {args.method} does not take it")
     return {flag: getattr(args, flag) for flag in ("chains", "steps", "proposal") if getattr(args, flag) is not None}
@@ -410,6 +412,12 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
     unknown = [k for k in args.kinds if k not in ppvae.plots.KINDS]
     if unknown:
         raise ValueError(f"unknown figure {', '.join(unknown)}; choose from {', '.join(ppvae.plots.KINDS)}")
+    by_class = [k for k in args.kinds if k in ("manifold", "traverse")]
+    if by_class and args.label is None and model.capabilities.condition == "labels":
+        example = (getattr(model, "classes", None) or ["3"])[0]
+        raise ValueError(
+            f"a {type(model).__name__} draws {' and '.join(by_class)} for one class: add --label (--label {example!r})"
+        )
     needs_data = any(k not in ("manifold", "traverse", "training") for k in args.kinds)
     test = (
         _run_test_data(args, read_spec(args.run), dequantized=False)

@@ -277,6 +277,10 @@ def test_evaluate_and_compare_take_the_estimator_and_name_it(tmp_path, capsys):
     assert json.loads((tmp_path / "a" / "evaluation.json").read_text())["method"] == "quadrature"
     assert main(["evaluate", run, "--method", "ais", "--num-samples", "5", "--quiet"]) == 2
     assert "--num-samples is importance sampling's" in capsys.readouterr().err
+    assert main(["evaluate", run, "--method", "is", "--num-samples", "0", "--quiet"]) == 2  # was K=1000, silently
+    assert "--num-samples 0 asks for no log p(x), --method is for one" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="num_samples must be >= 1, got 0"):
+        ppvae.load(run).evaluate(torch.zeros(2, 1, 8, 8), method="is", num_samples=0)
     assert main(["evaluate", run, "--method", "exact", "--quiet"]) == 2
     assert "no closed-form evidence" in capsys.readouterr().err
     out = tmp_path / "compared"

@@ -160,6 +160,9 @@ def test_cli_trains_a_cvae_on_labelled_folders_and_samples_a_class(tmp_path, cap
     assert (tmp_path / "left.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["sample", str(run), "--label", "right"]) == 2
     assert "unknown label 'right'" in capsys.readouterr().err
+    assert main(["plot", str(run), "manifold", "traverse"]) == 2
+    assert "a CVAE draws manifold and traverse for one class: add --label (--label 'bottom')" in capsys.readouterr().err
+    assert main(["plot", str(run), "manifold", "--label", "left"]) == 0 and (run / "manifold.png").exists()
 
 
 def test_the_reports_figures_are_one_call_each(tmp_path):

@@ -497,7 +497,7 @@ class LatentVariableModel(nn.Module):
         terms = self.elbo_terms(data, y, c, batch_size=batch_size, binarize=binarize, seed=seed)
         if estimated:
             if method == "is":
-                evidence_options["num_samples"] = num_samples or 1000
+                evidence_options["num_samples"] = 1000 if num_samples is None else num_samples  # 0: refused there
             elif num_samples:
                 evidence.refuse_option("num_samples", method)
             estimate = evidence.log_evidence(
