@@ -113,6 +113,10 @@ def test_completion_models_say_what_they_need():
         model.model(two_kinds(2))
     with pytest.raises(ValueError, match="1, 2 or 3"):
         model.complete(two_kinds(2), visible=0)
+    with pytest.raises(ValueError, match=r"builds its condition from images: pass c=quadrant_condition\(x, k\)"):
+        model.decode(torch.zeros(2, model.z_dim))
+    c = model.quadrant_condition(two_kinds(2), 2)
+    assert model.decode(torch.zeros(2, model.z_dim), c=c).shape == (2, 1, 8, 8)
     with pytest.raises(ValueError, match="no latent"):
         ppvae.CompletionNetwork(x_shape=(1, 8, 8)).encode(two_kinds(2))
     with pytest.raises(ValueError, match="network='mlp'"):

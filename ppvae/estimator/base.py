@@ -371,10 +371,11 @@ class LatentVariableModel(nn.Module):
                 f"z of shape {tuple(z.shape)} does not fit: {type(self).__name__} decodes codes of shape (N, {width})"
                 + (f" at site {site!r}" if site else "")
             )
-        if y is None and c is None and self.capabilities.condition != "none":
-            given = "labels y" if self.capabilities.condition == "labels" else "the condition c"
-            raise ValueError(f"{type(self).__name__} decodes with a condition: pass {given}")
-        c = self.condition_for(None, None, y, c, count=len(z)) if (y is not None or c is not None) else None
+        kind = self.capabilities.condition
+        if y is None and c is None and kind == "labels":
+            raise ValueError(f"{type(self).__name__} decodes with a condition: pass labels y")
+        given = y is not None or c is not None or kind == "images"  # the hook says how to build c from images
+        c = self.condition_for(None, None, y, c, count=len(z)) if given else None
         return self.likelihood_mean(self.descend(z, site, c), c)
 
     def descend(
