@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pyro
@@ -449,6 +450,11 @@ def test_labels_that_are_not_class_indices_are_refused_in_one_line():
             fit(cvae, x, y=labels)
     with pytest.raises(ValueError, match=r"got a tuple of 2 for the images: pass the images alone .* y="):
         fit(cvae, (x, torch.arange(30) % 3))  # scikit-learn's habit
+    for path in ("images.npy", Path("images.npy")):  # the command line's habit: it read a dataset as characters
+        with pytest.raises(ValueError, match=r"got the path 'images.npy' for the images: .*ppvae.data.load"):
+            fit(cvae, path, y=torch.arange(30) % 3)
+        with pytest.raises(ValueError, match=r"got the path 'images.npy'"):
+            cvae.encode(path, y=0)
     fit(cvae, x, y=torch.arange(30) % 3)
     for label in (3.7, True):
         with pytest.raises(ValueError, match="a label is a class index"):

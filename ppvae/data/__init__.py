@@ -7,6 +7,7 @@ array file or image folder.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ __all__ = [
     "fixed_binarization",
     "load",
     "read_idx",
-    "refuse_tuples",
+    "refuse_tuples_and_paths",
     "to_float_images",
     "write_idx",
 ]
@@ -104,8 +105,11 @@ def to_float_images(x: torch.Tensor, shape: tuple[int, ...] | None = None) -> to
     return x
 
 
-def refuse_tuples(data: Any) -> None:
-    """One line for the scikit-learn habit of handing images and labels together as a tuple."""
+def refuse_tuples_and_paths(data: Any) -> None:
+    """One line for two habits: handing images and labels together as a tuple (scikit-learn's), and handing
+    a file's path where images go (the command line's ``--data``)."""
+    if isinstance(data, (str, os.PathLike)):
+        raise ValueError(f"got the path {str(data)!r} for the images: read them first, ppvae.data.load({str(data)!r})")
     if isinstance(data, tuple):
         raise ValueError(
             f"got a tuple of {len(data)} for the images: pass the images alone and their labels as y (fit(x, y=labels))"
@@ -122,7 +126,7 @@ def as_images(data: Data, shape: tuple[int, ...] | None = None) -> torch.Tensor:
 
     uint8 images are scaled to [0, 1]; any other map-style dataset is read into one tensor.
     """
-    refuse_tuples(data)
+    refuse_tuples_and_paths(data)
     x = data.x if isinstance(data, ImageDataset) else data
     if isinstance(x, torch.utils.data.Dataset) and not isinstance(x, torch.Tensor):
         x = _stack_dataset(x)

@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from ppvae.atomic import note_written, remove_temporaries
-from ppvae.data import ImageDataset, fixed_binarization, in_memory, refuse_tuples, to_float_images
+from ppvae.data import ImageDataset, fixed_binarization, in_memory, refuse_tuples_and_paths, to_float_images
 from ppvae.data import binarize as binarize_images
 from ppvae.estimator import runs
 from ppvae.estimator.contract import FitRecord, Model, labels_for
@@ -364,7 +364,6 @@ def _training_batches(
     initialisation) and the binarisation it resolved."""
     seed, batch_size = options["seed"], options["batch_size"]
     with argument("data"):
-        refuse_tuples(data)
         if in_memory(data):
             x = model.images(data)
             head = x[:INIT_EXAMPLES]
@@ -432,6 +431,7 @@ def fit(
     out = Path(options["out"]) if options["out"] is not None else None
     state = None
     with argument("data"):
+        refuse_tuples_and_paths(data)
         fingerprint = data_fingerprint(model, data, y)
     if options["resume"]:
         state, validation = restore(model, record, out, options, validation)
