@@ -101,7 +101,7 @@ def test_labels_take_one_rule_wherever_they_are_given(kind):
     model.fit(data.x, y="left", epochs=1, batch_size=6, progress=False)
     x, z = data.x[:4], torch.zeros(4, 2)
     as_indices = torch.full((4,), 2)
-    for label in ("left", "Left", 2, torch.tensor(2), ["left"] * 4, as_indices):
+    for label in ("left", "Left", 2, torch.tensor(2), ["left"] * 4, np.array(["left"] * 4), as_indices):
         assert torch.equal(model.decode(z, y=label), model.decode(z, y=as_indices)), label
         assert torch.equal(model.encode(x, y=label), model.encode(x, y=as_indices)), label
         assert torch.equal(model.reconstruct(x, y=label), model.reconstruct(x, y=as_indices)), label

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import numpy as np
 import torch
 
 ConditionKind = Literal["none", "labels", "images"]
@@ -197,6 +198,8 @@ def check_labels(
     def index(label: Any) -> int:
         return MISSING if missing and label == MISSING else class_index(label, num_classes, classes)
 
+    if isinstance(y, np.ndarray) and y.dtype.kind in "USO":  # names in an array (a data frame's column)
+        y = y.tolist()
     if isinstance(y, (str, int, float)):  # one label, said as a number or a name
         y = torch.tensor(index(y))
     elif isinstance(y, (list, tuple)) and any(isinstance(label, str) for label in y):
