@@ -414,7 +414,7 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
         raise ValueError(f"unknown figure {', '.join(unknown)}; choose from {', '.join(ppvae.plots.KINDS)}")
     by_class = [k for k in args.kinds if k in ("manifold", "traverse")]
     if by_class and args.label is None and model.capabilities.condition == "labels":
-        example = (getattr(model, "classes", None) or ["3"])[0]
+        example = (model.classes or ["3"])[0]
         raise ValueError(
             f"a {type(model).__name__} draws {' and '.join(by_class)} for one class: add --label (--label {example!r})"
         )

@@ -58,6 +58,7 @@ class LatentVariableModel(nn.Module):
 
     capabilities = Capabilities()  # a subclass's one line; an instance refines it where a part decides
     num_classes = 0  # label classes of a model conditioned on labels
+    classes: list[str] | None = None  # their names, where known: labels may be given by name
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -430,7 +431,7 @@ class LatentVariableModel(nn.Module):
         class names), by default the classes in turn."""
         if y is None:
             return torch.arange(n) % self.num_classes
-        return check_labels(y, self.num_classes, classes=getattr(self, "classes", None), count=n)
+        return check_labels(y, self.num_classes, classes=self.classes, count=n)
 
     # -- evaluation -----------------------------------------------------------------------------
 

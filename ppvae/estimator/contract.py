@@ -106,6 +106,7 @@ class Model(Protocol):
     x_dim: int
     beta: float
     num_classes: int
+    classes: list[str] | None  # the class names, where known (labels may be given by name)
     fit_record: FitRecord
     latent_sizes: dict[str, int]  # each continuous latent site's size, the one next to x first (several: a hierarchy)
     training_arguments: dict[str, Any]  # what the programs take in training beside kl_weight ({} for most)
@@ -156,8 +157,8 @@ def labels_for(
         return torch.full((len(data),), MISSING, dtype=torch.long)  # no label known: every one summed out
     if y is None:
         raise ValueError(f"{type(model).__name__} is conditional: pass labels y (or a dataset that has them)")
-    classes = getattr(model, "classes", None)
-    return check_labels(y, model.num_classes, missing=model.capabilities.latent_labels, classes=classes, count=count)
+    missing = model.capabilities.latent_labels
+    return check_labels(y, model.num_classes, missing=missing, classes=model.classes, count=count)
 
 
 MISSING = -1
