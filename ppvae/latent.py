@@ -24,6 +24,7 @@ import torch
 
 from ppvae.data import Data, ImageDataset
 from ppvae.estimator import LatentVariableModel, labels_for
+from ppvae.estimator import class_index as label_index
 from ppvae.infer.batches import slices
 
 ACTIVE_THRESHOLD = 0.01
@@ -405,15 +406,8 @@ def interpolate(
 
 
 def class_index(data: ImageDataset, label: int | str) -> int:
-    """A class of ``data`` as an index: an index, or one of its class names (case ignored)."""
-    if isinstance(label, str) and not label.isdigit():
-        names = [name.lower() for name in data.classes or []]
-        if label.lower() not in names:
-            raise ValueError(
-                f"unknown class {label!r}; known: {', '.join(data.classes or []) or 'none (no class names)'}"
-            )
-        return names.index(label.lower())
-    return int(label)
+    """A class of ``data`` as an index: an index, or one of its class names (case and spaces ignored)."""
+    return label_index(label, data.num_classes, data.classes)
 
 
 @torch.no_grad()

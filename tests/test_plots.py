@@ -76,8 +76,10 @@ def test_figures_say_what_they_need():
         ppvae.plot(model, "tsne-plot", bars(10))
     with pytest.raises(ValueError, match="kept no snapshots"):
         ppvae.plot(model, "training", bars(10))
-    with pytest.raises(ValueError, match="unknown class"):
+    with pytest.raises(ValueError, match="unknown label 'boots'; known: top, bottom, left"):
         latent.attribute(model, bars(30), "top", "boots", bars(30).x[:2])
+    with pytest.raises(ValueError, match=r"label 7 is outside 0..2"):
+        latent.attribute(model, bars(30), "top", 7, bars(30).x[:2])
     cvae = ppvae.CVAE(x_shape=(1, 8, 8), num_classes=3, z_dim=2)
     with pytest.raises(ValueError, match="pass y"):
         latent.traverse(cvae)

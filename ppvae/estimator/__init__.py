@@ -11,7 +11,7 @@ Nothing here names a model class; a model enters only through the contract.
 """
 
 from ppvae.estimator.base import LatentVariableModel
-from ppvae.estimator.contract import Capabilities, FitRecord, Model, labels_for
+from ppvae.estimator.contract import Capabilities, FitRecord, Model, class_index, labels_for
 from ppvae.estimator.evidence import METHOD_OPTIONS, METHODS, bdmc, bits_per_dim, log_evidence
 from ppvae.estimator.fitting import TrainingDiverged
 from ppvae.estimator.registry import MODEL_CLASSES, model_names
@@ -28,6 +28,7 @@ __all__ = [
     "TrainingDiverged",
     "bdmc",
     "bits_per_dim",
+    "class_index",
     "labels_for",
     "load",
     "log_evidence",
