@@ -23,6 +23,7 @@ checked against the part's registered options.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ except ModuleNotFoundError:  # Python 3.10
 from ppvae.estimator import LatentVariableModel, model_names
 from ppvae.estimator.memory import check_model_size
 from ppvae.models import MODELS
-from ppvae.parts import REGISTRIES, normalize_spec
+from ppvae.parts import REGISTRIES, did_you_mean, normalize_spec
 
 SECTIONS = ("model", "fit", "data")
 
@@ -97,11 +98,17 @@ def part_flags(model: dict[str, Any], extra: Sequence[str]) -> dict[str, Any]:
         option = option.replace("-", "_")
         allowed = REGISTRIES[kind].options(spec["name"]) if spec["name"] in REGISTRIES[kind] else {}
         if option not in allowed:
-            listed = ", ".join(f"--{kind}-{k.replace('_', '-')}" for k in allowed) or "none"
-            raise ValueError(f"{kind} {spec['name']!r} has no option {option!r}; its options: {listed}")
+            listed = ", ".join(_part_flag(kind, k) for k in allowed) or "none"
+            hint = did_you_mean(option, allowed, show=functools.partial(_part_flag, kind))
+            raise ValueError(f"{kind} {spec['name']!r} has no option {option!r}{hint}; its options: {listed}")
         spec[option] = values[0] if len(values) == 1 else values
         model[kind] = spec
     return model
+
+
+def _part_flag(kind: str, option: str) -> str:
+    """The command-line flag of a part's option: ``--prior-components``."""
+    return f"--{kind}-{option.replace('_', '-')}"
 
 
 def model_class(model_spec: dict[str, Any]) -> type[LatentVariableModel]:
@@ -109,7 +116,8 @@ def model_class(model_spec: dict[str, Any]) -> type[LatentVariableModel]:
     name = model_spec.get("name", "VAE")
     names = model_names()
     if name not in names:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(set(names.values())))}")
+        hint = did_you_mean(name, names)
+        raise ValueError(f"unknown model {name!r}{hint}; available: {', '.join(sorted(set(names.values())))}")
     return MODELS[names[name]]
 
 
@@ -130,6 +138,13 @@ def build_model(model_spec: dict[str, Any], x_shape: Sequence[int], data: Any = 
         if getattr(data, "y", None) is None:
             raise ValueError(f"{cls.__name__} learns from labels, and this data has none")
         spec.update(num_classes=data.num_classes, classes=getattr(data, "classes", None))
+    takes = [name for name in inspect.signature(cls).parameters if name != "x_shape"]
+    unknown = sorted(set(spec) - set(takes))
+    if unknown:
+        hint = did_you_mean(unknown[0], takes) if len(unknown) == 1 else ""
+        raise ValueError(
+            f"{cls.__name__} takes no [model] key {', '.join(map(repr, unknown))}{hint}; its keys: {', '.join(takes)}"
+        )
     check_model_size(cls, {"x_shape": tuple(x_shape), **spec}, "[model]")
     try:
         return cls(x_shape=tuple(x_shape), **spec)

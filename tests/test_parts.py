@@ -139,6 +139,10 @@ def test_unknown_parts_and_options_list_what_exists():
         ppvae.VAE(prior="gaussian")
     with pytest.raises(ValueError, match="prior 'mixture' has no option 'k'; its options: components=10"):
         ppvae.VAE(prior={"name": "mixture", "k": 3})
+    with pytest.raises(ValueError, match=r"unknown prior 'laplce' \(did you mean 'laplace'\?\); available"):
+        ppvae.VAE(prior="laplce")  # a near miss is named; 'gaussian' above is near nothing
+    with pytest.raises(ValueError, match=r"no option 'component' \(did you mean 'components'\?\)"):
+        ppvae.VAE(prior={"name": "mixture", "component": 3})
     with pytest.raises(ValueError, match="divisible by 4"):
         ppvae.VAE(x_shape=(1, 10, 10), network="conv")
     with pytest.raises(ValueError, match="df must be a positive number, got 0"):

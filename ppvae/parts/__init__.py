@@ -6,7 +6,7 @@ from ppvae.parts.guides import GUIDES, LocationScaleGuide
 from ppvae.parts.likelihoods import LIKELIHOODS, Likelihood, observed_where
 from ppvae.parts.networks import MLP, NETWORKS, Networks
 from ppvae.parts.priors import PRIORS, Prior
-from ppvae.parts.registry import Registry, normalize_spec
+from ppvae.parts.registry import Registry, did_you_mean, normalize_spec
 
 REGISTRIES = {
     "prior": PRIORS,
@@ -32,6 +32,7 @@ __all__ = [
     "Networks",
     "Prior",
     "Registry",
+    "did_you_mean",
     "normalize_spec",
     "observed_where",
 ]

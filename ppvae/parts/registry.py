@@ -7,8 +7,9 @@ rejected with a message that lists what exists.
 
 from __future__ import annotations
 
+import difflib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 PartSpec = str | Mapping[str, Any]
@@ -20,6 +21,13 @@ def positive(name: str, value: float, integer: bool = False) -> float | int:
     if not number > 0 or (integer and number != value):
         raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value}")
     return number
+
+
+def did_you_mean(word: str, choices: Iterable[str], show: Callable[[str], str] = repr) -> str:
+    """`` (did you mean 'laplace'?)`` for a near miss among ``choices`` (written by ``show``), else nothing: the
+    tail of a message that refuses an unknown name."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.75)
+    return f" (did you mean {show(close[0])}?)" if close else ""
 
 
 def normalize_spec(spec: PartSpec, kind: str) -> dict[str, Any]:
@@ -83,13 +91,15 @@ class Registry:
         options = normalize_spec(spec, self.kind)
         name = options.pop("name")
         if name not in self._parts:
-            raise ValueError(f"unknown {self.kind} {name!r}; available: {', '.join(self._parts)}")
+            hint = did_you_mean(name, self._parts)
+            raise ValueError(f"unknown {self.kind} {name!r}{hint}; available: {', '.join(self._parts)}")
         allowed = self.options(name)
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             listed = ", ".join(f"{k}={v!r}" for k, v in allowed.items()) or "none"
+            hint = did_you_mean(unknown[0], allowed) if len(unknown) == 1 else ""
             raise ValueError(
-                f"{self.kind} {name!r} has no option {', '.join(map(repr, unknown))}; its options: {listed}"
+                f"{self.kind} {name!r} has no option {', '.join(map(repr, unknown))}{hint}; its options: {listed}"
             )
         accepted = inspect.signature(self._parts[name].__init__).parameters
         context = {k: v for k, v in context.items() if k in accepted}  # each part takes the context it needs
