@@ -72,6 +72,9 @@ def test_labels_come_from_the_dataset_a_tensor_or_a_stream(tmp_path):
     stream = ppvae.data.NpyImages(tmp_path / "x.npy", labels=tmp_path / "y.npy")
     from_stream = ppvae.CVAE(**SMALL).fit(stream, epochs=1, batch_size=20, progress=False)
     assert len(from_tensor.history) == len(from_stream.history) == 1
+    unlabelled = ppvae.data.NpyImages(tmp_path / "x.npy")
+    with pytest.raises(ValueError, match=r"y= labels a tensor of images; a NpyImages, read from disk, brings its own"):
+        ppvae.CVAE(**SMALL).fit(unlabelled, y=data.y, epochs=1, progress=False)  # was: "pass labels y"
     with pytest.raises(ValueError, match="CVAE is conditional: pass labels y"):
         ppvae.CVAE(**SMALL).fit(data.x, epochs=1, progress=False)
 

@@ -432,6 +432,11 @@ def fit(
     state = None
     with argument("data"):
         refuse_tuples_and_paths(data)
+        if y is not None and not in_memory(data):
+            raise ValueError(
+                f"y= labels a tensor of images; a {type(data).__name__}, read from disk, brings its own labels "
+                "(NpyImages(path, labels='labels.npy'), a folder of class folders, or (image, label) items)"
+            )
         fingerprint = data_fingerprint(model, data, y)
     if options["resume"]:
         state, validation = restore(model, record, out, options, validation)
