@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ppvae import viz
-from ppvae.estimator import Capabilities, FitRecord, LatentVariableModel
-from ppvae.estimator.contract import class_index
+from ppvae.estimator import Capabilities, FitRecord, LatentVariableModel, class_index
 from ppvae.estimator.figures import save_figure_atomic
 from ppvae.infer import seeded
 from ppvae.models.vae import VAE
