@@ -143,7 +143,7 @@ def build_model(model_spec: dict[str, Any], x_shape: Sequence[int], data: Any = 
     if unknown:
         hint = did_you_mean(unknown[0], takes) if len(unknown) == 1 else ""
         raise ValueError(
-            f"{cls.__name__} takes no [model] key {', '.join(map(repr, unknown))}{hint}; its keys: {', '.join(takes)}"
+            f"{cls.__name__} has no option {', '.join(map(repr, unknown))}{hint}; its options: {', '.join(takes)}"
         )
     check_model_size(cls, {"x_shape": tuple(x_shape), **spec}, "[model]")
     try:

@@ -169,9 +169,7 @@ def test_spec_file_and_part_flags_build_the_model(tmp_path, capsys):
     assert "no option 'component' (did you mean --prior-components?)" in capsys.readouterr().err
     spec.write_text("[model]\nz_dimm = 3\n")
     assert main(["train", "--spec", str(spec), "--out", str(run)]) == 2
-    assert (
-        "VAE takes no [model] key 'z_dimm' (did you mean 'z_dim'?); its keys: z_dim, prior" in capsys.readouterr().err
-    )
+    assert "VAE has no option 'z_dimm' (did you mean 'z_dim'?); its options: z_dim, prior" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "grey.npy"), "--colour", "red", "--out", str(run)]) == 2
     assert "unrecognised argument '--colour'" in capsys.readouterr().err
     spec.write_text("[modle]\nz_dim = 3\n")
